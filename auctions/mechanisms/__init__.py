@@ -1,0 +1,54 @@
+"""CPX clearing and pricing engine: pure functions over JSON-shaped documents.
+
+`clear(doc)` runs a double auction or a heterogeneous-jobs mechanism, `price(doc)` solves a
+pricing game; both follow shared/spec/mechanisms.md exactly and accept a list of documents
+(a list in gives a list out, and one bad document fails the whole list). Nothing here imports
+Django, Celery, web3 or any other part of the project: anyone can re-run a published round.
+"""
+
+from auctions.mechanisms.errors import MechanismError
+
+__all__ = ["MechanismError", "clear", "price", "ENGINE_VERSION"]
+
+# Bumped whenever a rule or convention changes an outcome; stored with every round.
+ENGINE_VERSION = "1.0.0"
+
+DOUBLE_AUCTIONS = frozenset({"mcafee", "trade_reduction", "vcg", "sbba", "sbba_buyer_lottery", "huang"})
+HETEROGENEOUS = frozenset({"welfare", "greedy"})
+GAMES = frozenset({"stackelberg", "linear_oligopoly", "budget_oligopoly"})
+
+
+def clear(doc, *, input_sha256: str | None = None):
+    """Clear one BOOK document (or a list of them) and return the RESULT document(s)."""
+    if isinstance(doc, list):
+        if input_sha256 is not None:
+            raise MechanismError("bad_input", "input_sha256 is given per document, not for a list")
+        return [clear(item) for item in doc]
+    if not isinstance(doc, dict):
+        raise MechanismError("bad_input", "a book must be a JSON object")
+    mechanism = doc.get("mechanism")
+    if mechanism in DOUBLE_AUCTIONS:
+        from auctions.mechanisms.double_auction import clear_double_auction
+
+        return clear_double_auction(doc, input_sha256=input_sha256)
+    if mechanism in HETEROGENEOUS:
+        from auctions.mechanisms.heterogeneous import clear_heterogeneous
+
+        return clear_heterogeneous(doc, input_sha256=input_sha256)
+    raise MechanismError("unknown_mechanism", f"unknown mechanism {mechanism!r}")
+
+
+def price(doc, *, input_sha256: str | None = None):
+    """Solve one GAME document (or a list of them) and return the RESULT document(s)."""
+    if isinstance(doc, list):
+        if input_sha256 is not None:
+            raise MechanismError("bad_input", "input_sha256 is given per document, not for a list")
+        return [price(item) for item in doc]
+    if not isinstance(doc, dict):
+        raise MechanismError("bad_input", "a game must be a JSON object")
+    game = doc.get("game")
+    if game in GAMES:
+        from auctions.mechanisms.pricing import solve_game
+
+        return solve_game(doc, input_sha256=input_sha256)
+    raise MechanismError("unknown_game", f"unknown game {game!r}")

@@ -1,0 +1,56 @@
+"""Command line: `python -m auctions.mechanisms clear|price FILE|-` prints one JSON document.
+
+Exit 0 with the result; exit 2 with `{"error": {"code", "message"}}` on bad input or when no
+answer exists. A thin wrapper around `clear` and `price`.
+"""
+
+import json
+import sys
+
+from auctions.mechanisms import clear, price
+from auctions.mechanisms.errors import MechanismError
+
+USAGE = "usage: python -m auctions.mechanisms clear|price FILE|-"
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        if len(argv) != 2 or argv[0] not in ("clear", "price"):
+            raise MechanismError("usage", USAGE)
+        command, source = argv
+        doc = _read(source)
+        result = (clear if command == "clear" else price)(doc)
+    except MechanismError as error:
+        _print(error.as_document())
+        return 2
+    _print(result)
+    return 0
+
+
+def _read(source: str):
+    try:
+        if source == "-":
+            text = sys.stdin.read()
+        else:
+            with open(source, encoding="utf-8") as handle:
+                text = handle.read()
+    except (OSError, UnicodeDecodeError) as error:
+        raise MechanismError("usage", f"cannot read {source}: {error}") from None
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as error:
+        raise MechanismError("bad_json", f"not valid JSON: {error}") from None
+
+
+def _reject_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _print(document) -> None:
+    sys.stdout.write(json.dumps(document, allow_nan=False))
+    sys.stdout.write("\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
