@@ -1,0 +1,57 @@
+"""Renders every anticipated error as {"code", "message", "extra"} with the right status."""
+
+import logging
+
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.http import Http404
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+
+from config.errors import DomainError
+
+logger = logging.getLogger(__name__)
+
+_DRF_CODES = {
+    exceptions.ParseError: "malformed_request",
+    exceptions.AuthenticationFailed: "authentication_failed",
+    exceptions.NotAuthenticated: "not_authenticated",
+    exceptions.PermissionDenied: "permission_denied",
+    exceptions.NotFound: "not_found",
+    exceptions.MethodNotAllowed: "method_not_allowed",
+    exceptions.NotAcceptable: "not_acceptable",
+    exceptions.UnsupportedMediaType: "unsupported_media_type",
+    exceptions.Throttled: "rate_limited",
+}
+
+
+def error_response(code: str, message: str, http_status: int, extra: dict | None = None, headers=None):
+    return Response(
+        {"code": code, "message": message, "extra": extra or {}}, status=http_status, headers=headers
+    )
+
+
+def render_error(exc, context):
+    if isinstance(exc, DomainError):
+        return error_response(exc.code, exc.message, exc.status, exc.extra)
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound()
+    elif isinstance(exc, DjangoPermissionDenied):
+        exc = exceptions.PermissionDenied()
+    if isinstance(exc, exceptions.ValidationError):
+        return error_response(
+            "invalid", "The request has invalid fields.", status.HTTP_400_BAD_REQUEST, {"fields": exc.detail}
+        )
+    if isinstance(exc, exceptions.APIException):
+        code = _DRF_CODES.get(type(exc)) or next(
+            (c for cls, c in _DRF_CODES.items() if isinstance(exc, cls)), "error"
+        )
+        headers = {}
+        extra = {}
+        if isinstance(exc, exceptions.Throttled) and exc.wait is not None:
+            headers["Retry-After"] = str(max(1, int(exc.wait + 0.999)))
+            extra["retry_after_s"] = int(headers["Retry-After"])
+        if getattr(exc, "auth_header", None):
+            headers["WWW-Authenticate"] = exc.auth_header
+        return error_response(code, str(exc.detail), exc.status_code, extra, headers)
+    logger.error("unhandled error in %s", context.get("view").__class__.__name__, exc_info=exc)
+    return None

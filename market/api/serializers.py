@@ -1,0 +1,193 @@
+"""Request and response shapes of the market API. Validation of types, ranges and lengths lives
+here; rules across fields and state live in the services."""
+
+from decimal import Decimal
+
+from rest_framework import serializers
+
+from auctions.mechanisms.llm_sizing import SUPPORTED_BITS
+from market.models import JobRequest, LedgerTransfer, Provider, Resource, User
+from market.money import DECIMAL_PLACES, MAX_AMOUNT, MAX_DIGITS
+
+
+def money_field(**kwargs):
+    kwargs.setdefault("min_value", 0)
+    return serializers.DecimalField(
+        max_digits=MAX_DIGITS, decimal_places=DECIMAL_PLACES, max_value=MAX_AMOUNT, **kwargs
+    )
+
+
+class StrictSerializerMixin:
+    """Unknown fields are an error, not silently dropped: a typo must not go unnoticed."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, dict):
+            unknown = sorted(set(data) - set(self.fields))
+            if unknown:
+                raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
+        return super().to_internal_value(data)
+
+
+class ProviderSerializer(StrictSerializerMixin, serializers.ModelSerializer):
+    class Meta:
+        model = Provider
+        fields = [
+            "id",
+            "display_name",
+            "wallet_address",
+            "tier",
+            "region",
+            "site",
+            "latitude",
+            "longitude",
+            "status",
+            "reputation",
+            "stake",
+            "last_heartbeat_at",
+            "created_at",
+        ]
+        read_only_fields = ["id", "status", "reputation", "stake", "last_heartbeat_at", "created_at"]
+        extra_kwargs = {"wallet_address": {"validators": []}}
+
+
+class ResourceSerializer(StrictSerializerMixin, serializers.ModelSerializer):
+    device_count = serializers.IntegerField(min_value=1, max_value=4096)
+    memory_per_device_gib = serializers.DecimalField(
+        max_digits=8, decimal_places=2, min_value=Decimal("0.01")
+    )
+    host_ram_gib = serializers.DecimalField(max_digits=9, decimal_places=2, min_value=0)
+    vcpu = serializers.IntegerField(min_value=0, max_value=100_000)
+    fp16_tflops = serializers.DecimalField(max_digits=9, decimal_places=2, min_value=0)
+    speed_factor = serializers.DecimalField(
+        max_digits=6, decimal_places=3, min_value=Decimal("0.001"), required=False
+    )
+    ask_per_device_hour = money_field()
+    price_floor = money_field(required=False)
+    status = serializers.ChoiceField(choices=Resource.Status.choices, required=False)
+
+    class Meta:
+        model = Resource
+        fields = [
+            "id",
+            "provider",
+            "device_class",
+            "model_name",
+            "device_count",
+            "memory_per_device_gib",
+            "host_ram_gib",
+            "vcpu",
+            "fp16_tflops",
+            "speed_factor",
+            "interconnect",
+            "ask_per_device_hour",
+            "price_floor",
+            "auto_pricing",
+            "available_from",
+            "available_until",
+            "status",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = ["id", "provider", "created_at", "updated_at"]
+
+
+class JobSubmitSerializer(StrictSerializerMixin, serializers.Serializer):
+    kind = serializers.ChoiceField(choices=JobRequest.Kind.choices)
+    model_name = serializers.CharField(max_length=100)
+    params_billion = serializers.DecimalField(
+        max_digits=9, decimal_places=3, min_value=Decimal("0.001"), max_value=100_000
+    )
+    quant_bits = serializers.ChoiceField(choices=SUPPORTED_BITS)
+    context_length = serializers.IntegerField(min_value=1, max_value=10_000_000)
+    batch_size = serializers.IntegerField(min_value=1, max_value=100_000, default=1)
+    workload_tokens = serializers.IntegerField(min_value=1, max_value=10**15, required=False)
+    workload_device_hours = serializers.DecimalField(
+        max_digits=12, decimal_places=3, min_value=Decimal("0.001"), required=False
+    )
+    device_class = serializers.ChoiceField(choices=Resource.DeviceClass.choices, default="GPU")
+    max_price_per_device_hour = money_field(min_value=Decimal("0.000001"))
+    budget = money_field(min_value=Decimal("0.000001"))
+    deadline = serializers.DateTimeField()
+    latency_sla_ms = serializers.IntegerField(min_value=1, max_value=600_000, required=False)
+    region = serializers.CharField(max_length=32)
+    requested_memory_per_device_gib = serializers.DecimalField(
+        max_digits=8, decimal_places=2, min_value=Decimal("0.01"), required=False
+    )
+    requested_device_count = serializers.IntegerField(min_value=1, max_value=4096, required=False)
+
+
+class JobRequestSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = JobRequest
+        fields = [
+            "id",
+            "status",
+            "close_reason",
+            "kind",
+            "model_name",
+            "params_billion",
+            "quant_bits",
+            "context_length",
+            "batch_size",
+            "workload_tokens",
+            "workload_device_hours",
+            "device_class",
+            "max_price_per_device_hour",
+            "budget",
+            "deadline",
+            "latency_sla_ms",
+            "region",
+            "requested_memory_per_device_gib",
+            "requested_device_count",
+            "memory_per_device_gib",
+            "device_count",
+            "sizing",
+            "idempotency_key",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = fields
+
+
+class BalanceSerializer(serializers.Serializer):
+    available = money_field(read_only=True)
+    held_in_escrow = money_field(read_only=True)
+    earnings = money_field(read_only=True)
+
+
+class LedgerTransferSerializer(serializers.ModelSerializer):
+    debit_account = serializers.CharField(source="debit.__str__", read_only=True)
+    credit_account = serializers.CharField(source="credit.__str__", read_only=True)
+
+    class Meta:
+        model = LedgerTransfer
+        fields = [
+            "id",
+            "kind",
+            "amount",
+            "debit_account",
+            "credit_account",
+            "job",
+            "reference",
+            "memo",
+            "created_at",
+        ]
+        read_only_fields = fields
+
+
+class DepositSerializer(StrictSerializerMixin, serializers.Serializer):
+    username = serializers.CharField(max_length=150)
+    amount = money_field(min_value=Decimal("0.000001"))
+    memo = serializers.CharField(max_length=200, required=False, default="")
+
+    def validate_username(self, value):
+        user = User.objects.filter(username=value).first()
+        if user is None:
+            raise serializers.ValidationError("No such user.")
+        return user
+
+
+class MeSerializer(serializers.Serializer):
+    username = serializers.CharField()
+    role = serializers.CharField()
+    key_role = serializers.CharField(allow_null=True)

@@ -1,0 +1,20 @@
+from django.urls import path
+
+from market.api import views
+
+urlpatterns = [
+    path("me", views.MeView.as_view(), name="me"),
+    path("provider", views.ProviderProfileView.as_view(), name="provider-profile"),
+    path("resources", views.ResourceListView.as_view(), name="resource-list"),
+    path("resources/<int:pk>", views.ResourceDetailView.as_view(), name="resource-detail"),
+    path("jobs", views.JobListView.as_view(), name="job-list"),
+    path("jobs/<int:pk>", views.JobDetailView.as_view(), name="job-detail"),
+    path("jobs/<int:pk>/cancel", views.JobCancelView.as_view(), name="job-cancel"),
+    path("balance", views.BalanceView.as_view(), name="balance"),
+    path("ledger", views.LedgerListView.as_view(), name="ledger"),
+    path("operator/deposits", views.OperatorDepositView.as_view(), name="operator-deposits"),
+    path("operator/jobs", views.OperatorJobListView.as_view(), name="operator-jobs"),
+    path("operator/providers", views.OperatorProviderListView.as_view(), name="operator-providers"),
+    path("operator/resources", views.OperatorResourceListView.as_view(), name="operator-resources"),
+    path("operator/ledger", views.OperatorLedgerListView.as_view(), name="operator-ledger"),
+]

@@ -1,0 +1,6 @@
+from market.models.accounts import ApiKey, Role, User
+from market.models.jobs import JobRequest
+from market.models.ledger import LedgerAccount, LedgerTransfer
+from market.models.providers import Provider, Resource
+
+__all__ = ["ApiKey", "Role", "JobRequest", "LedgerAccount", "LedgerTransfer", "Provider", "Resource", "User"]

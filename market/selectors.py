@@ -1,0 +1,89 @@
+"""Reads of the market: explicit ordering, joins up front, one query per list."""
+
+import hmac
+from decimal import Decimal
+
+from django.db.models import Q, QuerySet, Sum
+
+from market.models import ApiKey, JobRequest, LedgerAccount, LedgerTransfer, Provider, Resource, User
+from market.services.accounts import api_key_digest
+
+
+def api_key_authenticate(raw: str) -> ApiKey | None:
+    """The active key matching `raw` (`cpx_<prefix>_<secret>`), with its user, or None.
+    Constant-time on the secret."""
+    try:
+        scheme, prefix, secret = raw.split("_", 2)
+    except ValueError:
+        return None
+    if scheme != "cpx" or not prefix or not secret or len(prefix) > 16:
+        return None
+    key = ApiKey.objects.select_related("user").filter(prefix=prefix, revoked_at__isnull=True).first()
+    if key is None or not key.user.is_active or not hmac.compare_digest(key.digest, api_key_digest(secret)):
+        return None
+    return key
+
+
+def provider_for_user(*, user: User) -> Provider | None:
+    return Provider.objects.filter(user=user).first()
+
+
+def provider_list() -> QuerySet[Provider]:
+    return Provider.objects.select_related("user").order_by("id")
+
+
+def resource_list(*, provider: Provider | None = None) -> QuerySet[Resource]:
+    """Listings, a provider's own when given (retired ones included: they are history)."""
+    resources = Resource.objects.select_related("provider").order_by("id")
+    return resources.filter(provider=provider) if provider is not None else resources
+
+
+def job_request_list(*, consumer: User | None = None) -> QuerySet[JobRequest]:
+    """Jobs newest first, a consumer's own when given."""
+    jobs = JobRequest.objects.select_related("consumer").order_by("-created_at", "-id")
+    return jobs.filter(consumer=consumer) if consumer is not None else jobs
+
+
+def balance_get(*, user: User) -> dict:
+    """The user's available balance, what it holds in escrow, and its provider earnings."""
+    own = dict(LedgerAccount.objects.filter(user=user).values_list("kind", "balance"))
+    held = LedgerAccount.objects.filter(kind=LedgerAccount.Kind.ESCROW, job__consumer=user).aggregate(
+        total=Sum("balance")
+    )["total"]
+    zero = Decimal("0")
+    return {
+        "available": own.get(LedgerAccount.Kind.CONSUMER, zero),
+        "held_in_escrow": held or zero,
+        "earnings": own.get(LedgerAccount.Kind.PROVIDER, zero),
+    }
+
+
+def ledger_transfer_list(*, user: User | None = None) -> QuerySet[LedgerTransfer]:
+    """Transfers newest first; a user's own are those touching its accounts or its jobs' escrow."""
+    transfers = LedgerTransfer.objects.select_related("debit", "credit").order_by("-created_at", "-id")
+    if user is None:
+        return transfers
+    mine = (
+        Q(debit__user=user)
+        | Q(credit__user=user)
+        | Q(debit__job__consumer=user)
+        | Q(credit__job__consumer=user)
+    )
+    return transfers.filter(mine)
+
+
+def ledger_is_balanced() -> bool:
+    """Double entry holds: every balance equals its credits minus its debits, and all sum to zero."""
+    total = LedgerAccount.objects.aggregate(total=Sum("balance"))["total"] or Decimal(0)
+    if total != 0:
+        return False
+    credits = dict(
+        LedgerTransfer.objects.values_list("credit").annotate(s=Sum("amount")).values_list("credit", "s")
+    )
+    debits = dict(
+        LedgerTransfer.objects.values_list("debit").annotate(s=Sum("amount")).values_list("debit", "s")
+    )
+    return all(
+        balance == credits.get(pk, 0) - debits.get(pk, 0)
+        for pk, balance in LedgerAccount.objects.values_list("id", "balance")
+    )
