@@ -1,11 +1,13 @@
 """Reads of the market: explicit ordering, joins up front, one query per list."""
 
 import hmac
+from collections import defaultdict
 from decimal import Decimal
 
 from django.db.models import Q, QuerySet, Sum
 
 from market.models import ApiKey, JobRequest, LedgerAccount, LedgerTransfer, Provider, Resource, User
+from market.money import to_money
 from market.services.accounts import api_key_digest
 
 
@@ -53,7 +55,7 @@ def balance_get(*, user: User) -> dict:
     zero = Decimal("0")
     return {
         "available": own.get(LedgerAccount.Kind.CONSUMER, zero),
-        "held_in_escrow": held or zero,
+        "held_in_escrow": to_money(held or zero),  # SQLite sums decimals as floats
         "earnings": own.get(LedgerAccount.Kind.PROVIDER, zero),
     }
 
@@ -73,17 +75,16 @@ def ledger_transfer_list(*, user: User | None = None) -> QuerySet[LedgerTransfer
 
 
 def ledger_is_balanced() -> bool:
-    """Double entry holds: every balance equals its credits minus its debits, and all sum to zero."""
-    total = LedgerAccount.objects.aggregate(total=Sum("balance"))["total"] or Decimal(0)
-    if total != 0:
-        return False
-    credits = dict(
-        LedgerTransfer.objects.values_list("credit").annotate(s=Sum("amount")).values_list("credit", "s")
-    )
-    debits = dict(
-        LedgerTransfer.objects.values_list("debit").annotate(s=Sum("amount")).values_list("debit", "s")
-    )
-    return all(
-        balance == credits.get(pk, 0) - debits.get(pk, 0)
-        for pk, balance in LedgerAccount.objects.values_list("id", "balance")
-    )
+    """Double entry holds: every balance equals its credits minus its debits, and all sum to zero.
+
+    Summed in Python with Decimal: SQLite's SUM over decimals goes through floats."""
+    expected: dict[int, Decimal] = defaultdict(Decimal)
+    for debit, credit, amount in LedgerTransfer.objects.values_list("debit", "credit", "amount").iterator():
+        expected[debit] -= amount
+        expected[credit] += amount
+    total = Decimal(0)
+    for pk, balance in LedgerAccount.objects.values_list("id", "balance").iterator():
+        if balance != expected.get(pk, 0):
+            return False
+        total += balance
+    return total == 0

@@ -1,6 +1,16 @@
 from market.models.accounts import ApiKey, Role, User
 from market.models.jobs import JobRequest
-from market.models.ledger import LedgerAccount, LedgerTransfer
+from market.models.ledger import Deposit, LedgerAccount, LedgerTransfer
 from market.models.providers import Provider, Resource
 
-__all__ = ["ApiKey", "Role", "JobRequest", "LedgerAccount", "LedgerTransfer", "Provider", "Resource", "User"]
+__all__ = [
+    "ApiKey",
+    "Role",
+    "Deposit",
+    "JobRequest",
+    "LedgerAccount",
+    "LedgerTransfer",
+    "Provider",
+    "Resource",
+    "User",
+]

@@ -104,3 +104,11 @@ class LedgerTransfer(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} {self.amount} {self.debit_id}→{self.credit_id}"
+
+
+class Deposit(LedgerTransfer):
+    """Deposits seen on their own in the admin, where operators credit consumers."""
+
+    class Meta:
+        proxy = True
+        ordering = ["-created_at", "-id"]

@@ -26,7 +26,7 @@ def api_key_create(*, user: User, role: str, now: datetime, name: str = "") -> t
     if role not in Role.values:
         raise InvalidInput(f"Unknown role {role!r}.", field="role", choices=Role.values)
     if not user.holds_role(role):
-        raise InvalidInput(f"{user.username} is not a {role}.", field="role")
+        raise InvalidInput(f"{user.username} does not hold the {role} role.", field="role")
     prefix = secrets.token_hex(KEY_PREFIX_BYTES)
     secret = secrets.token_urlsafe(KEY_SECRET_BYTES)
     key = ApiKey.objects.create(
