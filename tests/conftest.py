@@ -1,0 +1,86 @@
+"""Fixtures shared by every layer, and the rule for tests that need a real service.
+
+A test that needs PostgreSQL (or Redis, a node, …) is marked `services` and asks for it through
+`require_postgres` (or calls `service_unavailable`). On the embedded default it skips with the
+reason; with CPX_REQUIRE_SERVICES=1 (CI's PostgreSQL pass) the skip becomes a failure, so a
+service-backed test can never pass by not running.
+"""
+
+import os
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.core.cache import cache
+from django.db import connection
+from rest_framework.test import APIClient
+
+from market.services.accounts import api_key_create
+
+NOW = datetime(2026, 1, 15, 12, 0, tzinfo=UTC)
+
+
+def services_required() -> bool:
+    return os.environ.get("CPX_REQUIRE_SERVICES", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def service_unavailable(reason: str) -> None:
+    """Skip for `reason`, or fail when CPX_REQUIRE_SERVICES=1 demands the service."""
+    if services_required():
+        pytest.fail(f"CPX_REQUIRE_SERVICES=1 but {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    # Belt and braces: a `services` test skipped by any other route (a skipif, a skip inside a
+    # fixture) is reported as failed when the services are required.
+    report = yield
+    if report.skipped and services_required() and item.get_closest_marker("services") is not None:
+        report.outcome = "failed"
+        report.longrepr = f"CPX_REQUIRE_SERVICES=1 but the service-backed test was skipped: {report.longrepr}"
+    return report
+
+
+@pytest.fixture
+def require_postgres(db):
+    """For tests whose threads share the database: SQLite's in-memory test database cannot."""
+    if connection.vendor != "postgresql":
+        service_unavailable(
+            f"needs PostgreSQL (DATABASE_URL=postgres://…): threads cannot share the {connection.vendor} "
+            "in-memory test database"
+        )
+
+
+@pytest.fixture(autouse=True)
+def _fresh_rate_limits():
+    # Rate-limit counters live in the cache; one test's requests must not throttle the next.
+    cache.clear()
+    yield
+    cache.clear()
+
+
+@pytest.fixture
+def now():
+    return NOW
+
+
+@pytest.fixture
+def api_client():
+    return APIClient()
+
+
+def bearer_client(user, role: str | None = None) -> APIClient:
+    """An APIClient authenticated by a fresh API key of `user` in `role` (its own role by default)."""
+    _, raw = api_key_create(user=user, role=role or user.role, now=NOW)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
+    return client
+
+
+@pytest.fixture
+def client_for():
+    return bearer_client
+
+
+def later(**delta) -> datetime:
+    return NOW + timedelta(**delta)
