@@ -119,7 +119,9 @@ def _columns(raw: dict, name: str):
 
 def _read_ids(values, name: str) -> list:
     if isinstance(values, np.ndarray):
-        if values.dtype.kind not in "iuUO":
+        if values.dtype.kind in "iuU":
+            return values.tolist()
+        if values.dtype.kind != "O":
             raise _bad(f"{name} ids must be strings or integers")
         values = values.tolist()
     types = set(map(type, values))
