@@ -1,0 +1,165 @@
+"""Rounds of clearing, the leases they create, and the price quotes of the pricing game."""
+
+from django.db import models
+from django.db.models import Q
+
+from market.models import JobRequest, Provider, Resource
+from market.money import MoneyField
+
+
+class Round(models.Model):
+    """One batch clearing of the book, re-runnable by anyone from its published snapshot.
+
+    `snapshot` is the canonical JSON of every book the round cleared (sha256 in
+    `snapshot_sha256`); `result` is the engine's answer (sha256 in `result_sha256`). At most one
+    round is OPEN or CLEARING at a time: `active_slot` is 1 for those and NULL otherwise, and it
+    is unique, so the database — not a hope — refuses a second one.
+    """
+
+    class Status(models.TextChoices):
+        OPEN = "OPEN", "Open"
+        CLEARING = "CLEARING", "Clearing"
+        CLEARED = "CLEARED", "Cleared"
+        FAILED = "FAILED", "Failed"
+
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.OPEN)
+    active_slot = models.PositiveSmallIntegerField(null=True, blank=True, unique=True, default=1)
+    mechanism = models.JSONField(default=dict, help_text="mechanisms and parameters, per kind of book")
+    engine_version = models.CharField(max_length=16, blank=True)
+    snapshot = models.TextField(blank=True, help_text="canonical JSON of the books cleared")
+    snapshot_sha256 = models.CharField(max_length=64, blank=True)
+    result = models.JSONField(null=True, blank=True)
+    result_sha256 = models.CharField(max_length=64, blank=True)
+    welfare = models.FloatField(null=True, blank=True)
+    lp_bound = models.FloatField(null=True, blank=True)
+    optimality_gap = models.FloatField(null=True, blank=True)
+    prices = models.JSONField(default=dict, help_text="clearing prices per resource class")
+    jobs_in_book = models.PositiveIntegerField(default=0)
+    resources_in_book = models.PositiveIntegerField(default=0)
+    jobs_matched = models.PositiveIntegerField(default=0)
+    timings_ms = models.JSONField(default=dict, help_text="snapshot, clear, write")
+    error = models.TextField(blank=True)
+    opened_at = models.DateTimeField()
+    cleared_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=(Q(status__in=["OPEN", "CLEARING"]) & Q(active_slot=1))
+                | (Q(status__in=["CLEARED", "FAILED"]) & Q(active_slot__isnull=True)),
+                name="round_active_slot_matches_status",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"round {self.pk} {self.status}"
+
+
+class Lease(models.Model):
+    """A job placed on a resource by a round: the allocation and its life at the provider.
+
+    Prices are per device-hour: the consumer pays `unit_price_paid`, the provider earns
+    `unit_price_received`; the difference (the mechanism's surplus) and the fee go to the platform.
+    `max_device_hours` is what the job's escrow can pay for at the paid price.
+    """
+
+    class Status(models.TextChoices):
+        DISPATCHED = "DISPATCHED", "Dispatched"
+        RUNNING = "RUNNING", "Running"
+        COMPLETED = "COMPLETED", "Completed"
+        FAILED = "FAILED", "Failed"
+        REASSIGNED = "REASSIGNED", "Reassigned"
+
+    class CloseReason(models.TextChoices):
+        COMPLETED = "COMPLETED", "Completed"
+        OWNER = "OWNER", "Cancelled by the consumer"
+        PROVIDER_FAULT = "PROVIDER_FAULT", "Provider fault"
+        UNSTABLE = "UNSTABLE", "Provider missed heartbeats"
+        DEADLINE = "DEADLINE", "Deadline passed"
+        INSUFFICIENT_FUNDS = "INSUFFICIENT_FUNDS", "Escrow exhausted"
+        VERIFICATION_FAILED = "VERIFICATION_FAILED", "Verification failed"
+        JOB_ERROR = "JOB_ERROR", "The job itself failed"
+
+    ACTIVE = (Status.DISPATCHED, Status.RUNNING)
+
+    round = models.ForeignKey(Round, on_delete=models.PROTECT, related_name="leases")
+    job = models.ForeignKey(JobRequest, on_delete=models.PROTECT, related_name="leases")
+    resource = models.ForeignKey(Resource, on_delete=models.PROTECT, related_name="leases")
+    provider = models.ForeignKey(Provider, on_delete=models.PROTECT, related_name="leases")
+    devices = models.PositiveIntegerField()
+    resource_class = models.CharField(max_length=64)
+    unit_price_paid = MoneyField()
+    unit_price_received = MoneyField()
+    max_device_hours = models.DecimalField(max_digits=14, decimal_places=6)
+    expected_device_hours = models.DecimalField(max_digits=14, decimal_places=6)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.DISPATCHED)
+    close_reason = models.CharField(max_length=20, choices=CloseReason.choices, blank=True)
+    close_detail = models.CharField(max_length=300, blank=True)
+    progress = models.FloatField(default=0)
+    tokens_in = models.BigIntegerField(default=0)
+    tokens_out = models.BigIntegerField(default=0)
+    device_seconds = models.DecimalField(max_digits=16, decimal_places=3, default=0)
+    simulated = models.BooleanField(
+        default=False, help_text="run by the simulation backend, not a real model"
+    )
+    dispatched_at = models.DateTimeField()
+    accepted_at = models.DateTimeField(null=True, blank=True)
+    last_heartbeat_at = models.DateTimeField(null=True, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [
+            models.Index(fields=["provider", "status"]),
+            models.Index(fields=["status", "last_heartbeat_at"]),
+        ]
+        constraints = [
+            models.UniqueConstraint(fields=["round", "job"], name="lease_one_per_job_per_round"),
+            models.UniqueConstraint(
+                fields=["job"],
+                condition=Q(status__in=["DISPATCHED", "RUNNING"]),
+                name="lease_one_active_per_job",
+            ),
+            models.CheckConstraint(condition=Q(devices__gte=1), name="lease_has_devices"),
+            models.CheckConstraint(
+                condition=Q(unit_price_paid__gte=models.F("unit_price_received")),
+                name="lease_no_deficit_per_unit",
+            ),
+            models.CheckConstraint(
+                condition=Q(progress__gte=0) & Q(progress__lte=1), name="lease_progress_0_1"
+            ),
+            models.CheckConstraint(
+                condition=Q(tokens_in__gte=0) & Q(tokens_out__gte=0) & Q(device_seconds__gte=0),
+                name="lease_usage_non_negative",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"lease {self.pk} job {self.job_id} on resource {self.resource_id} {self.status}"
+
+
+class PriceQuote(models.Model):
+    """A Stackelberg recommendation for one resource class: the ask a provider should set and
+    the price a consumer should expect, with the game's inputs so it can be re-derived."""
+
+    resource_class = models.CharField(max_length=64)
+    device_class = models.CharField(max_length=8)
+    region = models.CharField(max_length=32)
+    memory_tier_gib = models.PositiveIntegerField()
+    recommended_ask = MoneyField()
+    expected_price = MoneyField()
+    expected_utilisation = models.FloatField()
+    demand_device_hours = models.FloatField()
+    capacity_device_hours = models.FloatField()
+    followers = models.PositiveIntegerField()
+    inputs = models.JSONField(default=dict)
+    result = models.JSONField(default=dict)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["resource_class", "-created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.resource_class}: ask {self.recommended_ask}"
