@@ -256,7 +256,11 @@ class TestHuang:
         # Buyers before: 3 units, sellers before: 2.5, so b1 is cut to 2.5; buyers pay 9, sellers get 6.
         doc = {
             "mechanism": "huang",
-            "bids": [{"id": 1, "price": 10, "quantity": 3}, {"id": 2, "price": 9, "quantity": 2}, {"id": 3, "price": 5}],
+            "bids": [
+                {"id": 1, "price": 10, "quantity": 3},
+                {"id": 2, "price": 9, "quantity": 2},
+                {"id": 3, "price": 5},
+            ],
             "asks": [
                 {"id": 4, "price": 1, "quantity": 1},
                 {"id": 5, "price": 2, "quantity": 1.5},
@@ -311,7 +315,10 @@ class TestHuang:
         reduction = clear(book("trade_reduction", PUBLIC_BIDS, PUBLIC_ASKS))
 
         assert huang["fills"] == reduction["fills"]
-        assert (huang["buyer_price"], huang["seller_price"]) == (reduction["buyer_price"], reduction["seller_price"])
+        assert (huang["buyer_price"], huang["seller_price"]) == (
+            reduction["buyer_price"],
+            reduction["seller_price"],
+        )
 
 
 class TestConventions:
