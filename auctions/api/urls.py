@@ -1,0 +1,4 @@
+from auctions.api.agent import urlpatterns as agent_urls
+from auctions.api.rounds import urlpatterns as round_urls
+
+urlpatterns = round_urls + agent_urls

@@ -1,0 +1,1 @@
+"""Reads of rounds, quotes and leases."""
