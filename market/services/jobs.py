@@ -16,6 +16,8 @@ from market.services.ledger import InsufficientFunds, ledger_transfer
 
 Status = JobRequest.Status
 CANCELLABLE = (Status.SUBMITTED, Status.QUEUED, Status.MATCHED)
+# The largest memory_per_device_gib the column holds (8 digits, 2 decimals); no device has more.
+MAX_MEMORY_PER_DEVICE_GIB = 999_999.99
 
 
 class IdempotencyKeyReused(Conflict):
@@ -125,6 +127,13 @@ def _derive(spec: dict, *, now: datetime) -> dict:
         )
     except MechanismError as error:
         raise InvalidInput(f"The job cannot be sized: {error.message}", field="sizing") from None
+    if sizing.memory_per_device_gib > MAX_MEMORY_PER_DEVICE_GIB:
+        raise InvalidInput(
+            "The job needs more memory per device than any device has: shrink the context, batch or "
+            "model, or use more devices.",
+            field="sizing",
+            memory_per_device_gib=sizing.memory_per_device_gib,
+        )
     memory = requested_memory if requested_memory else Decimal(str(sizing.memory_per_device_gib))
     return {
         **spec,
