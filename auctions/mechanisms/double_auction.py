@@ -77,7 +77,7 @@ def _draw(steps: Steps, side: Side, pool_size: int, count: int, seed: int):
     """The spec's lottery: `count` of the `pool_size` best units, drawn by default_rng(seed).choice."""
     pool_steps, pool_quantities = steps.prefix(pool_size)
     pool_positions = steps.positions[np.repeat(pool_steps, pool_quantities)]
-    pool = [side.ids[position] for position in pool_positions.tolist()]
+    pool = side.names(pool_positions)
     drawn = np.random.default_rng(seed).choice(pool_size, size=count, replace=False)
     counts = np.bincount(steps.owners(np.asarray(drawn, dtype=np.int64)), minlength=len(pool_steps))
     drawn_steps = np.flatnonzero(counts)
@@ -132,8 +132,7 @@ def _result(
 
 
 def _record(fills: dict, payments: dict, side: Side, steps: Steps, chosen, quantities, price: float) -> None:
-    ids = side.ids
-    names = [ids[position] for position in steps.positions[chosen].tolist()]
+    names = side.names(steps.positions[chosen])
     fills.update(zip(names, quantities.tolist(), strict=True))
     payments.update(zip(names, (quantities * price).tolist(), strict=True))
 

@@ -17,11 +17,22 @@ MAX_TOTAL_UNITS = 2**53
 
 @dataclass(frozen=True)
 class Side:
-    """One side of a book in input order: ids as plain Python values, prices and quantities as float64."""
+    """One side of a book in input order: prices and quantities as float64.
 
-    ids: list
+    `ids` is a list of plain Python ids, or a NumPy array of integers or strings (converted only for
+    the orders that appear in a result).
+    """
+
+    ids: list | np.ndarray
     prices: np.ndarray
     quantities: np.ndarray
+
+    def names(self, positions: np.ndarray) -> list:
+        """Plain Python ids of the orders at `positions`."""
+        if isinstance(self.ids, np.ndarray):
+            return self.ids[positions].tolist()
+        ids = self.ids
+        return [ids[position] for position in positions.tolist()]
 
 
 @dataclass(frozen=True)
@@ -117,10 +128,10 @@ def _columns(raw: dict, name: str):
     return columns
 
 
-def _read_ids(values, name: str) -> list:
+def _read_ids(values, name: str) -> list | np.ndarray:
     if isinstance(values, np.ndarray):
         if values.dtype.kind in "iuU":
-            return values.tolist()
+            return values
         if values.dtype.kind != "O":
             raise _bad(f"{name} ids must be strings or integers")
         values = values.tolist()
@@ -171,7 +182,11 @@ def _check_quantities(quantities: np.ndarray, name: str, *, unit: bool) -> None:
             raise _bad(f"{name} hold more than 2**53 units")
 
 
-def _refuse_repeated_ids(bid_ids: list, ask_ids: list) -> None:
+def _refuse_repeated_ids(bid_ids, ask_ids) -> None:
+    if _integer_ids_are_distinct(bid_ids, ask_ids):
+        return
+    bid_ids = bid_ids.tolist() if isinstance(bid_ids, np.ndarray) else bid_ids
+    ask_ids = ask_ids.tolist() if isinstance(ask_ids, np.ndarray) else ask_ids
     seen = set(bid_ids)
     if len(seen) == len(bid_ids):
         seen.update(ask_ids)
@@ -183,6 +198,23 @@ def _refuse_repeated_ids(bid_ids: list, ask_ids: list) -> None:
             raise _bad(f"id {value!r} is repeated")
         counted.add(value)
     raise _bad("ids are repeated")  # pragma: no cover - the loop above always finds one
+
+
+def _integer_ids_are_distinct(bid_ids, ask_ids) -> bool:
+    """Fast path for integer id arrays in a dense range (database keys): one bincount, no hashing.
+
+    False means "not shown distinct here": the caller then checks with a set.
+    """
+    arrays = [ids for ids in (bid_ids, ask_ids) if len(ids)]
+    if not arrays or not all(isinstance(ids, np.ndarray) and ids.dtype.kind in "iu" for ids in arrays):
+        return False
+    low = min(int(ids.min()) for ids in arrays)
+    high = max(int(ids.max()) for ids in arrays)
+    count = sum(len(ids) for ids in arrays)
+    if high - low > 8 * count + 1024:
+        return False
+    offsets = np.concatenate([(ids - low).astype(np.int64) for ids in arrays])
+    return int(np.bincount(offsets).max()) <= 1
 
 
 def _read_support(doc: dict) -> tuple[float, float] | None:

@@ -439,6 +439,22 @@ BAD_BOOKS = {
     "numpy column of strings": _bad(lambda d: d.update(bids={"id": [1], "price": np.array(["1"])})),
     "numpy column with nan": _bad(lambda d: d.update(bids={"id": [1], "price": np.array([np.nan])})),
     "numpy float ids": _bad(lambda d: d.update(bids={"id": np.array([1.0]), "price": [1]})),
+    "numpy ids repeated within a side": _bad(
+        lambda d: d.update(bids={"id": np.array([5, 6, 5]), "price": np.ones(3)}, asks=[])
+    ),
+    "numpy ids repeated across sides": _bad(
+        lambda d: d.update(
+            bids={"id": np.arange(4), "price": np.ones(4)}, asks={"id": np.array([3]), "price": [1]}
+        )
+    ),
+    "sparse numpy ids repeated": _bad(
+        lambda d: d.update(bids={"id": np.array([10**15, 7, 10**15]), "price": np.ones(3)}, asks=[])
+    ),
+    "numpy string ids repeated": _bad(
+        lambda d: d.update(
+            bids={"id": np.array(["x", "y"]), "price": np.ones(2)}, asks=[{"id": "x", "price": 1}]
+        )
+    ),
     "two-dimensional column": _bad(lambda d: d.update(bids={"id": [1], "price": np.ones((1, 1))})),
 }
 
@@ -466,6 +482,24 @@ class TestValidation:
         result = clear(book("vcg", [(10, 2.0)], [(1, 2.0), 20]))
 
         assert result["fills"] == {"b0": 2, "s0": 2}
+
+    def test_tells_integer_ids_from_string_ids(self):
+        doc = {
+            "mechanism": "vcg",
+            "bids": {"id": np.array([1, 2]), "price": [5, 4]},
+            "asks": [{"id": "1", "price": 1}],
+        }
+
+        assert clear(doc)["fills"] == {1: 1, "1": 1}
+
+    def test_accepts_distinct_integer_id_arrays_in_a_sparse_range(self):
+        doc = {
+            "mechanism": "vcg",
+            "bids": {"id": np.array([10**15, 3]), "price": [5, 4]},
+            "asks": {"id": np.array([-(10**12)]), "price": [1]},
+        }
+
+        assert clear(doc)["fills"] == {10**15: 1, -(10**12): 1}
 
     def test_refuses_an_unknown_mechanism(self):
         with pytest.raises(MechanismError) as caught:
