@@ -84,3 +84,14 @@ def client_for():
 
 def later(**delta) -> datetime:
     return NOW + timedelta(**delta)
+
+
+def assert_error(response, status: int, code: str) -> dict:
+    """The one error body: exactly code, message and extra, with the expected status and code."""
+    body = response.json()
+    assert response.status_code == status, body
+    assert set(body) == {"code", "message", "extra"}, body
+    assert body["code"] == code, body
+    assert isinstance(body["message"], str) and body["message"]
+    assert isinstance(body["extra"], dict)
+    return body

@@ -7,6 +7,7 @@ from datetime import timedelta
 from decimal import Decimal
 
 import factory
+from django.utils import timezone
 from eth_utils import to_checksum_address
 
 from market.models import JobRequest, Provider, Resource, Role, User
@@ -119,3 +120,41 @@ def job_submit(*, consumer: User, now=NOW, idempotency_key: str | None = None, *
         consumer=consumer, spec=job_spec(**overrides), now=now, idempotency_key=idempotency_key
     )
     return job
+
+
+def job_body(**overrides) -> dict:
+    """A valid JSON body for POST /api/v1/jobs, due a day after the real clock (the API's `now`)."""
+    body = {
+        "kind": "INFERENCE",
+        "model_name": "llama-2-7b",
+        "params_billion": "7",
+        "quant_bits": 4,
+        "context_length": 4096,
+        "batch_size": 1,
+        "workload_tokens": 1_000_000,
+        "max_price_per_device_hour": "1.00",
+        "budget": "10.00",
+        "deadline": (timezone.now() + timedelta(days=1)).isoformat(),
+        "latency_sla_ms": 200,
+        "region": "eu-west",
+    }
+    body.update(overrides)
+    return {name: value for name, value in body.items() if value is not None}
+
+
+def resource_body(**overrides) -> dict:
+    """A valid JSON body for POST /api/v1/resources."""
+    body = {
+        "device_class": "GPU",
+        "model_name": "RTX 3080",
+        "device_count": 2,
+        "memory_per_device_gib": "10.00",
+        "host_ram_gib": "32",
+        "vcpu": 8,
+        "fp16_tflops": "29.77",
+        "interconnect": "PCIe4",
+        "ask_per_device_hour": "0.25",
+        "price_floor": "0.10",
+    }
+    body.update(overrides)
+    return {name: value for name, value in body.items() if value is not None}
