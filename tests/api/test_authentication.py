@@ -1,0 +1,217 @@
+"""Who may call what: API keys, roles, and rate limits on every endpoint of market/api/urls.py."""
+
+from decimal import Decimal
+
+import pytest
+from django.urls import get_resolver
+
+from config.errors import InvalidInput
+from market.api.throttling import ApiKeyRateThrottle
+from market.models import Role
+from market.services.accounts import api_key_create, api_key_revoke
+from tests.conftest import NOW, assert_error, bearer_client
+from tests.factories import (
+    ConsumerFactory,
+    OperatorFactory,
+    ProviderFactory,
+    ProviderUserFactory,
+    ResourceFactory,
+    job_submit,
+)
+
+pytestmark = pytest.mark.django_db
+
+# Every route of market/api/urls.py with each method it serves and the role it needs (None: any).
+ENDPOINTS = [
+    ("get", "/api/v1/me", None),
+    ("get", "/api/v1/provider", Role.PROVIDER),
+    ("post", "/api/v1/provider", Role.PROVIDER),
+    ("patch", "/api/v1/provider", Role.PROVIDER),
+    ("get", "/api/v1/resources", Role.PROVIDER),
+    ("post", "/api/v1/resources", Role.PROVIDER),
+    ("get", "/api/v1/resources/{resource}", Role.PROVIDER),
+    ("patch", "/api/v1/resources/{resource}", Role.PROVIDER),
+    ("delete", "/api/v1/resources/{resource}", Role.PROVIDER),
+    ("get", "/api/v1/jobs", Role.CONSUMER),
+    ("post", "/api/v1/jobs", Role.CONSUMER),
+    ("get", "/api/v1/jobs/{job}", Role.CONSUMER),
+    ("post", "/api/v1/jobs/{job}/cancel", Role.CONSUMER),
+    ("get", "/api/v1/balance", None),
+    ("get", "/api/v1/ledger", None),
+    ("post", "/api/v1/operator/deposits", Role.OPERATOR),
+    ("get", "/api/v1/operator/jobs", Role.OPERATOR),
+    ("get", "/api/v1/operator/providers", Role.OPERATOR),
+    ("get", "/api/v1/operator/resources", Role.OPERATOR),
+    ("get", "/api/v1/operator/ledger", Role.OPERATOR),
+]
+ROLE_ENDPOINTS = [e for e in ENDPOINTS if e[2] is not None]
+IDS = [f"{method.upper()} {path}" for method, path, _ in ENDPOINTS]
+ROLE_IDS = [f"{method.upper()} {path}" for method, path, _ in ROLE_ENDPOINTS]
+
+
+@pytest.fixture
+def targets():
+    """A real resource and job, so a refusal cannot be a 404 in disguise."""
+    resource = ResourceFactory()
+    job = job_submit(consumer=ConsumerFactory(balance=Decimal("100")))
+    return {"resource": resource.pk, "job": job.pk}
+
+
+def call(client, method, path, targets):
+    return getattr(client, method)(path.format(**targets), {}, format="json")
+
+
+def test_the_endpoint_table_covers_every_api_route():
+    api = next(p for p in get_resolver().url_patterns if str(p.pattern) == "api/v1/")
+    routes = {str(p.pattern).replace("<int:pk>", "{}") for p in api.url_patterns}
+
+    listed = {
+        path.removeprefix("/api/v1/").replace("{resource}", "{}").replace("{job}", "{}")
+        for _, path, _ in ENDPOINTS
+    }
+
+    assert routes == listed
+
+
+class TestAuthentication:
+    @pytest.mark.parametrize(("method", "path", "role"), ENDPOINTS, ids=IDS)
+    def test_refuses_a_call_without_credentials(self, api_client, targets, method, path, role):
+        response = call(api_client, method, path, targets)
+
+        assert_error(response, 401, "not_authenticated")
+        assert response.headers["WWW-Authenticate"] == "Bearer"
+
+    @pytest.mark.parametrize(("method", "path", "role"), ENDPOINTS, ids=IDS)
+    def test_refuses_a_revoked_key(self, api_client, targets, method, path, role):
+        user = OperatorFactory() if role is None else _user_of(role)
+        key, raw = api_key_create(user=user, role=role or Role.OPERATOR, now=NOW)
+        api_key_revoke(prefix=key.prefix, now=NOW)
+        api_client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
+
+        response = call(api_client, method, path, targets)
+
+        assert_error(response, 401, "authentication_failed")
+
+    @pytest.mark.parametrize(
+        "header",
+        [
+            "Token {raw}",
+            "bearer {raw}",
+            "Basic dXNlcjpwYXNz",
+            "Bearer",
+            "Bearer ",
+            "{raw}",
+            "Bearer cpx_0000000000_nosuchsecret",
+            "Bearer cpx_{prefix}_wrongsecret",
+            "Bearer cpx_{prefix}",
+            "Bearer xyz_{prefix}_{secret}",
+            "Bearer cpx_caf\u00e9_x",
+            "Bearer " + "A" * 10_000,
+        ],
+        ids=repr,
+    )
+    def test_refuses_a_wrong_scheme_or_bad_key(self, api_client, header):
+        key, raw = api_key_create(user=ConsumerFactory(), role=Role.CONSUMER, now=NOW)
+        secret = raw.split("_", 2)[2]
+        api_client.credentials(HTTP_AUTHORIZATION=header.format(raw=raw, prefix=key.prefix, secret=secret))
+
+        response = api_client.get("/api/v1/me")
+
+        assert_error(response, 401, "authentication_failed")
+
+    def test_accepts_a_good_key_and_says_who_is_calling(self):
+        consumer = ConsumerFactory()
+
+        response = bearer_client(consumer).get("/api/v1/me")
+
+        assert response.status_code == 200
+        assert response.json() == {"username": consumer.username, "role": "consumer", "key_role": "consumer"}
+
+
+def _user_of(role):
+    if role == Role.PROVIDER:
+        return ProviderFactory().user
+    if role == Role.OPERATOR:
+        return OperatorFactory()
+    return ConsumerFactory(balance=Decimal("100"))
+
+
+class TestRoles:
+    @pytest.mark.parametrize(("method", "path", "role"), ROLE_ENDPOINTS, ids=ROLE_IDS)
+    def test_refuses_a_key_of_another_role(self, targets, method, path, role):
+        other = Role.CONSUMER if role != Role.CONSUMER else Role.PROVIDER
+        client = bearer_client(_user_of(other))
+
+        response = call(client, method, path, targets)
+
+        assert_error(response, 403, "permission_denied")
+
+    @pytest.mark.parametrize(("method", "path", "role"), ROLE_ENDPOINTS, ids=ROLE_IDS)
+    def test_refuses_a_key_whose_user_no_longer_holds_its_role(self, targets, method, path, role):
+        user = _user_of(role)
+        client = bearer_client(user, role)
+        user.role = Role.CONSUMER if role != Role.CONSUMER else Role.PROVIDER
+        user.is_staff = False
+        user.save(update_fields=["role", "is_staff"])
+
+        response = call(client, method, path, targets)
+
+        assert_error(response, 403, "permission_denied")
+
+    def test_refuses_to_issue_a_key_for_a_role_the_user_does_not_hold(self):
+        provider = ProviderUserFactory()
+
+        with pytest.raises(InvalidInput) as error:
+            api_key_create(user=provider, role=Role.OPERATOR, now=NOW)
+
+        assert error.value.code == "invalid"
+
+    def test_refuses_an_operator_key_on_consumer_routes(self):
+        operator = OperatorFactory()
+        client = bearer_client(operator, Role.OPERATOR)
+
+        response = client.get("/api/v1/jobs")
+
+        assert_error(response, 403, "permission_denied")
+
+
+@pytest.fixture
+def three_per_minute(settings, monkeypatch):
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"api_key": "3/min"}}
+    # DRF's setting_changed handler reloads api_settings, but SimpleRateThrottle copied the rates
+    # into a class attribute when it was imported: point that copy at the new rate too.
+    monkeypatch.setattr(ApiKeyRateThrottle, "THROTTLE_RATES", {"api_key": "3/min"})
+
+
+class TestRateLimit:
+    def test_answers_429_with_retry_after_once_a_key_spends_its_rate(self, three_per_minute):
+        client = bearer_client(ConsumerFactory())
+        allowed = [client.get("/api/v1/me").status_code for _ in range(3)]
+
+        response = client.get("/api/v1/me")
+
+        assert allowed == [200, 200, 200]
+        error = assert_error(response, 429, "rate_limited")
+        retry_after = int(response.headers["Retry-After"])
+        assert 1 <= retry_after <= 60
+        assert error["extra"]["retry_after_s"] == retry_after
+
+    def test_counts_each_key_separately(self, three_per_minute):
+        consumer = ConsumerFactory()
+        spent = bearer_client(consumer)
+        for _ in range(4):
+            spent.get("/api/v1/me")
+
+        response = bearer_client(consumer).get("/api/v1/me")
+
+        assert spent.get("/api/v1/me").status_code == 429
+        assert response.status_code == 200
+
+    def test_limits_writes_too(self, three_per_minute):
+        client = bearer_client(ConsumerFactory(balance=Decimal("100")))
+        for _ in range(3):
+            client.get("/api/v1/balance")
+
+        response = client.post("/api/v1/jobs", {}, format="json")
+
+        assert_error(response, 429, "rate_limited")
