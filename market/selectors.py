@@ -62,7 +62,10 @@ def balance_get(*, user: User) -> dict:
 
 def ledger_transfer_list(*, user: User | None = None) -> QuerySet[LedgerTransfer]:
     """Transfers newest first; a user's own are those touching its accounts or its jobs' escrow."""
-    transfers = LedgerTransfer.objects.select_related("debit", "credit").order_by("-created_at", "-id")
+    # The accounts' users too: an account names its owner when listed.
+    transfers = LedgerTransfer.objects.select_related("debit__user", "credit__user").order_by(
+        "-created_at", "-id"
+    )
     if user is None:
         return transfers
     mine = (
