@@ -157,6 +157,89 @@ CHAIN_RPC_URL = env.str("CHAIN_RPC_URL", default="")
 CHAIN_SIGNER_KEY = env.str("CHAIN_SIGNER_KEY", default="")
 CHAIN_CONTRACT_ADDRESS = env.str("CHAIN_CONTRACT_ADDRESS", default="")
 
+# --- Leases and agents (issue 4)
+# A running lease whose agent has not reported (heartbeat or progress) for this long fails over;
+# a provider silent for this long is out of the book until it heartbeats again.
+CPX_HEARTBEAT_TIMEOUT_S = env.int("CPX_HEARTBEAT_TIMEOUT_S", default=60)
+# A dispatched lease not accepted within this long is re-offered (the provider is penalised).
+CPX_OFFER_TIMEOUT_S = env.int("CPX_OFFER_TIMEOUT_S", default=120)
+# SLA penalty: this share of the lease's expected cost, taken from the provider's earnings.
+CPX_SLA_PENALTY_RATE = Decimal(env.str("CPX_SLA_PENALTY_RATE", default="0.10"))
+# Reputation lost per SLA fault; up to twice this when the earnings could not cover the penalty.
+CPX_SLA_REPUTATION_STEP = Decimal(env.str("CPX_SLA_REPUTATION_STEP", default="0.05"))
+# Longest an agent's GET /api/v1/agent/leases?wait=S is held open.
+CPX_AGENT_LONG_POLL_S = env.int("CPX_AGENT_LONG_POLL_S", default=20)
+# The simulate backend runs a lease for expected_device_hours × 3600 / this many seconds.
+CPX_SIMULATION_SPEEDUP = env.float("CPX_SIMULATION_SPEEDUP", default=600.0)
+
+# --- Clearing (issue 4)
+# Seconds between rounds (the beat schedule reads it; the demo default clears every few seconds).
+CPX_ROUND_INTERVAL_S = env.float("CPX_ROUND_INTERVAL_S", default=5.0)
+# Unit double auction per resource class (single-device jobs). Budget-balanced rules only — the
+# platform never runs a deficit: mcafee, trade_reduction, sbba, sbba_buyer_lottery (not vcg, huang).
+CPX_UNIT_MECHANISM = env.str("CPX_UNIT_MECHANISM", default="mcafee")
+# Heterogeneous book (multi-device jobs, SLAs the classes cannot express, failed-over jobs):
+# "greedy" with "critical" payments (a provider receives its cost), or "welfare" with "vcg" where a
+# lease's receipt is capped at the job's payment so that no lease runs a deficit.
+CPX_HETEROGENEOUS_MECHANISM = env.str("CPX_HETEROGENEOUS_MECHANISM", default="greedy")
+CPX_HETEROGENEOUS_PAYMENT_RULE = env.str("CPX_HETEROGENEOUS_PAYMENT_RULE", default="critical")
+# Time limit of each MILP solve of the welfare mechanism, seconds.
+CPX_WELFARE_TIME_LIMIT_S = env.float("CPX_WELFARE_TIME_LIMIT_S", default=10.0)
+# Seed of the lottery of the sbba rules (stored in the snapshot, so a replay draws the same).
+CPX_ROUND_SEED = env.int("CPX_ROUND_SEED", default=0)
+# Providers that never heartbeat are out of the book unless this is on (a demo without agents).
+CPX_BOOK_INCLUDE_UNSEEN_PROVIDERS = env.bool("CPX_BOOK_INCLUDE_UNSEEN_PROVIDERS", default=False)
+# Pricing: the horizon over which free capacity is counted (device-hours), and the recent rounds
+# whose bids join the queued ones as demand.
+CPX_PRICING_HORIZON_H = env.float("CPX_PRICING_HORIZON_H", default=1.0)
+CPX_PRICING_RECENT_ROUNDS = env.int("CPX_PRICING_RECENT_ROUNDS", default=20)
+# --- end Clearing (issue 4)
+
+# --- Tasks and schedule (issue 4)
+# The round interval is CPX_ROUND_INTERVAL_S (Clearing, above); sweeps and pricing have their own.
+CPX_SWEEP_INTERVAL_S = env.float("CPX_SWEEP_INTERVAL_S", default=5.0)
+CPX_PRICING_INTERVAL_S = env.float("CPX_PRICING_INTERVAL_S", default=30.0)
+# One beat (`celery -A config beat`, or the embedded one) sends these; any worker runs them. Each
+# message expires after one interval: a backlog built while no worker ran is dropped, not replayed.
+CELERY_BEAT_SCHEDULE = {
+    "clear-round": {
+        "task": "auctions.open_and_clear_round",
+        "schedule": CPX_ROUND_INTERVAL_S,
+        "options": {"expires": CPX_ROUND_INTERVAL_S},
+    },
+    "sweep-leases": {
+        "task": "auctions.sweep_leases",
+        "schedule": CPX_SWEEP_INTERVAL_S,
+        "options": {"expires": CPX_SWEEP_INTERVAL_S},
+    },
+    "update-prices": {
+        "task": "auctions.update_prices",
+        "schedule": CPX_PRICING_INTERVAL_S,
+        "options": {"expires": CPX_PRICING_INTERVAL_S},
+    },
+}
+# The schedule is all intervals of seconds: nothing worth a schedule file on disk.
+CELERY_BEAT_SCHEDULER = "celery.beat:Scheduler"
+CELERY_TASK_DEFAULT_QUEUE = "cpx"
+# acks_late is set per task (workers/tasks.py: every task there is idempotent). A prefork child that
+# dies has its message acknowledged, not requeued: a task that kills its worker must not loop; the
+# next beat tick picks the OPEN round up instead.
+CELERY_TASK_REJECT_ON_WORKER_LOST = False
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
+# Redis redelivers a message a dead worker never acknowledged after this many seconds; it must exceed
+# the longest hard time limit (150 s), or a task still running would be delivered twice.
+CPX_BROKER_VISIBILITY_TIMEOUT_S = env.int("CPX_BROKER_VISIBILITY_TIMEOUT_S", default=300)
+CELERY_BROKER_TRANSPORT_OPTIONS = (
+    {"polling_interval": 0.1}  # the in-process broker: a task starts within 0.1 s, not 1 s
+    if CELERY_BROKER_URL.startswith("memory://")
+    else {
+        "visibility_timeout": CPX_BROKER_VISIBILITY_TIMEOUT_S,
+        "unacked_restore_interval": max(1, min(10, CPX_BROKER_VISIBILITY_TIMEOUT_S // 2)),
+        "unacked_restore_throttle": 1,
+    }
+)
+# --- end Tasks and schedule (issue 4)
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -10,6 +10,7 @@ from django.db import IntegrityError, transaction
 
 from auctions.mechanisms.errors import MechanismError
 from auctions.mechanisms.llm_sizing import size_llm_job
+from auctions.models import Lease
 from config.errors import Conflict, InvalidInput, NotFound
 from market.models import JobRequest, LedgerAccount, LedgerTransfer, User
 from market.services.ledger import InsufficientFunds, ledger_transfer
@@ -155,13 +156,23 @@ def job_request_transition(
 
 @transaction.atomic
 def job_request_cancel(*, consumer: User, job_id: int, now: datetime) -> JobRequest:
-    """Cancel a job that has not been dispatched and release its escrow to the consumer.
+    """Cancel a job that has not been dispatched and release its escrow to the consumer. A MATCHED
+    job's lease (offered, not yet taken by the agent) closes with reason OWNER, in the same
+    transaction.
 
     Raises NotFound (no such job of this consumer), Conflict (already dispatched or ended).
     """
     job = JobRequest.objects.filter(pk=job_id, consumer=consumer).first()
     if job is None:
         raise NotFound("No such job.", job=job_id)
+    # The lease row before the job row, as every lease service takes them (no deadlock with an
+    # agent accepting it). If the job turns out not cancellable, the Conflict rolls this back.
+    Lease.objects.filter(job=job, status=Lease.Status.DISPATCHED).update(
+        status=Lease.Status.FAILED,
+        close_reason=Lease.CloseReason.OWNER,
+        close_detail="cancelled by the consumer",
+        ended_at=now,
+    )
     if not job_request_transition(
         job=job, from_statuses=CANCELLABLE, to=Status.CANCELLED, now=now, close_reason="OWNER"
     ):
