@@ -130,8 +130,8 @@ def _columns(raw: dict, name: str):
 
 def _read_ids(values, name: str) -> list | np.ndarray:
     if isinstance(values, np.ndarray):
-        if values.dtype.kind in "iuU":
-            return values
+        if values.dtype.kind in "iuU" or len(values) == 0:  # np.array([]) is float: an empty side
+            return values if len(values) else []
         if values.dtype.kind != "O":
             raise _bad(f"{name} ids must be strings or integers")
         values = values.tolist()

@@ -501,6 +501,11 @@ class TestValidation:
 
         assert clear(doc)["fills"] == {10**15: 1, -(10**12): 1}
 
+    def test_accepts_an_empty_numpy_side_whatever_its_dtype(self):
+        doc = {"mechanism": "sbba", "bids": {"id": np.array([]), "price": np.array([])}, "asks": []}
+
+        assert clear(doc)["traded_quantity"] == 0
+
     def test_refuses_an_unknown_mechanism(self):
         with pytest.raises(MechanismError) as caught:
             clear(book("english", PUBLIC_BIDS, PUBLIC_ASKS))
