@@ -55,7 +55,7 @@ def solve_greedy(market, *, payment_rule: str) -> dict:
 
 
 def job_size(market) -> np.ndarray:
-    """s_j = sqrt(sum_r d_jr / Cap_r), Cap_r the total over providers; resources nobody offers are left out."""
+    """s_j = sqrt(sum_r d_jr / Cap_r), Cap_r the total over providers (resources nobody offers left out)."""
     total = market.capacity.sum(axis=0)
     shares = np.divide(market.demand, total, out=np.zeros_like(market.demand), where=total > 0)
     return np.sqrt(shares.sum(axis=1))

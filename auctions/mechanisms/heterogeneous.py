@@ -76,17 +76,17 @@ def clear_heterogeneous(doc: dict, *, input_sha256: str | None = None) -> dict:
     market = build_market(doc)
     digest = input_sha256 if input_sha256 is not None else _hash(doc)
 
-    from auctions.mechanisms.welfare_milp import lp_bound
-
     if mechanism == "welfare":
         from auctions.mechanisms.welfare_milp import solve_welfare
 
         outcome = solve_welfare(market, payment_rule=rule, time_limit=time_limit, per_provider=pruning)
+        bound = outcome["lp_bound"]
     else:
         from auctions.mechanisms.greedy_critical import solve_greedy
+        from auctions.mechanisms.welfare_milp import lp_bound
 
         outcome = solve_greedy(market, payment_rule=rule)
-    bound = lp_bound(market, time_limit=time_limit)
+        bound = lp_bound(market, time_limit=time_limit)
     welfare = outcome["welfare"]
     result = {
         "mechanism": mechanism,
@@ -116,7 +116,9 @@ def build_market(doc: dict) -> Market:
     for pid in provider_ids:
         if str(pid) in seen:
             raise MechanismError("bad_input", f"id {pid!r} is used by a job and a provider")
-    job = {f: np.array([_number(r, f, "jobs", i) for i, r in enumerate(jobs)], dtype=float) for f in JOB_FIELDS}
+    job = {
+        f: np.array([_number(r, f, "jobs", i) for i, r in enumerate(jobs)], dtype=float) for f in JOB_FIELDS
+    }
     prov = {
         f: np.array([_number(r, f, "providers", i) for i, r in enumerate(providers)], dtype=float)
         for f in PROVIDER_FIELDS
@@ -197,7 +199,12 @@ def _integer(values: np.ndarray, side: str, field: str, *, minimum: int) -> None
 
 def _time_limit(doc: dict) -> float:
     value = doc.get("time_limit_s", DEFAULT_TIME_LIMIT_S)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
         raise MechanismError("bad_input", "time_limit_s must be a finite number > 0")
     return float(value)
 
