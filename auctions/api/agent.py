@@ -1,1 +1,166 @@
-urlpatterns = []
+"""The provider-agent API (a provider's API key) and the consumer's view of its job's leases.
+
+Another provider's lease answers 404 like a missing one; a state change out of order answers 409
+with a stable code; a malformed body 400.
+"""
+
+import time
+
+from django.conf import settings
+from django.urls import path
+from django.utils import timezone
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from auctions.api import agent_serializers as s
+from auctions.models import Lease
+from auctions.selectors import leases as lease_selectors
+from auctions.services.leases import (
+    LeaseNotFound,
+    lease_accept,
+    lease_complete,
+    lease_fail,
+    lease_poll,
+    lease_report_progress,
+    provider_heartbeat,
+)
+from config.errors import NotFound
+from market import selectors
+from market.api.permissions import IsConsumer, IsProvider
+
+# How often a long-poll looks for new offers: short enough to feel instant, long enough to be cheap.
+LONG_POLL_STEP_S = 0.25
+
+
+def _provider(request):
+    provider = selectors.provider_for_user(user=request.user)
+    if provider is None:
+        raise NotFound("Register your provider profile first (POST /api/v1/provider).")
+    return provider
+
+
+def _valid(serializer_class, data) -> dict:
+    serializer = serializer_class(data=data)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
+
+
+class HeartbeatView(APIView):
+    """The agent is alive and runs these leases; answers which of them it should stop."""
+
+    permission_classes = [IsProvider]
+
+    @extend_schema(request=s.HeartbeatSerializer, responses=s.HeartbeatResultSerializer)
+    def post(self, request):
+        data = _valid(s.HeartbeatSerializer, request.data)
+        result = provider_heartbeat(provider=_provider(request), now=timezone.now(), lease_ids=data["leases"])
+        return Response({**result, "heartbeat_timeout_s": settings.CPX_HEARTBEAT_TIMEOUT_S})
+
+
+class LeasePollView(APIView):
+    """The leases offered to the caller (DISPATCHED). `wait=S` holds the request open up to S seconds
+    (at most CPX_AGENT_LONG_POLL_S) until there is one."""
+
+    permission_classes = [IsProvider]
+
+    @extend_schema(
+        parameters=[OpenApiParameter("wait", float, description="seconds to wait for an offer")],
+        responses=s.AgentLeaseSerializer(many=True),
+    )
+    def get(self, request):
+        provider = _provider(request)
+        wait = min(_valid(s.PollSerializer, request.query_params)["wait"], settings.CPX_AGENT_LONG_POLL_S)
+        give_up_at = time.monotonic() + wait
+        offers = Lease.objects.filter(provider=provider, status=Lease.Status.DISPATCHED)
+        while not offers.exists() and time.monotonic() < give_up_at:
+            time.sleep(min(LONG_POLL_STEP_S, max(0.0, give_up_at - time.monotonic())))
+        leases = lease_poll(provider=provider, now=timezone.now())
+        return Response(s.AgentLeaseSerializer(leases, many=True).data)
+
+
+class LeaseDetailView(APIView):
+    permission_classes = [IsProvider]
+
+    @extend_schema(responses=s.AgentLeaseSerializer)
+    def get(self, request, pk):
+        lease = lease_selectors.lease_get_for_provider(provider=_provider(request), lease_id=pk)
+        if lease is None:
+            raise LeaseNotFound("No such lease.", lease=pk)
+        return Response(s.AgentLeaseSerializer(lease).data)
+
+
+class LeaseAcceptView(APIView):
+    permission_classes = [IsProvider]
+
+    @extend_schema(request=s.AcceptSerializer, responses=s.AgentLeaseSerializer)
+    def post(self, request, pk):
+        data = _valid(s.AcceptSerializer, request.data)
+        lease = lease_accept(provider=_provider(request), lease_id=pk, now=timezone.now(), **data)
+        return Response(s.AgentLeaseSerializer(lease).data)
+
+
+class LeaseProgressView(APIView):
+    """Cumulative progress (0–1) and usage; also a heartbeat of the lease."""
+
+    permission_classes = [IsProvider]
+
+    @extend_schema(request=s.ProgressSerializer, responses=s.AgentLeaseSerializer)
+    def post(self, request, pk):
+        data = _valid(s.ProgressSerializer, request.data)
+        lease = lease_report_progress(provider=_provider(request), lease_id=pk, now=timezone.now(), **data)
+        return Response(s.AgentLeaseSerializer(lease).data)
+
+
+class LeaseCompleteView(APIView):
+    """Final usage; the escrow is settled in the same transaction. A replay answers 409."""
+
+    permission_classes = [IsProvider]
+
+    @extend_schema(request=s.UsageSerializer, responses=s.CompletedLeaseSerializer)
+    def post(self, request, pk):
+        data = _valid(s.UsageSerializer, request.data)
+        lease, settlement = lease_complete(
+            provider=_provider(request), lease_id=pk, now=timezone.now(), **data
+        )
+        return Response(
+            s.CompletedLeaseSerializer({"lease": lease, "settlement": settlement}).data,
+        )
+
+
+class LeaseFailView(APIView):
+    """Give a lease up: JOB_ERROR (the job cannot run) or PROVIDER_FAULT (it fails over)."""
+
+    permission_classes = [IsProvider]
+
+    @extend_schema(request=s.FailSerializer, responses=s.AgentLeaseSerializer)
+    def post(self, request, pk):
+        data = _valid(s.FailSerializer, request.data)
+        lease = lease_fail(provider=_provider(request), lease_id=pk, now=timezone.now(), **data)
+        return Response(s.AgentLeaseSerializer(lease).data)
+
+
+class JobLeaseListView(APIView):
+    """Every lease of one of the caller's jobs, oldest first, with how and why each ended."""
+
+    permission_classes = [IsConsumer]
+
+    @extend_schema(responses=s.ConsumerLeaseSerializer(many=True))
+    def get(self, request, pk):
+        job = lease_selectors.job_for_consumer(consumer=request.user, job_id=pk)
+        if job is None:
+            raise NotFound("No such job.", job=pk)
+        leases = lease_selectors.lease_list_for_job(job=job)
+        return Response(s.ConsumerLeaseSerializer(leases, many=True).data)
+
+
+urlpatterns = [
+    path("agent/heartbeat", HeartbeatView.as_view(), name="agent-heartbeat"),
+    path("agent/leases", LeasePollView.as_view(), name="agent-leases"),
+    path("agent/leases/<int:pk>", LeaseDetailView.as_view(), name="agent-lease"),
+    path("agent/leases/<int:pk>/accept", LeaseAcceptView.as_view(), name="agent-lease-accept"),
+    path("agent/leases/<int:pk>/progress", LeaseProgressView.as_view(), name="agent-lease-progress"),
+    path("agent/leases/<int:pk>/complete", LeaseCompleteView.as_view(), name="agent-lease-complete"),
+    path("agent/leases/<int:pk>/fail", LeaseFailView.as_view(), name="agent-lease-fail"),
+    path("jobs/<int:pk>/leases", JobLeaseListView.as_view(), name="job-leases"),
+]

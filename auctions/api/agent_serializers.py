@@ -1,0 +1,163 @@
+"""Request and response shapes of the provider-agent API and the consumer's view of its leases.
+Types, ranges and lengths are checked here (malformed → 400); states and allocations in the services."""
+
+from decimal import Decimal
+
+from rest_framework import serializers
+
+from auctions.models import Lease
+from auctions.services.leases import AGENT_FAIL_REASONS, MAX_TOKENS, lease_allocated_device_seconds
+from market.api.serializers import StrictSerializerMixin
+from market.models import JobRequest
+
+MAX_LEASE_ID = 2**63 - 1
+
+
+def _tokens():
+    return serializers.IntegerField(min_value=0, max_value=MAX_TOKENS)
+
+
+def _device_seconds():
+    return serializers.DecimalField(max_digits=13, decimal_places=3, min_value=Decimal("0"))
+
+
+class HeartbeatSerializer(StrictSerializerMixin, serializers.Serializer):
+    leases = serializers.ListField(
+        child=serializers.IntegerField(min_value=1, max_value=MAX_LEASE_ID),
+        max_length=1000,
+        required=False,
+        default=list,
+        help_text="ids of the leases the agent is running",
+    )
+
+
+class HeartbeatResultSerializer(serializers.Serializer):
+    running = serializers.ListField(child=serializers.IntegerField())
+    closed = serializers.ListField(child=serializers.IntegerField(), help_text="stop these: no longer yours")
+    heartbeat_timeout_s = serializers.IntegerField()
+
+
+class PollSerializer(StrictSerializerMixin, serializers.Serializer):
+    wait = serializers.FloatField(min_value=0, max_value=3600, required=False, default=0)
+
+
+class AcceptSerializer(StrictSerializerMixin, serializers.Serializer):
+    simulated = serializers.BooleanField(required=False, default=False)
+
+
+class UsageSerializer(StrictSerializerMixin, serializers.Serializer):
+    tokens_in = _tokens()
+    tokens_out = _tokens()
+    device_seconds = _device_seconds()
+
+
+class ProgressSerializer(UsageSerializer):
+    progress = serializers.FloatField(min_value=0, max_value=1)
+
+
+class FailSerializer(StrictSerializerMixin, serializers.Serializer):
+    reason = serializers.ChoiceField(choices=[(r.value, r.label) for r in AGENT_FAIL_REASONS])
+    detail = serializers.CharField(max_length=300, allow_blank=True, required=False, default="")
+
+
+class LeaseJobSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = JobRequest
+        fields = [
+            "id",
+            "kind",
+            "model_name",
+            "params_billion",
+            "quant_bits",
+            "context_length",
+            "batch_size",
+            "workload_tokens",
+            "workload_device_hours",
+            "deadline",
+        ]
+        read_only_fields = fields
+
+
+class AgentLeaseSerializer(serializers.ModelSerializer):
+    """A lease as its provider's agent sees it: the job to run, the allocation, the usage so far."""
+
+    job = LeaseJobSerializer(read_only=True)
+    resource_device_count = serializers.IntegerField(source="resource.device_count", read_only=True)
+    allocated_device_seconds = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Lease
+        fields = [
+            "id",
+            "status",
+            "close_reason",
+            "close_detail",
+            "job",
+            "resource",
+            "resource_device_count",
+            "resource_class",
+            "devices",
+            "unit_price_received",
+            "expected_device_hours",
+            "max_device_hours",
+            "allocated_device_seconds",
+            "progress",
+            "tokens_in",
+            "tokens_out",
+            "device_seconds",
+            "simulated",
+            "dispatched_at",
+            "accepted_at",
+            "last_heartbeat_at",
+            "ended_at",
+        ]
+        read_only_fields = fields
+
+    def get_allocated_device_seconds(self, lease) -> Decimal:
+        return str(lease_allocated_device_seconds(lease))
+
+
+class SettlementSerializer(serializers.Serializer):
+    device_hours = serializers.DecimalField(max_digits=14, decimal_places=6)
+    charge = serializers.DecimalField(max_digits=24, decimal_places=6)
+    provider_net = serializers.DecimalField(max_digits=24, decimal_places=6)
+    platform = serializers.DecimalField(max_digits=24, decimal_places=6)
+    refund = serializers.DecimalField(max_digits=24, decimal_places=6)
+
+
+class CompletedLeaseSerializer(serializers.Serializer):
+    lease = AgentLeaseSerializer()
+    settlement = SettlementSerializer()
+
+
+class ConsumerLeaseSerializer(serializers.ModelSerializer):
+    """A lease as the job's consumer sees it: who ran it, how it ended and why, what it used."""
+
+    provider = serializers.CharField(source="provider.display_name", read_only=True)
+    close_reason_label = serializers.CharField(source="get_close_reason_display", read_only=True)
+
+    class Meta:
+        model = Lease
+        fields = [
+            "id",
+            "round",
+            "status",
+            "close_reason",
+            "close_reason_label",
+            "close_detail",
+            "provider",
+            "resource_class",
+            "devices",
+            "unit_price_paid",
+            "expected_device_hours",
+            "max_device_hours",
+            "progress",
+            "tokens_in",
+            "tokens_out",
+            "device_seconds",
+            "simulated",
+            "dispatched_at",
+            "accepted_at",
+            "ended_at",
+        ]
+        read_only_fields = fields
