@@ -1,0 +1,67 @@
+"""`cpx_round clear` opens and clears a round now; `cpx_round list [--limit N]` lists rounds;
+`cpx_round replay ID` re-runs a round from its snapshot and compares hashes (exit 0 match, 1 mismatch,
+2 unknown round)."""
+
+import json
+import sys
+
+from django.core.management.base import BaseCommand, CommandError
+from django.utils import timezone
+
+from auctions.selectors.rounds import round_list
+from auctions.services.rounds import RoundNotFound, round_clear, round_open, round_replay
+from config.errors import DomainError
+
+
+class Command(BaseCommand):
+    help = "Rounds: clear one now, list them, or replay one from its published snapshot."
+
+    def add_arguments(self, parser):
+        sub = parser.add_subparsers(dest="action", required=True)
+        sub.add_parser("clear", help="open a round (or take the active one) and clear it now")
+        listing = sub.add_parser("list", help="the latest rounds, newest first")
+        listing.add_argument("--limit", type=int, default=20)
+        replay = sub.add_parser("replay", help="recompute a round from its snapshot; exit 1 on mismatch")
+        replay.add_argument("round_id", type=int)
+
+    def handle(self, *args, action, **options):
+        if action == "clear":
+            return self._clear()
+        if action == "list":
+            return self._list(options["limit"])
+        return self._replay(options["round_id"])
+
+    def _clear(self):
+        now = timezone.now()
+        try:
+            round_obj = round_clear(round_id=round_open(now=now).pk, now=now)
+        except DomainError as error:
+            raise CommandError(f"{error.code}: {error.message}") from None
+        self.stdout.write(
+            f"round {round_obj.pk} {round_obj.status}: jobs {round_obj.jobs_in_book}, "
+            f"resources {round_obj.resources_in_book}, matched {round_obj.jobs_matched}, "
+            f"welfare {round_obj.welfare}, timings_ms {json.dumps(round_obj.timings_ms)}"
+            + (f", error {round_obj.error}" if round_obj.error else "")
+        )
+        for resource_class, prices in sorted(round_obj.prices.items()):
+            self.stdout.write(
+                f"  {resource_class}: traded {prices['traded']} buyer {prices['buyer_price']} "
+                f"seller {prices['seller_price']}"
+            )
+
+    def _list(self, limit: int):
+        for round_obj in round_list()[: max(1, limit)]:
+            self.stdout.write(
+                f"{round_obj.pk}\t{round_obj.status}\t{round_obj.opened_at:%Y-%m-%d %H:%M:%S}\t"
+                f"jobs {round_obj.jobs_in_book}\tmatched {round_obj.jobs_matched}\t"
+                f"welfare {round_obj.welfare}\t{round_obj.snapshot_sha256[:12]}"
+            )
+
+    def _replay(self, round_id: int):
+        try:
+            report = round_replay(round_id=round_id)
+        except RoundNotFound:
+            self.stderr.write(json.dumps({"round": round_id, "error": "no such round"}))
+            sys.exit(2)
+        self.stdout.write(json.dumps(report, indent=2))
+        sys.exit(0 if report["match"] else 1)

@@ -1,0 +1,425 @@
+"""The books of a round: the bulk snapshot of the market, the routing of jobs to books, the engine
+documents, and the fills read back from the engine's results (the model is in services/rounds.py).
+
+Resource classes: (device class, memory tier, region), the tier being the largest of MEMORY_TIERS_GIB
+at or below the device's memory, so every device of a class holds at least the tier. A single-device
+job bids in the smallest tier of its own device class and region that fits it and has supply; a
+job with no such class, a constraint the class cannot express, or alone in its class goes to a
+heterogeneous book.
+"""
+
+import bisect
+import hashlib
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import numpy as np
+from django.conf import settings
+
+from auctions.mechanisms import latency, throughput
+from auctions.mechanisms.canonical import canonical_json
+from auctions.selectors import rounds as selectors
+
+MEMORY_TIERS_GIB = (1, 2, 4, 6, 8, 10, 12, 16, 20, 24, 32, 40, 48, 64, 80, 96, 128, 192, 256, 384, 512, 1024)
+LOTTERY_MECHANISMS = frozenset({"sbba", "sbba_buyer_lottery"})
+MIN_UNIT_BIDS = 2
+
+
+def memory_tier(memory_gib: float) -> int:
+    """The largest tier at or below `memory_gib` (0 below the smallest)."""
+    index = bisect.bisect_right(MEMORY_TIERS_GIB, memory_gib + 1e-9)
+    return MEMORY_TIERS_GIB[index - 1] if index else 0
+
+
+def resource_class_key(*, device_class: str, tier: int, region: str) -> str:
+    return f"{device_class}-{tier}G@{region}"
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    jobs: list
+    resources: list
+    exclusions: dict  # job id -> provider ids that failed it
+
+
+@dataclass(frozen=True)
+class Fill:
+    job: dict
+    resource: dict
+    devices: int
+    resource_class: str
+    unit_price_paid: float
+    unit_price_received: float
+    expected_device_hours: float
+
+
+def snapshot_book(*, now: datetime, include_unseen: bool) -> Snapshot:
+    """The book in three bulk queries: jobs (locked FOR UPDATE), exclusions, resources with free devices."""
+    jobs = selectors.round_book_jobs(now=now, lock=True)
+    exclusions = defaultdict(set)
+    for job_id, provider_id in selectors.round_book_exclusions():
+        exclusions[job_id].add(provider_id)
+    resources = selectors.round_book_resources(
+        now=now,
+        heartbeat_timeout_s=getattr(settings, "CPX_HEARTBEAT_TIMEOUT_S", 60),
+        include_unseen=include_unseen,
+    )
+    for job in jobs:
+        job["memory"] = float(job["memory_per_device_gib"])
+        job["bid"] = float(job["max_price_per_device_hour"])
+        job["base_device_hours"] = throughput.base_device_hours(**_workload(job))
+        job["hours_left"] = (job["deadline"] - now).total_seconds() / 3600
+    for resource in resources:
+        resource["free"] = resource["device_count"] - resource["busy"]
+        resource["memory"] = float(resource["memory_per_device_gib"])
+        resource["ask"] = float(resource["ask_per_device_hour"])
+        resource["speed"] = float(resource["speed_factor"])
+        tflops = float(resource["fp16_tflops"])
+        resource["tflops"] = tflops if tflops > 0 else throughput.REFERENCE_FP16_TFLOPS * resource["speed"]
+        resource["region"] = resource["provider__region"]
+        resource["class"] = resource_class_key(
+            device_class=resource["device_class"],
+            tier=memory_tier(resource["memory"]),
+            region=resource["region"],
+        )
+    return Snapshot(jobs=jobs, resources=resources, exclusions=dict(exclusions))
+
+
+def _workload(job: dict) -> dict:
+    hours = job["workload_device_hours"]
+    return {
+        "kind": job["kind"],
+        "params_billion": float(job["params_billion"]),
+        "workload_tokens": job["workload_tokens"],
+        "workload_device_hours": None if hours is None else float(hours),
+    }
+
+
+def device_hours_on(job: dict, resource: dict) -> float:
+    """Device-hours the job needs on this resource (throughput model)."""
+    return throughput.job_device_hours(
+        **_workload(job), fp16_tflops=resource["tflops"], speed_factor=resource["speed"]
+    )
+
+
+@dataclass
+class _Book:
+    kind: str
+    doc: dict
+    text: str
+    digest: str
+    meta: dict
+    jobs: dict = field(default_factory=dict)  # engine id -> job
+    resources: dict = field(default_factory=dict)  # engine id -> resource
+
+
+class BookBuilder:
+    """Routes a snapshot's jobs to books and clears them in order (heterogeneous parts, then classes)."""
+
+    def __init__(self, *, snapshot: Snapshot, config: dict, now: datetime):
+        self.jobs = snapshot.jobs
+        self.resources = snapshot.resources
+        self.exclusions = snapshot.exclusions
+        self.config = config
+        self.now = now
+        self.books: list[_Book] = []
+        self.free = {r["id"]: r["free"] for r in self.resources}
+        self.classes: dict[str, list] = defaultdict(list)
+        tiers: dict[tuple, set] = defaultdict(set)
+        for resource in self.resources:
+            self.classes[resource["class"]].append(resource)
+            tiers[(resource["device_class"], resource["region"])].add(memory_tier(resource["memory"]))
+        self.tiers = {key: sorted(values) for key, values in tiers.items()}
+        self._rtt_cache: dict = {}
+        self.unit_jobs: dict[str, list] = defaultdict(list)
+        self.hetero_jobs: list = []
+        for job in self.jobs:
+            key = self._unit_class(job)
+            if key is not None:
+                self.unit_jobs[key].append(job)
+            else:
+                self.hetero_jobs.append(job)
+        # A double auction needs a second bid to price the first (McAfee and trade reduction drop the
+        # only trade of a one-bid class); a lone bid clears in a heterogeneous book at its critical
+        # value instead. The rule counts bids, never reads them, so no bid can steer its own route.
+        thin = [key for key, jobs in self.unit_jobs.items() if len(jobs) < MIN_UNIT_BIDS]
+        if thin:
+            for key in thin:
+                self.hetero_jobs.extend(self.unit_jobs.pop(key))
+            position = {job["id"]: i for i, job in enumerate(self.jobs)}
+            self.hetero_jobs.sort(key=lambda job: position[job["id"]])
+
+    # --- routing
+
+    def _unit_class(self, job: dict) -> str | None:
+        """The class a single-device job bids in, or None when only a heterogeneous book can place it."""
+        if job["device_count"] != 1:
+            return None
+        tiers = self.tiers.get((job["device_class"], job["region"]), [])
+        index = bisect.bisect_left(tiers, job["memory"] - 1e-9)
+        if index == len(tiers):
+            return None
+        key = resource_class_key(device_class=job["device_class"], tier=tiers[index], region=job["region"])
+        members = self.classes[key]
+        excluded = self.exclusions.get(job["id"])
+        if excluded and any(r["provider_id"] in excluded for r in members):
+            return None
+        if job["latency_sla_ms"] is not None:
+            # An unknown place (NaN) cannot promise an SLA: `not <=` refuses it.
+            if any(not self._rtt(job["region"], r) <= job["latency_sla_ms"] for r in members):
+                return None
+        if max(device_hours_on(job, r) for r in members) > job["hours_left"]:
+            return None  # the slowest device of the class would miss the deadline
+        return key
+
+    def _rtt(self, consumer_region: str, resource: dict) -> float:
+        key = (consumer_region, resource["id"])
+        if key not in self._rtt_cache:
+            rtt = latency.estimate_rtt_ms(
+                consumer_region=consumer_region,
+                provider_region=resource["region"],
+                provider_lat=resource["provider__latitude"],
+                provider_lon=resource["provider__longitude"],
+            )
+            self._rtt_cache[key] = math.nan if rtt is None else rtt
+        return self._rtt_cache[key]
+
+    def _hetero_parts(self) -> list[tuple[np.ndarray, list]]:
+        """Heterogeneous jobs grouped by the exact set of resources each may use, most constrained first."""
+        if not self.hetero_jobs or not self.resources:
+            return []
+        device_class = np.array([r["device_class"] for r in self.resources], dtype=object)
+        memory = np.array([r["memory"] for r in self.resources])
+        free = np.array([r["free"] for r in self.resources])
+        provider = np.array([r["provider_id"] for r in self.resources])
+        rtt_by_region: dict[str, np.ndarray] = {}
+        parts: dict[bytes, list] = {}
+        masks: dict[bytes, np.ndarray] = {}
+        for job in self.hetero_jobs:
+            mask = (device_class == job["device_class"]) & (memory >= job["memory"] - 1e-9)
+            mask &= free >= job["device_count"]
+            if job["latency_sla_ms"] is not None:
+                region = job["region"]
+                if region not in rtt_by_region:
+                    rtt_by_region[region] = np.array([self._rtt(region, r) for r in self.resources])
+                with np.errstate(invalid="ignore"):
+                    mask &= rtt_by_region[region] <= job["latency_sla_ms"]
+            excluded = self.exclusions.get(job["id"])
+            if excluded:
+                mask &= ~np.isin(provider, list(excluded))
+            if not mask.any():
+                continue
+            key = mask.tobytes()
+            parts.setdefault(key, []).append(job)
+            masks[key] = mask
+        order = sorted(parts, key=lambda key: (int(masks[key].sum()), parts[key][0]["id"]))
+        return [(masks[key], parts[key]) for key in order]
+
+    # --- documents and clearing
+
+    def run(self, *, clear_document) -> list:
+        """Build and clear every book in order; returns the engine results (aligned with the snapshot)."""
+        results = []
+        hetero = self.config["heterogeneous"]
+        for mask, jobs in self._hetero_parts():
+            providers = [
+                r for r, allowed in zip(self.resources, mask, strict=True) if allowed and self.free[r["id"]]
+            ]
+            if not providers:
+                continue
+            book = self._add(
+                "heterogeneous",
+                {
+                    "mechanism": hetero["mechanism"],
+                    "payment_rule": hetero["payment_rule"],
+                    "time_limit_s": hetero["time_limit_s"],
+                    "jobs": [self._hetero_job(job) for job in jobs],
+                    "providers": [self._hetero_provider(r) for r in providers],
+                },
+                jobs,
+                providers,
+                {"kind": "heterogeneous", "device_class": jobs[0]["device_class"]},
+            )
+            result = clear_document(book.doc, book.digest)
+            for job_id, resource_id in result["assignments"].items():
+                self.free[book.resources[resource_id]["id"]] -= book.jobs[job_id]["device_count"]
+            results.append(result)
+        unit = self.config["unit"]
+        for key in sorted(self.unit_jobs):
+            jobs = self.unit_jobs[key]
+            asks = [r for r in self.classes[key] if self.free[r["id"]] > 0]
+            if not asks:
+                continue
+            doc = {
+                "mechanism": unit["mechanism"],
+                "bids": {
+                    "id": [f"j{job['id']}" for job in jobs],
+                    "price": [job["bid"] for job in jobs],
+                    "quantity": [1] * len(jobs),
+                },
+                "asks": {
+                    "id": [f"r{r['id']}" for r in asks],
+                    "price": [r["ask"] for r in asks],
+                    "quantity": [self.free[r["id"]] for r in asks],
+                },
+            }
+            if unit["mechanism"] in LOTTERY_MECHANISMS:
+                doc["seed"] = unit["seed"]
+            book = self._add("unit", doc, jobs, asks, {"kind": "unit", "resource_class": key})
+            results.append(clear_document(book.doc, book.digest))
+        return results
+
+    def _add(self, kind: str, doc: dict, jobs: list, resources: list, meta: dict) -> _Book:
+        text = canonical_json(doc)
+        book = _Book(
+            kind=kind,
+            doc=doc,
+            text=text,
+            digest=hashlib.sha256(text.encode("utf-8")).hexdigest(),
+            meta=meta,
+            jobs={f"j{job['id']}": job for job in jobs},
+            resources={f"r{r['id']}": r for r in resources},
+        )
+        self.books.append(book)
+        return book
+
+    def _hetero_job(self, job: dict) -> dict:
+        devices = job["device_count"]
+        return {
+            "id": f"j{job['id']}",
+            # The job's value: its max price for every device-hour it needs on a speed-1 device.
+            "bid": job["bid"] * job["base_device_hours"],
+            "gpus": devices,
+            "vram_per_gpu": job["memory"],
+            "vcpu": 0,
+            "ram": 0,
+            "base_hours": job["base_device_hours"] / devices,
+            "deadline_hours": job["hours_left"],
+        }
+
+    def _hetero_provider(self, resource: dict) -> dict:
+        return {
+            "id": f"r{resource['id']}",
+            "gpus": self.free[resource["id"]],
+            "vram_per_gpu": resource["memory"],
+            "vcpu": 0,
+            "ram": 0,
+            "speed": resource["speed"],
+            "ask_per_gpu_hour": resource["ask"],
+        }
+
+    def snapshot_text(self) -> str:
+        """The canonical JSON list of the book documents: `clear(json.loads(text))` re-runs the round."""
+        return "[" + ",".join(book.text for book in self.books) + "]"
+
+    @property
+    def book_meta(self) -> list:
+        return [book.meta for book in self.books]
+
+    # --- results
+
+    def fills(self, results: list) -> list[Fill]:
+        """One fill per matched job, all its devices on one resource."""
+        fills = []
+        for book, result in zip(self.books, results, strict=True):
+            fills.extend(
+                self._hetero_fills(book, result)
+                if book.kind == "heterogeneous"
+                else self._unit_fills(book, result)
+            )
+        return fills
+
+    def _unit_fills(self, book: _Book, result: dict) -> list[Fill]:
+        if not result["traded_quantity"]:
+            return []
+        bids, asks = book.doc["bids"], book.doc["asks"]
+        # Devices of a class are interchangeable: the best bids take the cheapest filled devices.
+        winners = sorted(
+            (i for i, name in enumerate(bids["id"]) if result["fills"].get(name)),
+            key=lambda i: (-bids["price"][i], i),
+        )
+        sellers = sorted(
+            (i for i, name in enumerate(asks["id"]) if result["fills"].get(name)),
+            key=lambda i: (asks["price"][i], i),
+        )
+        slots = [asks["id"][i] for i in sellers for _ in range(int(result["fills"][asks["id"][i]]))]
+        fills = []
+        for i, slot in zip(winners, slots, strict=True):
+            job, resource = book.jobs[bids["id"][i]], book.resources[slot]
+            fills.append(
+                Fill(
+                    job=job,
+                    resource=resource,
+                    devices=1,
+                    resource_class=book.meta["resource_class"],
+                    unit_price_paid=result["buyer_price"],
+                    unit_price_received=result["seller_price"],
+                    expected_device_hours=device_hours_on(job, resource),
+                )
+            )
+        return fills
+
+    def _hetero_fills(self, book: _Book, result: dict) -> list[Fill]:
+        docs_jobs = {j["id"]: j for j in book.doc["jobs"]}
+        docs_providers = {p["id"]: p for p in book.doc["providers"]}
+        cost: dict[str, float] = {}  # kappa_jk: what the provider asked for the job
+        hosted: dict[str, float] = defaultdict(float)
+        for job_id, provider_id in result["assignments"].items():
+            engine_hours = (
+                docs_jobs[job_id]["gpus"]
+                * docs_jobs[job_id]["base_hours"]
+                / docs_providers[provider_id]["speed"]
+            )
+            cost[job_id] = docs_providers[provider_id]["ask_per_gpu_hour"] * engine_hours
+            hosted[provider_id] += cost[job_id]
+        fills = []
+        for job_id, provider_id in result["assignments"].items():
+            job, resource = book.jobs[job_id], book.resources[provider_id]
+            engine_hours = (
+                docs_jobs[job_id]["gpus"]
+                * docs_jobs[job_id]["base_hours"]
+                / docs_providers[provider_id]["speed"]
+            )
+            paid = result["payments"].get(job_id, docs_jobs[job_id]["bid"])
+            # The provider's receipt is shared among its jobs by cost (VCG adds a bonus over cost),
+            # and capped at the job's payment: no lease runs a deficit.
+            receipt = result["receipts"].get(provider_id, hosted[provider_id])
+            share = receipt * cost[job_id] / hosted[provider_id] if hosted[provider_id] > 0 else 0.0
+            fills.append(
+                Fill(
+                    job=job,
+                    resource=resource,
+                    devices=job["device_count"],
+                    resource_class=resource["class"],
+                    unit_price_paid=paid / engine_hours,
+                    unit_price_received=min(share, paid) / engine_hours,
+                    expected_device_hours=device_hours_on(job, resource),
+                )
+            )
+        return fills
+
+    def summary(self, results: list) -> dict:
+        """Welfare, LP bound and gap (heterogeneous books), and clearing prices per class."""
+        welfare, hetero_welfare, bound, prices = 0.0, 0.0, None, {}
+        for book, result in zip(self.books, results, strict=True):
+            if book.kind == "heterogeneous":
+                welfare += result["welfare"]
+                hetero_welfare += result["welfare"]
+                if result.get("lp_bound") is not None:
+                    bound = (bound or 0.0) + result["lp_bound"]
+                continue
+            welfare += result["gains_from_trade"]
+            prices[book.meta["resource_class"]] = {
+                "buyer_price": result["buyer_price"],
+                "seller_price": result["seller_price"],
+                "traded": result["traded_quantity"],
+                "efficient_trades": result["efficient_trades"],
+                "bids": len(book.doc["bids"]["id"]),
+                "asks": len(book.doc["asks"]["id"]),
+            }
+        gap = None
+        if bound is not None:
+            gap = max(0.0, (bound - hetero_welfare) / max(abs(bound), 1e-12))
+        return {"welfare": welfare, "lp_bound": bound, "gap": gap, "prices": prices}

@@ -1,0 +1,290 @@
+"""Rounds: open one, clear it (snapshot the book, run the engine, write leases and job states in one
+transaction), and replay a published round from its snapshot.
+
+Locking and crash safety. At most one round is OPEN or CLEARING (`Round.active_slot` is unique).
+`round_clear` does everything in ONE transaction that starts by locking the round row: on PostgreSQL
+`SELECT … FOR UPDATE SKIP LOCKED`, so a second worker returns at once with `RoundBusy` instead of
+queueing behind the first; on SQLite the first statement is the round's compare-and-set UPDATE, which
+takes the database's single writer lock. The QUEUED jobs are locked FOR UPDATE in the one query that
+reads them, so a concurrent cancel waits and then finds the job MATCHED. Nothing is committed before
+the final write: a worker killed mid-round leaves the round OPEN with no lease and no job moved, and
+the next run clears it from scratch. A CLEARED or FAILED round is returned unchanged.
+
+Books (built from one snapshot, cleared in a fixed order that no bid influences):
+1. heterogeneous books (`CPX_HETEROGENEOUS_MECHANISM`): multi-device jobs, single-device jobs whose
+   latency SLA, deadline or earlier failures the class cannot express, and jobs whose region has no
+   class that fits them. The engine cannot forbid a (job, provider) pair, so jobs are partitioned by
+   the exact set of resources they may use (device class, memory, device count, SLA, providers that
+   failed them); each part is one book over those resources, the most constrained part first, each
+   seeing the devices the previous parts left. Heterogeneous jobs clear first because a job that needs
+   several devices on one node starves if single-device jobs nibble every node first.
+2. one unit double auction per resource class (`CPX_UNIT_MECHANISM`) over the devices left: bids are
+   the jobs' max price per device-hour (one unit each), asks the resources' ask with quantity = free
+   devices. A job's devices are never split: a unit job needs one device; a heterogeneous job gets
+   all of its devices on one resource.
+"""
+
+import hashlib
+import json
+import time
+from datetime import datetime
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import IntegrityError, connection, transaction
+
+from auctions.mechanisms import ENGINE_VERSION, MechanismError, clear
+from auctions.mechanisms.canonical import input_sha256 as canonical_sha256
+from auctions.models import Lease, Round
+from auctions.selectors import rounds as selectors
+from auctions.services import round_books as books
+from config.errors import Conflict, InvalidInput, NotFound
+from market.models import JobRequest
+from market.money import to_money
+
+ACTIVE = (Round.Status.OPEN, Round.Status.CLEARING)
+FINAL = (Round.Status.CLEARED, Round.Status.FAILED)
+UNIT_MECHANISMS = frozenset({"mcafee", "trade_reduction", "sbba", "sbba_buyer_lottery"})
+HETEROGENEOUS_RULES = {"greedy": "critical", "welfare": "vcg"}
+# The column holds 8 integer digits; a free resource (ask 0) has no escrow limit worth storing.
+MAX_DEVICE_HOURS = Decimal("99999999.999999")
+HOUR_QUANTUM = Decimal("0.000001")
+
+
+class RoundNotFound(NotFound):
+    code = "round_not_found"
+
+
+class RoundBusy(Conflict):
+    """Another worker holds the round's lock and is clearing it now."""
+
+    code = "round_busy"
+
+
+class RoundBookChanged(Conflict):
+    """A job left QUEUED while the round held it: nothing was written; the next run clears afresh."""
+
+    code = "round_book_changed"
+
+
+def round_open(*, now: datetime) -> Round:
+    """The active (OPEN or CLEARING) round, or a new OPEN one; a race resolves to the one that won."""
+    existing = selectors.round_active()
+    if existing is not None:
+        return existing
+    try:
+        with transaction.atomic():
+            return Round.objects.create(
+                status=Round.Status.OPEN, active_slot=1, opened_at=now, mechanism=clearing_config()
+            )
+    except IntegrityError:
+        # Another worker opened one between our read and our insert: the unique slot says it won.
+        existing = selectors.round_active()
+        if existing is None:
+            raise
+        return existing
+
+
+def clearing_config() -> dict:
+    """The configured mechanisms, checked. Raises InvalidInput for a rule the platform must not run."""
+    unit = settings.CPX_UNIT_MECHANISM
+    if unit not in UNIT_MECHANISMS:
+        raise InvalidInput(
+            f"CPX_UNIT_MECHANISM must be one of {', '.join(sorted(UNIT_MECHANISMS))} (budget-balanced).",
+            setting="CPX_UNIT_MECHANISM",
+        )
+    hetero = settings.CPX_HETEROGENEOUS_MECHANISM
+    rule = settings.CPX_HETEROGENEOUS_PAYMENT_RULE
+    if HETEROGENEOUS_RULES.get(hetero) != rule:
+        raise InvalidInput(
+            "CPX_HETEROGENEOUS_MECHANISM/PAYMENT_RULE must be greedy/critical or welfare/vcg.",
+            setting="CPX_HETEROGENEOUS_MECHANISM",
+        )
+    return {
+        "unit": {"mechanism": unit, "seed": settings.CPX_ROUND_SEED},
+        "heterogeneous": {
+            "mechanism": hetero,
+            "payment_rule": rule,
+            "time_limit_s": settings.CPX_WELFARE_TIME_LIMIT_S,
+        },
+    }
+
+
+def round_clear(*, round_id: int, now: datetime) -> Round:
+    """Clear an OPEN round: snapshot, engine, leases, job states and prices, all in one transaction.
+
+    Idempotent: a CLEARED or FAILED round is returned unchanged. An engine error marks the round
+    FAILED (error recorded, slot freed so the next round can open); a database error propagates and
+    leaves nothing behind (the task retries). Raises RoundNotFound, RoundBusy (another worker is
+    clearing it), RoundBookChanged (a job left QUEUED under the round; nothing written), InvalidInput
+    (a misconfigured mechanism).
+    """
+    config = clearing_config()
+    with transaction.atomic():
+        round_obj = _lock(round_id)
+        if round_obj.status in FINAL:
+            return round_obj
+        started = time.perf_counter()
+        snapshot = books.snapshot_book(now=now, include_unseen=settings.CPX_BOOK_INCLUDE_UNSEEN_PROVIDERS)
+        builder = books.BookBuilder(snapshot=snapshot, config=config, now=now)
+        timings = {"snapshot": 0.0, "clear": 0.0, "write": 0.0}
+        timings["snapshot"] += time.perf_counter() - started
+        try:
+            cleared = builder.run(clear_document=_clear_timed(timings))
+        except MechanismError as error:
+            return _fail(round_obj, builder=builder, config=config, error=error, now=now)
+        started = time.perf_counter()
+        _write(round_obj, builder=builder, cleared=cleared, config=config, now=now)
+        timings["write"] = time.perf_counter() - started
+        round_obj.timings_ms = {name: round(seconds * 1000, 3) for name, seconds in timings.items()}
+        Round.objects.filter(pk=round_obj.pk).update(timings_ms=round_obj.timings_ms)
+    return round_obj
+
+
+def _lock(round_id: int) -> Round:
+    if connection.features.has_select_for_update_skip_locked:
+        locked = Round.objects.select_for_update(skip_locked=True).filter(pk=round_id).first()
+        if locked is None:
+            if Round.objects.filter(pk=round_id).exists():
+                raise RoundBusy("Another worker is clearing this round.", round=round_id)
+            raise RoundNotFound("No such round.", round=round_id)
+    # On SQLite this UPDATE is the lock (the single writer); on PostgreSQL the row is ours already.
+    Round.objects.filter(pk=round_id, status=Round.Status.OPEN).update(status=Round.Status.CLEARING)
+    round_obj = Round.objects.filter(pk=round_id).first()
+    if round_obj is None:
+        raise RoundNotFound("No such round.", round=round_id)
+    return round_obj
+
+
+def _clear_timed(timings: dict):
+    def run(doc: dict, digest: str) -> dict:
+        started = time.perf_counter()
+        try:
+            return clear(doc, input_sha256=digest)
+        finally:
+            timings["clear"] += time.perf_counter() - started
+
+    return run
+
+
+def _fail(round_obj: Round, *, builder, config: dict, error: MechanismError, now: datetime) -> Round:
+    round_obj.status = Round.Status.FAILED
+    round_obj.active_slot = None
+    round_obj.error = f"{error.code}: {error.message}"
+    round_obj.mechanism = {**config, "books": builder.book_meta}
+    round_obj.engine_version = ENGINE_VERSION
+    round_obj.snapshot = builder.snapshot_text()
+    round_obj.snapshot_sha256 = _sha(round_obj.snapshot)
+    round_obj.jobs_in_book = len(builder.jobs)
+    round_obj.resources_in_book = len(builder.resources)
+    round_obj.cleared_at = now
+    round_obj.save()
+    return round_obj
+
+
+def _write(round_obj: Round, *, builder, cleared: list, config: dict, now: datetime) -> None:
+    leases = [_lease(round_obj, fill, now=now) for fill in builder.fills(cleared)]
+    job_ids = [lease.job_id for lease in leases]
+    # One compare-and-set for every matched job; the row count says whether the book held.
+    moved = JobRequest.objects.filter(pk__in=job_ids, status=JobRequest.Status.QUEUED).update(
+        status=JobRequest.Status.MATCHED, updated_at=now
+    )
+    if moved != len(job_ids):
+        raise RoundBookChanged(
+            "A job left the queue while the round held it; nothing was written.",
+            round=round_obj.pk,
+            expected=len(job_ids),
+            moved=moved,
+        )
+    Lease.objects.bulk_create(leases, batch_size=2000)
+    summary = builder.summary(cleared)
+    round_obj.status = Round.Status.CLEARED
+    round_obj.active_slot = None
+    round_obj.mechanism = {**config, "books": builder.book_meta}
+    round_obj.engine_version = ENGINE_VERSION
+    round_obj.snapshot = builder.snapshot_text()
+    round_obj.snapshot_sha256 = _sha(round_obj.snapshot)
+    round_obj.result = cleared
+    round_obj.result_sha256 = canonical_sha256(cleared)
+    round_obj.welfare = summary["welfare"]
+    round_obj.lp_bound = summary["lp_bound"]
+    round_obj.optimality_gap = summary["gap"]
+    round_obj.prices = summary["prices"]
+    round_obj.jobs_in_book = len(builder.jobs)
+    round_obj.resources_in_book = len(builder.resources)
+    round_obj.jobs_matched = len(leases)
+    round_obj.cleared_at = now
+    round_obj.error = ""
+    round_obj.save()
+
+
+def _lease(round_obj: Round, fill: "books.Fill", *, now: datetime) -> Lease:
+    paid = to_money(fill.unit_price_paid)
+    received = min(to_money(fill.unit_price_received), paid)  # rounding must not open a deficit
+    budget = fill.job["budget"]
+    limit = MAX_DEVICE_HOURS if paid <= 0 else min(MAX_DEVICE_HOURS, budget / paid)
+    return Lease(
+        round=round_obj,
+        job_id=fill.job["id"],
+        resource_id=fill.resource["id"],
+        provider_id=fill.resource["provider_id"],
+        devices=fill.devices,
+        resource_class=fill.resource_class,
+        unit_price_paid=paid,
+        unit_price_received=received,
+        max_device_hours=limit.quantize(HOUR_QUANTUM),
+        expected_device_hours=min(MAX_DEVICE_HOURS, Decimal(repr(fill.expected_device_hours))).quantize(
+            HOUR_QUANTUM
+        ),
+        status=Lease.Status.DISPATCHED,
+        dispatched_at=now,
+    )
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def round_replay(*, round_id: int) -> dict:
+    """Re-run a round's stored snapshot with the engine and compare hashes.
+
+    `match` holds when the stored snapshot hashes to `snapshot_sha256`, the stored result hashes to
+    `result_sha256`, and the engine's result from the snapshot hashes the same. A FAILED round
+    matches when the engine fails again with the recorded error. Raises RoundNotFound.
+    """
+    round_obj = selectors.round_get(round_id=round_id)
+    if round_obj is None:
+        raise RoundNotFound("No such round.", round=round_id)
+    report = {
+        "round": round_obj.pk,
+        "status": round_obj.status,
+        "snapshot_sha256": round_obj.snapshot_sha256,
+        "recomputed_snapshot_sha256": _sha(round_obj.snapshot) if round_obj.snapshot else "",
+        "result_sha256": round_obj.result_sha256,
+        "stored_result_sha256": canonical_sha256(round_obj.result) if round_obj.result is not None else "",
+        "recomputed_result_sha256": "",
+        "match": False,
+    }
+    if not round_obj.snapshot:
+        report["error"] = "the round has no snapshot (it was never cleared)"
+        return report
+    try:
+        recomputed = clear(json.loads(round_obj.snapshot))
+    except MechanismError as error:
+        report["error"] = f"{error.code}: {error.message}"
+        report["match"] = (
+            round_obj.status == Round.Status.FAILED
+            and report["error"] == round_obj.error
+            and report["recomputed_snapshot_sha256"] == round_obj.snapshot_sha256
+        )
+        return report
+    except ValueError as error:
+        report["error"] = f"the snapshot is not JSON: {error}"
+        return report
+    report["recomputed_result_sha256"] = canonical_sha256(recomputed)
+    report["match"] = (
+        report["recomputed_snapshot_sha256"] == round_obj.snapshot_sha256
+        and report["stored_result_sha256"] == round_obj.result_sha256
+        and report["recomputed_result_sha256"] == round_obj.result_sha256
+    )
+    return report
