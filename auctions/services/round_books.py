@@ -1,11 +1,13 @@
 """The books of a round: the bulk snapshot of the market, the routing of jobs to books, the engine
 documents, and the fills read back from the engine's results (the model is in services/rounds.py).
 
-Resource classes: (device class, memory tier, region), the tier being the largest of MEMORY_TIERS_GIB
-at or below the device's memory, so every device of a class holds at least the tier. A single-device
-job bids in the smallest tier of its own device class and region that fits it and has supply; a
-job with no such class, a constraint the class cannot express, or alone in its class goes to a
-heterogeneous book.
+Resource classes are those of `auctions.mechanisms.classes` (device class, memory tier, region) and
+its `group_book` policy: a single-device job bids in the smallest tier of its own device class and
+region that guarantees its memory and has supply. Beyond `group_book`, which sees only memory and
+region, a job goes to a heterogeneous book when the class cannot express its constraints (a latency
+SLA some device of the class misses, a provider that failed it, a deadline the slowest device
+misses), when it is alone in its class, or when its region has no fitting class (`group_book`'s
+"unplaced": another region may serve it).
 """
 
 import bisect
@@ -18,23 +20,17 @@ from datetime import datetime
 import numpy as np
 from django.conf import settings
 
-from auctions.mechanisms import latency, throughput
+from auctions.mechanisms import classes, latency, throughput
 from auctions.mechanisms.canonical import canonical_json
 from auctions.selectors import rounds as selectors
 
-MEMORY_TIERS_GIB = (1, 2, 4, 6, 8, 10, 12, 16, 20, 24, 32, 40, 48, 64, 80, 96, 128, 192, 256, 384, 512, 1024)
 LOTTERY_MECHANISMS = frozenset({"sbba", "sbba_buyer_lottery"})
 MIN_UNIT_BIDS = 2
 
 
-def memory_tier(memory_gib: float) -> int:
-    """The largest tier at or below `memory_gib` (0 below the smallest)."""
-    index = bisect.bisect_right(MEMORY_TIERS_GIB, memory_gib + 1e-9)
-    return MEMORY_TIERS_GIB[index - 1] if index else 0
-
-
-def resource_class_key(*, device_class: str, tier: int, region: str) -> str:
-    return f"{device_class}-{tier}G@{region}"
+def class_of(*, device_class: str, memory_gib: float, region: str) -> str:
+    """The resource class key of `classes.py` ("GPU/24G/eu-west"); a '/' in a label becomes '-'."""
+    return classes.resource_class_key(device_class.replace("/", "-"), memory_gib, region.replace("/", "-"))
 
 
 @dataclass(frozen=True)
@@ -79,10 +75,8 @@ def snapshot_book(*, now: datetime, include_unseen: bool) -> Snapshot:
         tflops = float(resource["fp16_tflops"])
         resource["tflops"] = tflops if tflops > 0 else throughput.REFERENCE_FP16_TFLOPS * resource["speed"]
         resource["region"] = resource["provider__region"]
-        resource["class"] = resource_class_key(
-            device_class=resource["device_class"],
-            tier=memory_tier(resource["memory"]),
-            region=resource["region"],
+        resource["class"] = class_of(
+            device_class=resource["device_class"], memory_gib=resource["memory"], region=resource["region"]
         )
     return Snapshot(jobs=jobs, resources=resources, exclusions=dict(exclusions))
 
@@ -130,7 +124,7 @@ class BookBuilder:
         tiers: dict[tuple, set] = defaultdict(set)
         for resource in self.resources:
             self.classes[resource["class"]].append(resource)
-            tiers[(resource["device_class"], resource["region"])].add(memory_tier(resource["memory"]))
+            tiers[(resource["device_class"], resource["region"])].add(classes.memory_tier(resource["memory"]))
         self.tiers = {key: sorted(values) for key, values in tiers.items()}
         self._rtt_cache: dict = {}
         self.unit_jobs: dict[str, list] = defaultdict(list)
@@ -157,11 +151,12 @@ class BookBuilder:
         """The class a single-device job bids in, or None when only a heterogeneous book can place it."""
         if job["device_count"] != 1:
             return None
+        needed = classes.required_tier(job["memory"])
         tiers = self.tiers.get((job["device_class"], job["region"]), [])
-        index = bisect.bisect_left(tiers, job["memory"] - 1e-9)
+        index = bisect.bisect_left(tiers, needed) if needed is not None else len(tiers)
         if index == len(tiers):
             return None
-        key = resource_class_key(device_class=job["device_class"], tier=tiers[index], region=job["region"])
+        key = class_of(device_class=job["device_class"], memory_gib=tiers[index], region=job["region"])
         members = self.classes[key]
         excluded = self.exclusions.get(job["id"])
         if excluded and any(r["provider_id"] in excluded for r in members):

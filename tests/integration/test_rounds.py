@@ -109,7 +109,7 @@ class TestRoundClearUnitBook:
             assert lease.unit_price_paid == Decimal("0.400000")
             assert lease.unit_price_received == Decimal("0.400000")
             assert lease.devices == 1
-            assert lease.resource_class == "GPU-24G@eu-west"
+            assert lease.resource_class == "GPU/24G/eu-west"
             assert lease.status == Lease.Status.DISPATCHED
             assert lease.max_device_hours == Decimal("25.000000")  # budget 10 / 0.40 per device-hour
         # 2 x 7e9 FLOPs x 1e6 tokens / (82.6 TFLOPS x 0.30) / 3600 s
@@ -122,7 +122,7 @@ class TestRoundClearUnitBook:
             low.pk: Status.QUEUED,
             lowest.pk: Status.QUEUED,
         }
-        assert round_obj.prices["GPU-24G@eu-west"]["buyer_price"] == pytest.approx(0.40)
+        assert round_obj.prices["GPU/24G/eu-west"]["buyer_price"] == pytest.approx(0.40)
         assert round_obj.jobs_matched == 2
         assert round_obj.active_slot is None
         assert round_obj.welfare == pytest.approx((1.00 + 0.80) - (0.10 + 0.20))
@@ -200,7 +200,7 @@ class TestRoundClearHeterogeneousBook:
             resource=cheap,
             provider=cheap.provider,
             devices=1,
-            resource_class="GPU-24G@eu-west",
+            resource_class="GPU/24G/eu-west",
             unit_price_paid=Decimal("0.1"),
             unit_price_received=Decimal("0.1"),
             max_device_hours=Decimal("1"),
