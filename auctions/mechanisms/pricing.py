@@ -105,4 +105,5 @@ def log_demand(valuations: np.ndarray, prices) -> np.ndarray:
 
 
 def floats(values) -> list[float]:
-    return [float(v) for v in np.asarray(values, dtype=float).ravel()]
+    """Plain Python floats (ndarray.tolist converts float64 to float), for JSON."""
+    return np.asarray(values, dtype=float).ravel().tolist()

@@ -45,8 +45,9 @@ def solve_stackelberg(doc: dict) -> dict:
         raise MechanismError(
             "no_equilibrium", "with unit_cost 0 and no capacity the leader's revenue has no maximum"
         )
+    top = np.sort(valuations[valuations > 0])[::-1]  # sorted once, shared by both solvers below
     if pricing == "uniform":
-        price = uniform_price(valuations, cost, capacity)
+        price = uniform_price(top, cost, capacity)
         prices = np.full_like(valuations, price)
         result = {"price": float(price)}
     else:
@@ -54,9 +55,10 @@ def solve_stackelberg(doc: dict) -> dict:
         result = {"prices": floats(prices), "capacity_multiplier": float(multiplier)}
     demands = log_demand(valuations, prices)
     total = float(demands.sum())
-    utilities = valuations * np.log1p(demands) - prices * demands
-    welfare = float(np.sum(valuations * np.log1p(demands)) - cost * total)
-    reference = competitive_welfare(valuations, cost, capacity)
+    gross = valuations * np.log1p(demands)
+    utilities = gross - prices * demands
+    welfare = float(gross.sum() - cost * total)
+    reference = competitive_welfare(valuations, top, cost, capacity)
     result.update(
         {
             "demands": floats(demands),
@@ -71,9 +73,9 @@ def solve_stackelberg(doc: dict) -> dict:
     return result
 
 
-def uniform_price(valuations: np.ndarray, cost: float, capacity: float | None) -> float:
-    """The revenue-maximising uniform price, band by band (exact; O(n log n) for the sort)."""
-    top = np.sort(valuations[valuations > 0])[::-1]
+def uniform_price(top: np.ndarray, cost: float, capacity: float | None) -> float:
+    """The revenue-maximising uniform price, band by band (exact), from the positive valuations sorted
+    in descending order."""
     if len(top) == 0:
         return max(cost, 0.0)
     served = np.arange(1, len(top) + 1, dtype=float)
@@ -115,10 +117,11 @@ def per_user_prices(valuations: np.ndarray, cost: float, capacity: float | None)
     return np.sqrt(level * valuations), level - cost
 
 
-def competitive_welfare(valuations: np.ndarray, cost: float, capacity: float | None) -> float:
+def competitive_welfare(
+    valuations: np.ndarray, top: np.ndarray, cost: float, capacity: float | None
+) -> float:
     """Welfare at the competitive price max(c, market-clearing price): the welfare optimum."""
     clearing = 0.0
-    top = np.sort(valuations[valuations > 0])[::-1]
     if capacity is not None and len(top):
         served = np.arange(1, len(top) + 1, dtype=float)
         clearing = float(np.max(np.cumsum(top) / (served + capacity)))
