@@ -7,6 +7,7 @@ service-backed test can never pass by not running.
 """
 
 import os
+import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -95,3 +96,25 @@ def assert_error(response, status: int, code: str) -> dict:
     assert isinstance(body["message"], str) and body["message"]
     assert isinstance(body["extra"], dict)
     return body
+
+
+def run_together(count: int, work) -> list:
+    """Run `work(i)` in `count` threads released at once; returns results (or exceptions) by index."""
+    barrier = threading.Barrier(count)
+    results: list = [None] * count
+
+    def target(i):
+        try:
+            barrier.wait(timeout=10)
+            results[i] = work(i)
+        except Exception as error:  # noqa: BLE001 - reported to the test, not swallowed
+            results[i] = error
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=target, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return results

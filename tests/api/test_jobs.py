@@ -1,7 +1,6 @@
 """The jobs API: submit (idempotent), list, detail, cancel; every refusal in the one error shape."""
 
 import json
-import threading
 from datetime import timedelta
 from decimal import Decimal
 
@@ -14,7 +13,7 @@ from rest_framework.test import APIClient
 from market.models import JobRequest, LedgerAccount, LedgerTransfer, Role
 from market.services.accounts import api_key_create
 from market.services.jobs import job_request_transition
-from tests.conftest import NOW, assert_error, bearer_client
+from tests.conftest import NOW, assert_error, bearer_client, run_together
 from tests.factories import ConsumerFactory, OperatorFactory, job_body, job_submit
 
 pytestmark = pytest.mark.django_db
@@ -384,25 +383,13 @@ class TestConcurrentSubmission:
         _, raw = api_key_create(user=consumer, role=Role.CONSUMER, now=timezone.now())
         body = job_body(budget="50")
         count = 8
-        barrier = threading.Barrier(count)
-        responses: list = [None] * count
 
         def submit(i):
             client = APIClient()
             client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
-            try:
-                barrier.wait(timeout=10)
-                responses[i] = client.post(JOBS, body, format="json", HTTP_IDEMPOTENCY_KEY="same-order")
-            except Exception as error:  # noqa: BLE001 - reported to the test
-                responses[i] = error
-            finally:
-                connection.close()
+            return client.post(JOBS, body, format="json", HTTP_IDEMPOTENCY_KEY="same-order")
 
-        threads = [threading.Thread(target=submit, args=(i,)) for i in range(count)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=60)
+        responses = run_together(count, submit)
 
         statuses = sorted(getattr(r, "status_code", r) for r in responses)
         assert statuses == [200] * (count - 1) + [201]

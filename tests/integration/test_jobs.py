@@ -1,10 +1,8 @@
 """Job services against the database: sizing, escrow holds, cancel, idempotency, compare-and-set."""
 
-import threading
 from decimal import Decimal
 
 import pytest
-from django.db import connection
 
 from config.errors import Conflict, InvalidInput, NotFound
 from market.models import JobRequest, LedgerAccount, LedgerTransfer
@@ -17,7 +15,7 @@ from market.services.jobs import (
     job_request_transition,
 )
 from market.services.ledger import InsufficientFunds, ledger_deposit
-from tests.conftest import NOW, later
+from tests.conftest import NOW, later, run_together
 from tests.factories import ConsumerFactory, job_spec, job_submit
 
 pytestmark = pytest.mark.django_db
@@ -299,28 +297,6 @@ class TestJobTransition:
             job_request_cancel(consumer=consumer, job_id=job.pk, now=NOW)
 
         assert not LedgerTransfer.objects.filter(job=job, kind=LedgerTransfer.Kind.RELEASE).exists()
-
-
-def run_together(count: int, work) -> list:
-    """Run `work(i)` in `count` threads released at once; returns results (or exceptions) by index."""
-    barrier = threading.Barrier(count)
-    results: list = [None] * count
-
-    def target(i):
-        try:
-            barrier.wait(timeout=10)
-            results[i] = work(i)
-        except Exception as error:  # noqa: BLE001 - reported to the test, not swallowed
-            results[i] = error
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=target, args=(i,)) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    return results
 
 
 @pytest.mark.services

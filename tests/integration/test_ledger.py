@@ -10,7 +10,7 @@ from market.models import JobRequest, LedgerAccount, LedgerTransfer
 from market.selectors import balance_get, ledger_is_balanced
 from market.services.jobs import job_request_cancel, job_request_submit, job_request_transition
 from market.services.ledger import InsufficientFunds, ledger_deposit, ledger_house_account, ledger_transfer
-from tests.conftest import NOW
+from tests.conftest import NOW, run_together
 from tests.factories import ConsumerFactory, ProviderUserFactory, job_spec
 
 pytestmark = pytest.mark.django_db
@@ -151,3 +151,19 @@ class TestLedgerBalance:
             job.refresh_from_db()
             escrow = LedgerAccount.objects.get(job=job).balance
             assert escrow == (0 if job.status == JobRequest.Status.CANCELLED else job.budget)
+
+
+@pytest.mark.services
+@pytest.mark.django_db(transaction=True)
+class TestConcurrentDeposits:
+    def test_one_reference_deposited_at_once_from_many_workers_credits_once(self, require_postgres):
+        consumer = ConsumerFactory()
+
+        results = run_together(
+            6, lambda i: ledger_deposit(user=consumer, amount=Decimal("7"), now=NOW, reference="chain:0xabc")
+        )
+
+        assert [r for r in results if isinstance(r, BaseException)] == []
+        assert len({transfer.pk for transfer in results}) == 1
+        assert balance_get(user=consumer)["available"] == Decimal("7")
+        assert ledger_is_balanced()
