@@ -65,9 +65,12 @@ def round_book_exclusions() -> list[tuple[int, int]]:
     )
 
 
-def round_book_resources(*, now: datetime, heartbeat_timeout_s: float, include_unseen: bool) -> list[dict]:
+def round_book_resources(
+    *, now: datetime, heartbeat_timeout_s: float, include_unseen: bool, only_free: bool = True
+) -> list[dict]:
     """LISTED resources of ACTIVE, online providers inside their availability window, with `busy` =
-    devices held by active leases (one aggregate query); only those with a free device, by id."""
+    devices held by active leases (one aggregate query), by id; with `only_free`, those with a free
+    device only."""
     online = Q(provider__last_heartbeat_at__gte=now - timedelta(seconds=heartbeat_timeout_s))
     if include_unseen:
         online |= Q(provider__last_heartbeat_at__isnull=True)
@@ -77,9 +80,10 @@ def round_book_resources(*, now: datetime, heartbeat_timeout_s: float, include_u
         .filter(Q(available_from__isnull=True) | Q(available_from__lte=now))
         .filter(Q(available_until__isnull=True) | Q(available_until__gt=now))
         .annotate(busy=Coalesce(Sum("leases__devices", filter=Q(leases__status__in=Lease.ACTIVE)), 0))
-        .filter(device_count__gt=F("busy"))
         .order_by("id")
     )
+    if only_free:
+        resources = resources.filter(device_count__gt=F("busy"))
     return list(resources.values(*BOOK_RESOURCE_FIELDS))
 
 
@@ -109,6 +113,15 @@ def round_lease_summary(*, round_obj: Round) -> dict:
         .order_by("resource_class")
     }
     return {"leases": sum(by_status.values()), "by_status": by_status, "by_class": by_class}
+
+
+def round_recent_lease_bids(*, round_ids: list[int]) -> list[tuple[str, object]]:
+    """(resource class, the job's bid per device-hour) of every lease the given rounds made (one query)."""
+    return list(
+        Lease.objects.filter(round_id__in=round_ids)
+        .order_by("id")
+        .values_list("resource_class", "job__max_price_per_device_hour")
+    )
 
 
 def round_recent_cleared(*, limit: int) -> list[Round]:

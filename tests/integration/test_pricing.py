@@ -1,0 +1,173 @@
+"""Pricing against the database: Stackelberg quotes per resource class, auto-priced asks and floors,
+and the quote for one job spec."""
+
+from decimal import Decimal
+
+import pytest
+
+from auctions.mechanisms import MechanismError, price
+from auctions.models import PriceQuote
+from auctions.services import pricing as pricing_services
+from auctions.services.pricing import job_quote, price_quotes_update
+from auctions.services.rounds import round_clear, round_open
+from market.models import Provider, Resource
+from tests.conftest import NOW
+from tests.factories import ConsumerFactory, ProviderFactory, ResourceFactory, job_spec, job_submit
+
+pytestmark = pytest.mark.django_db
+
+CLASS = "GPU/24G/eu-west"
+
+
+def online_resource(*, region="eu-west", **fields):
+    provider = ProviderFactory(region=region)
+    Provider.objects.filter(pk=provider.pk).update(last_heartbeat_at=NOW)
+    return ResourceFactory(provider=provider, **fields)
+
+
+def bids(*prices: str):
+    consumer = ConsumerFactory(balance=Decimal("10000"))
+    return [job_submit(consumer=consumer, max_price_per_device_hour=Decimal(p)) for p in prices]
+
+
+class TestPriceQuotesUpdate:
+    def test_stores_a_quote_per_class_from_the_stackelberg_game(self):
+        online_resource(ask_per_device_hour=Decimal("0.40"), price_floor=Decimal("0.10"))
+        online_resource(ask_per_device_hour=Decimal("0.40"), price_floor=Decimal("0.20"))
+        bids("1.00", "0.80", "0.60")
+
+        quotes = price_quotes_update(now=NOW)
+
+        assert [q.resource_class for q in quotes] == [CLASS]
+        quote = PriceQuote.objects.get(resource_class=CLASS)
+        # c = median floor 0.15; capacity = 2 free devices x 1 h; the followers are the three bids.
+        game = {
+            "game": "stackelberg",
+            "valuations": [1.0, 0.8, 0.6],
+            "unit_cost": 0.15,
+            "capacity": 2.0,
+            "pricing": "uniform",
+        }
+        expected = price(game)
+        assert quote.inputs["game"] == game
+        assert quote.recommended_ask == Decimal(repr(max(0.15, expected["price"]))).quantize(
+            Decimal("0.000001")
+        )
+        assert Decimal("0.15") <= quote.recommended_ask <= Decimal("1.00")
+        assert quote.expected_price == quote.recommended_ask  # no round history yet: p*
+        assert quote.expected_utilisation == pytest.approx(min(1.0, expected["total_demand"] / 2.0))
+        assert (quote.device_class, quote.region, quote.memory_tier_gib, quote.followers) == (
+            "GPU",
+            "eu-west",
+            24,
+            3,
+        )
+        assert quote.created_at == NOW
+
+    def test_auto_priced_resources_take_the_recommended_ask_but_never_go_below_their_floor(self):
+        follows = online_resource(
+            ask_per_device_hour=Decimal("0.90"), price_floor=Decimal("0.10"), auto_pricing=True
+        )
+        floored = online_resource(
+            ask_per_device_hour=Decimal("0.95"), price_floor=Decimal("0.90"), auto_pricing=True
+        )
+        manual = online_resource(ask_per_device_hour=Decimal("0.70"), price_floor=Decimal("0.10"))
+        bids("1.00", "0.80", "0.60", "0.50")
+
+        quote = price_quotes_update(now=NOW)[0]
+
+        assert quote.recommended_ask < Decimal("0.90")
+        follows.refresh_from_db()
+        floored.refresh_from_db()
+        manual.refresh_from_db()
+        assert follows.ask_per_device_hour == quote.recommended_ask
+        assert floored.ask_per_device_hour == Decimal("0.90")
+        assert manual.ask_per_device_hour == Decimal("0.70")
+
+    def test_a_class_without_demand_gets_no_quote(self):
+        online_resource(ask_per_device_hour=Decimal("0.40"))
+
+        assert price_quotes_update(now=NOW) == []
+        assert not PriceQuote.objects.exists()
+
+    def test_a_game_without_equilibrium_gives_no_quote_and_no_crash(self, monkeypatch):
+        online_resource(ask_per_device_hour=Decimal("0.40"), auto_pricing=True)
+        bids("1.00", "0.80")
+
+        def no_equilibrium(doc, *, input_sha256=None):
+            raise MechanismError("no_equilibrium", "no price attains the supremum")
+
+        monkeypatch.setattr(pricing_services, "price", no_equilibrium)
+
+        assert price_quotes_update(now=NOW) == []
+        assert Resource.objects.get().ask_per_device_hour == Decimal("0.40")
+
+    def test_expected_price_is_the_last_clearing_price_of_the_class(self):
+        online_resource(ask_per_device_hour=Decimal("0.10"), price_floor=Decimal("0"), device_count=2)
+        online_resource(ask_per_device_hour=Decimal("0.50"), price_floor=Decimal("0"))
+        bids("1.00", "0.90", "0.40")  # two trades at (0.40 + 0.50) / 2 = 0.45
+        round_clear(round_id=round_open(now=NOW).pk, now=NOW)
+        bids("0.70")
+
+        quote = price_quotes_update(now=NOW)[0]
+
+        assert quote.expected_price == Decimal("0.450000")
+        assert quote.followers == 2 + 2  # the queued bids (0.40 and 0.70) and the two leased ones
+
+
+class TestJobQuote:
+    def test_a_competitive_bid_would_clear_at_the_class_price(self):
+        # With it: bids 1.00, 0.90, 0.40 against asks 0.10 x 2, 0.50: two trades at 0.45.
+        online_resource(ask_per_device_hour=Decimal("0.10"), price_floor=Decimal("0"), device_count=2)
+        online_resource(ask_per_device_hour=Decimal("0.50"), price_floor=Decimal("0"))
+        bids("0.90", "0.40")
+
+        answer = job_quote(spec=job_spec(max_price_per_device_hour=Decimal("1.00")), now=NOW)
+
+        assert answer["resource_class"] == CLASS
+        assert answer["would_clear_now"] is True
+        assert answer["expected_price"] == Decimal("0.450000")
+        assert answer["reason"] is None
+        assert answer["chance_of_clearing"] is None  # no round history
+
+    def test_a_low_bid_is_told_the_bid_that_would_clear(self):
+        online_resource(ask_per_device_hour=Decimal("0.10"), price_floor=Decimal("0"), device_count=3)
+        online_resource(ask_per_device_hour=Decimal("0.50"), price_floor=Decimal("0"))
+        bids("1.00", "0.90", "0.80")
+
+        answer = job_quote(spec=job_spec(max_price_per_device_hour=Decimal("0.05")), now=NOW)
+
+        assert answer["would_clear_now"] is False
+        assert answer["reason"] == "bid_below_clearing"
+        assert answer["min_bid_to_clear"] is not None and answer["min_bid_to_clear"] > Decimal("0.05")
+        assert str(answer["min_bid_to_clear"]) in answer["suggestion"]
+
+    def test_a_job_larger_than_every_device_is_told_why(self):
+        online_resource(ask_per_device_hour=Decimal("0.10"))
+
+        answer = job_quote(
+            spec=job_spec(requested_memory_per_device_gib=Decimal("200"), requested_device_count=1), now=NOW
+        )
+
+        assert answer["would_clear_now"] is False
+        assert answer["reason"] == "memory_exceeds_every_resource"
+        assert "24 GiB" in answer["suggestion"]
+
+    def test_a_job_whose_region_has_no_supply_says_so(self):
+        online_resource(region="us-east", ask_per_device_hour=Decimal("0.10"))
+
+        answer = job_quote(spec=job_spec(region="ap-south"), now=NOW)
+
+        assert answer["reason"] == "no_supply_in_region"
+
+    def test_chance_of_clearing_is_the_share_of_recent_rounds_at_or_below_the_bid(self):
+        online_resource(ask_per_device_hour=Decimal("0.10"), price_floor=Decimal("0"), device_count=2)
+        online_resource(ask_per_device_hour=Decimal("0.50"), price_floor=Decimal("0"))
+        bids("1.00", "0.90", "0.40")
+        round_clear(round_id=round_open(now=NOW).pk, now=NOW)  # buyer price 0.45
+
+        low = job_quote(spec=job_spec(max_price_per_device_hour=Decimal("0.30")), now=NOW)
+        high = job_quote(spec=job_spec(max_price_per_device_hour=Decimal("0.60")), now=NOW)
+
+        assert low["chance_of_clearing"] == 0.0
+        assert high["chance_of_clearing"] == 1.0
