@@ -1,0 +1,111 @@
+"""Celery tasks of the running market: thin, named for good, JSON in and out.
+
+Each task reads the clock, makes one service call and translates the outcome to a small JSON dict.
+
+Policy (STYLE.md, Tasks):
+- Names are stable (`auctions.clear_round`, …): beat entries, `send_task` callers and messages still
+  queued across a deploy refer to them, so a rename is a new task, never an edit.
+- Arguments are keyword-only ids and primitives; the serializer is JSON only.
+- Every task is idempotent by construction in its service (a round's status guard and its unique
+  active slot, compare-and-set on lease status, unique ledger references), so every task is
+  `acks_late`: a worker that dies mid-task leaves the message unacknowledged and it is delivered
+  again (Redis: after the broker's visibility timeout) — the second run finishes the job or finds
+  it done.
+- Only transient database errors (`OperationalError`, `InterfaceError`: a dropped connection, a
+  failover, a serialisation or deadlock abort) are retried, with exponential backoff and jitter.
+  A `DomainError` (another worker is clearing this round, the book changed under the round, a
+  misconfigured mechanism) is the answer, not an accident: it is logged and returned as
+  `{"error": code, ...}`, never retried — the next scheduled run starts from the database afresh.
+- Soft and hard time limits on every task; the soft limit raises inside the service's transaction,
+  which rolls back and leaves nothing partial.
+"""
+
+import logging
+
+from celery import shared_task
+from django.db import InterfaceError, OperationalError
+from django.utils import timezone
+
+from auctions.services.leases import lease_sweep
+from auctions.services.rounds import round_clear, round_open
+from config.errors import DomainError
+
+logger = logging.getLogger(__name__)
+
+TRANSIENT = (OperationalError, InterfaceError)
+# Shared by every task: idempotent by construction, so late acknowledgement is safe.
+POLICY = {
+    "acks_late": True,
+    "autoretry_for": TRANSIENT,
+    "retry_backoff": 1,
+    "retry_backoff_max": 30,
+    "retry_jitter": True,
+    "max_retries": 5,
+}
+
+
+def _refused(task_name: str, error: DomainError, **ids) -> dict:
+    # Recorded (log + result), not retried: a domain error is an answer, not an accident.
+    logger.warning("%s refused: %s %s %s", task_name, error.code, error.message, ids)
+    return {"error": error.code, "message": error.message, **ids}
+
+
+def _round_result(round_obj) -> dict:
+    return {
+        "round_id": round_obj.pk,
+        "status": round_obj.status,
+        "jobs_matched": round_obj.jobs_matched,
+        "welfare": round_obj.welfare,
+    }
+
+
+@shared_task(name="auctions.clear_round", soft_time_limit=120, time_limit=150, **POLICY)
+def clear_round(*, round_id: int) -> dict:
+    """Clear the round `round_id` (a CLEARED or FAILED round is returned unchanged)."""
+    try:
+        return _round_result(round_clear(round_id=round_id, now=timezone.now()))
+    except DomainError as error:
+        return _refused("auctions.clear_round", error, round_id=round_id)
+
+
+@shared_task(name="auctions.open_and_clear_round", soft_time_limit=120, time_limit=150, **POLICY)
+def open_and_clear_round() -> dict:
+    """The beat's round: open a round (or take the one still active — e.g. left OPEN by a worker
+    that died mid-round) and clear it."""
+    now = timezone.now()
+    try:
+        round_obj = round_open(now=now)
+        return _round_result(round_clear(round_id=round_obj.pk, now=now))
+    except DomainError as error:
+        return _refused("auctions.open_and_clear_round", error)
+
+
+@shared_task(name="auctions.update_prices", soft_time_limit=60, time_limit=90, **POLICY)
+def update_prices() -> dict:
+    """Solve the pricing game per resource class, store quotes, move auto-priced asks."""
+    from auctions.services.pricing import price_quotes_update  # TEMP until pricing lands
+
+    try:
+        return _jsonable(price_quotes_update(now=timezone.now()))
+    except DomainError as error:
+        return _refused("auctions.update_prices", error)
+
+
+@shared_task(name="auctions.sweep_leases", soft_time_limit=60, time_limit=90, **POLICY)
+def sweep_leases() -> dict:
+    """Fail over leases whose agents went silent or missed the deadline; expire overdue jobs."""
+    try:
+        return lease_sweep(now=timezone.now()).as_dict()
+    except DomainError as error:
+        return _refused("auctions.sweep_leases", error)
+
+
+def _jsonable(result) -> dict:
+    """A service's summary as a JSON dict: `as_dict()` if it has one, a count for a list."""
+    if hasattr(result, "as_dict"):
+        return result.as_dict()
+    if isinstance(result, dict):
+        return result
+    if isinstance(result, list | tuple):
+        return {"count": len(result)}
+    return {"result": str(result)}
