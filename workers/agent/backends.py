@@ -205,7 +205,8 @@ def load_replay_prompt(*, lease_id: int, job_id: int, index: int, words: int) ->
     """A deterministic synthetic prompt of `words` short words (about one token each)."""
     vocabulary = ("edge", "power", "token", "model", "round", "price", "lease", "agent")
     head = f"CPX load replay job {job_id} lease {lease_id} part {index}:"
-    body = " ".join(vocabulary[(index + i) % len(vocabulary)] for i in range(max(0, words - len(head.split()))))
+    filler = max(0, words - len(head.split()))
+    body = " ".join(vocabulary[(index + i) % len(vocabulary)] for i in range(filler))
     return f"{head} {body}".strip()
 
 
