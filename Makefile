@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: demo test lint install node bench clean
+.PHONY: demo demo-headless worker beat test lint install node bench clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,12 +19,27 @@ node_modules/.installed: package.json package-lock.json
 
 install: $(VENV)/.installed node_modules/.installed
 
-## make demo: install, migrate, seed, serve the exchange on http://$(HOST):$(PORT)/
+## make demo: install, migrate, seed, then serve the market moving on http://$(HOST):$(PORT)/ —
+## web app + in-process Celery worker and beat (rounds every CPX_ROUND_INTERVAL_S) + SIMULATED
+## provider agents + SIMULATED consumer traffic, all in one process (Ctrl-C stops it cleanly)
 demo: install
 	$(PY) manage.py migrate --noinput -v0
 	$(PY) manage.py cpx_seed
 	@echo "API: http://$(HOST):$(PORT)/api/v1/   docs: http://$(HOST):$(PORT)/api/docs/   admin: http://$(HOST):$(PORT)/admin/"
-	$(PY) manage.py runserver $(HOST):$(PORT)
+	$(PY) manage.py cpx_serve $(HOST):$(PORT)
+
+## make demo-headless: the same market for ROUNDS rounds without a browser, then a summary
+ROUNDS ?= 5
+demo-headless: install
+	$(PY) manage.py migrate --noinput -v0
+	$(PY) manage.py cpx_demo --rounds $(ROUNDS)
+
+## make worker / make beat: a real Celery worker / the one scheduler (CELERY_BROKER_URL=redis://…)
+worker: $(VENV)/.installed
+	$(VENV)/bin/celery -A config worker --loglevel=INFO
+
+beat: $(VENV)/.installed
+	$(VENV)/bin/celery -A config beat --loglevel=INFO
 
 ## make test: install and run the whole suite (embedded default unless DATABASE_URL etc. are set)
 test: install

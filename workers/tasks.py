@@ -27,6 +27,7 @@ from django.db import InterfaceError, OperationalError
 from django.utils import timezone
 
 from auctions.services.leases import lease_sweep
+from auctions.services.pricing import price_quotes_update
 from auctions.services.rounds import round_clear, round_open
 from config.errors import DomainError
 
@@ -82,11 +83,13 @@ def open_and_clear_round() -> dict:
 
 @shared_task(name="auctions.update_prices", soft_time_limit=60, time_limit=90, **POLICY)
 def update_prices() -> dict:
-    """Solve the pricing game per resource class, store quotes, move auto-priced asks."""
-    from auctions.services.pricing import price_quotes_update  # TEMP until pricing lands
+    """Solve the pricing game per resource class, store quotes, move auto-priced asks.
 
+    Running it twice stores a second, equal set of quotes (the newest is read) and sets the same asks.
+    """
     try:
-        return _jsonable(price_quotes_update(now=timezone.now()))
+        quotes = price_quotes_update(now=timezone.now())
+        return {"quotes": len(quotes), "classes": sorted(quote.resource_class for quote in quotes)}
     except DomainError as error:
         return _refused("auctions.update_prices", error)
 
@@ -98,14 +101,3 @@ def sweep_leases() -> dict:
         return lease_sweep(now=timezone.now()).as_dict()
     except DomainError as error:
         return _refused("auctions.sweep_leases", error)
-
-
-def _jsonable(result) -> dict:
-    """A service's summary as a JSON dict: `as_dict()` if it has one, a count for a list."""
-    if hasattr(result, "as_dict"):
-        return result.as_dict()
-    if isinstance(result, dict):
-        return result
-    if isinstance(result, list | tuple):
-        return {"count": len(result)}
-    return {"result": str(result)}
