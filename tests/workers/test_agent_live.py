@@ -159,7 +159,10 @@ class TestAgentFailover:
         assert lease.close_detail == "the agent was shut down"
         assert JobRequest.objects.get(pk=lease.job_id).status == "QUEUED"
 
-    def test_an_agent_stops_a_lease_the_exchange_gave_away(self, live_server):
+    @pytest.mark.services
+    def test_an_agent_stops_a_lease_the_exchange_gave_away(self, live_server, require_postgres):
+        # The sweep runs while the agent talks to the server: on SQLite's in-memory test database
+        # both threads would share one connection and its transactions, so this needs PostgreSQL.
         lease = matched_job(expected_hours=Decimal("1"))
         agent, thread = start_agent(live_server, lease.provider, SimulateBackend(speedup=360, tick_s=0.1))
         assert agent.started.wait(20)
