@@ -26,6 +26,10 @@ from auctions.selectors import rounds as selectors
 
 LOTTERY_MECHANISMS = frozenset({"sbba", "sbba_buyer_lottery"})
 MIN_UNIT_BIDS = 2
+# Heterogeneous candidate pruning: keep the cheapest providers holding this many times the devices
+# the book's jobs need (at least MIN_CANDIDATES providers).
+CANDIDATE_MARGIN = 1.5
+MIN_CANDIDATES = 16
 
 
 def class_of(*, device_class: str, memory_gib: float, region: str) -> str:
@@ -127,6 +131,7 @@ class BookBuilder:
             tiers[(resource["device_class"], resource["region"])].add(classes.memory_tier(resource["memory"]))
         self.tiers = {key: sorted(values) for key, values in tiers.items()}
         self._rtt_cache: dict = {}
+        self._slowest_cache: dict = {}
         self.unit_jobs: dict[str, list] = defaultdict(list)
         self.hetero_jobs: list = []
         for job in self.jobs:
@@ -161,13 +166,31 @@ class BookBuilder:
         excluded = self.exclusions.get(job["id"])
         if excluded and any(r["provider_id"] in excluded for r in members):
             return None
-        if job["latency_sla_ms"] is not None:
-            # An unknown place (NaN) cannot promise an SLA: `not <=` refuses it.
-            if any(not self._rtt(job["region"], r) <= job["latency_sla_ms"] for r in members):
-                return None
-        if max(device_hours_on(job, r) for r in members) > job["hours_left"]:
+        if (
+            job["latency_sla_ms"] is not None
+            and not self._worst_rtt(key, job["region"]) <= job["latency_sla_ms"]
+        ):
+            return None  # some device of the class is too far (NaN, an unknown place, fails too)
+        if device_hours_on(job, self._slowest(key)) > job["hours_left"]:
             return None  # the slowest device of the class would miss the deadline
         return key
+
+    def _worst_rtt(self, key: str, consumer_region: str) -> float:
+        cache_key = (key, consumer_region)
+        if cache_key not in self._rtt_cache:
+            rtts = [self._rtt(consumer_region, r) for r in self.classes[key]]
+            self._rtt_cache[cache_key] = math.nan if any(map(math.isnan, rtts)) else max(rtts)
+        return self._rtt_cache[cache_key]
+
+    def _slowest(self, key: str) -> dict:
+        """A device as slow as the slowest of the class on both measures (hours fall with each)."""
+        if key not in self._slowest_cache:
+            members = self.classes[key]
+            self._slowest_cache[key] = {
+                "tflops": min(r["tflops"] for r in members),
+                "speed": min(r["speed"] for r in members),
+            }
+        return self._slowest_cache[key]
 
     def _rtt(self, consumer_region: str, resource: dict) -> float:
         key = (consumer_region, resource["id"])
@@ -219,9 +242,14 @@ class BookBuilder:
         results = []
         hetero = self.config["heterogeneous"]
         for mask, jobs in self._hetero_parts():
-            providers = [
-                r for r, allowed in zip(self.resources, mask, strict=True) if allowed and self.free[r["id"]]
-            ]
+            providers = self._candidates(
+                [
+                    r
+                    for r, allowed in zip(self.resources, mask, strict=True)
+                    if allowed and self.free[r["id"]]
+                ],
+                jobs,
+            )
             if not providers:
                 continue
             book = self._add(
@@ -265,6 +293,24 @@ class BookBuilder:
             book = self._add("unit", doc, jobs, asks, {"kind": "unit", "resource_class": key})
             results.append(clear_document(book.doc, book.digest))
         return results
+
+    def _candidates(self, providers: list, jobs: list) -> list:
+        """The cheapest providers (cost per speed-1 device-hour, ask / speed) holding CANDIDATE_MARGIN
+        times the devices the jobs need, at least MIN_CANDIDATES of them, in id order.
+
+        Candidate pruning (DESIGN.md): greedy gives each job the cheapest provider with room, so the
+        expensive tail rarely wins anything, while every provider costs the engine a column per job.
+        The cut reads asks and job sizes only, never a bid."""
+        needed = CANDIDATE_MARGIN * sum(job["device_count"] for job in jobs)
+        if len(providers) <= MIN_CANDIDATES or sum(self.free[r["id"]] for r in providers) <= needed:
+            return providers
+        kept, devices = [], 0
+        for resource in sorted(providers, key=lambda r: (r["ask"] / r["speed"], r["id"])):
+            if len(kept) >= MIN_CANDIDATES and devices >= needed:
+                break
+            kept.append(resource)
+            devices += self.free[resource["id"]]
+        return sorted(kept, key=lambda r: r["id"])
 
     def _add(self, kind: str, doc: dict, jobs: list, resources: list, meta: dict) -> _Book:
         text = canonical_json(doc)

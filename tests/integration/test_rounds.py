@@ -214,6 +214,20 @@ class TestRoundClearHeterogeneousBook:
         assert Lease.objects.get(round=round_obj).resource_id == other.pk
 
 
+class TestRoundClearCandidatePruning:
+    def test_a_heterogeneous_book_offers_the_cheapest_providers_with_room_to_spare(self):
+        resources = [
+            online_resource(ask_per_device_hour=Decimal(f"0.{10 + i}"), device_count=4) for i in range(20)
+        ]
+        bid(funded_consumer(), "1.00", requested_device_count=2)
+
+        round_obj = cleared_round()
+
+        offered = json.loads(round_obj.snapshot)[0]["providers"]
+        assert [p["id"] for p in offered] == [f"r{r.pk}" for r in resources[:16]]  # the 16 cheapest
+        assert Lease.objects.get(round=round_obj).resource_id == resources[0].pk
+
+
 class TestRoundClearLatency:
     def test_a_job_with_a_latency_sla_goes_only_to_providers_close_enough(self):
         # Both providers say eu-west; the cheap one sits in Lisbon (~24 ms from the eu-west centroid by
