@@ -91,6 +91,16 @@ def _error_selectors() -> dict[bytes, tuple[str, list[str], list[str]]]:
     return table
 
 
+@functools.cache
+def _event_topics() -> dict[bytes, str]:
+    topics = {}
+    for item in load_artifact("Settlement")["abi"]:
+        if item["type"] == "event":
+            signature = f"{item['name']}({','.join(i['type'] for i in item['inputs'])})"
+            topics[Web3.keccak(text=signature)] = item["name"]
+    return topics
+
+
 def _plain(value: Any) -> Any:
     if isinstance(value, bytes):
         return "0x" + value.hex()
@@ -164,6 +174,17 @@ class _Connection:
         self.in_process = not rpc_url
         self.lock = threading.Lock()
         self.timeout_s = timeout_s
+        self._contracts: dict[tuple[str, str | None], Any] = {}
+
+    def contract(self, abi_name: str, address: str | None, abi: list | None = None):
+        """web3 contract objects are costly to build (every ABI entry is parsed): build each once."""
+        key = (abi_name, address)
+        if key not in self._contracts:
+            abi = abi if abi is not None else load_artifact(abi_name)["abi"]
+            self._contracts[key] = (
+                self.w3.eth.contract(address=address, abi=abi) if address else self.w3.eth.contract(abi=abi)
+            )
+        return self._contracts[key]
 
 
 @functools.cache
@@ -379,11 +400,8 @@ class SettlementClient:
     ) -> list[dict]:
         """Decoded Settlement events in chain order: {event, block_number, tx_hash, log_index, args}."""
         contract = self._contract()
-        by_topic = {}
-        for item in contract.abi:
-            if item["type"] == "event" and (not names or item["name"] in names):
-                signature = f"{item['name']}({','.join(i['type'] for i in item['inputs'])})"
-                by_topic[Web3.keccak(text=signature)] = item["name"]
+        wanted = set(names)
+        by_topic = {t: n for t, n in _event_topics().items() if not wanted or n in wanted}
         params = {"address": contract.address, "fromBlock": from_block, "toBlock": to_block or "latest"}
         logs = self._read(lambda: self._w3.eth.get_logs(params))
         out = []
@@ -419,16 +437,16 @@ class SettlementClient:
         return self._send(factory.constructor(*args))["contract_address"]
 
     def transact_artifact(self, address: str, name: str, fn: str, *args: Any, value_wei: int = 0) -> dict:
-        contract = self._w3.eth.contract(address=to_checksum_address(address), abi=load_artifact(name)["abi"])
+        contract = self._conn.contract(name, to_checksum_address(address))
         return self._send(contract.functions[fn](*args), value_wei=value_wei)
 
     def call_artifact(self, address: str, name: str, fn: str, *args: Any) -> Any:
-        contract = self._w3.eth.contract(address=to_checksum_address(address), abi=load_artifact(name)["abi"])
+        contract = self._conn.contract(name, to_checksum_address(address))
         return _plain(self._read(lambda: contract.functions[fn](*args).call()))
 
     def encode_call(self, name: str, fn: str, *args: Any) -> bytes:
         """Calldata for ``fn`` of artifact ``name`` (for the reentrancy test double's payload)."""
-        contract = self._w3.eth.contract(abi=load_artifact(name)["abi"])
+        contract = self._conn.contract(name, None)
         return bytes.fromhex(contract.encode_abi(fn, args=list(args))[2:])
 
     def advance_time(self, seconds: int) -> None:
@@ -445,10 +463,10 @@ class SettlementClient:
     def _contract(self):
         if not self.contract_address:
             raise ChainRejected("NoContract", message="no Settlement address configured: deploy first")
-        return self._w3.eth.contract(address=self.contract_address, abi=load_artifact("Settlement")["abi"])
+        return self._conn.contract("Settlement", self.contract_address)
 
     def _erc20(self, address: str):
-        return self._w3.eth.contract(address=to_checksum_address(address), abi=_ERC20_ABI)
+        return self._conn.contract("erc20", to_checksum_address(address), _ERC20_ABI)
 
     def _read(self, fn):
         try:
@@ -482,6 +500,7 @@ class SettlementClient:
             "tx_hash": "0x" + bytes(tx_hash).hex(),
             "block_number": receipt["blockNumber"],
             "gas_used": receipt["gasUsed"],
+            "fee_wei": receipt["gasUsed"] * receipt.get("effectiveGasPrice", 0),
             "contract_address": receipt.get("contractAddress"),
         }
 
