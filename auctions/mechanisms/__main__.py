@@ -4,7 +4,9 @@ Exit 0 with the result; exit 2 with `{"error": {"code", "message"}}` on bad inpu
 answer exists. A thin wrapper around `clear` and `price`.
 """
 
+import contextlib
 import json
+import os
 import sys
 
 from auctions.mechanisms import clear, price
@@ -20,7 +22,8 @@ def main(argv: list[str] | None = None) -> int:
             raise MechanismError("usage", USAGE)
         command, source = argv
         doc = _read(source)
-        result = (clear if command == "clear" else price)(doc)
+        with _stdout_to_stderr():
+            result = (clear if command == "clear" else price)(doc)
     except MechanismError as error:
         _print(error.as_document())
         return 2
@@ -41,6 +44,21 @@ def _read(source: str):
         return json.loads(text, parse_constant=_reject_constant)
     except (ValueError, RecursionError) as error:
         raise MechanismError("bad_json", f"not valid JSON: {error}") from None
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr():
+    """Solvers (HiGHS) sometimes write to file descriptor 1 from C; keep standard output for the
+    one JSON document by pointing fd 1 at standard error while the engine runs."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def _reject_constant(name: str):
