@@ -61,7 +61,9 @@ class Lease(models.Model):
 
     Prices are per device-hour: the consumer pays `unit_price_paid`, the provider earns
     `unit_price_received`; the difference (the mechanism's surplus) and the fee go to the platform.
-    `max_device_hours` is what the job's escrow can pay for at the paid price.
+    `max_device_hours` is what the job's escrow can pay for at the paid price and
+    `expected_device_hours` what the throughput model expects the job to use; both, like the
+    metered `device_seconds`, are totals over the lease's devices.
     """
 
     class Status(models.TextChoices):

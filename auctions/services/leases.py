@@ -103,12 +103,13 @@ class Usage:
 
 
 def lease_allocated_device_seconds(lease: Lease) -> Decimal:
-    """The most device-seconds a lease may report: max_device_hours × devices × 3600.
+    """The most device-seconds a lease may report: max_device_hours × 3600.
 
-    Usage is summed over the lease's devices; whatever is reported, the charge is capped at the
-    job's escrow (market.services.settlement), so the allocation is a sanity bound, not the purse.
+    Both are totals over the lease's devices (max_device_hours = escrow / price per device-hour).
+    Whatever is reported, the charge is capped at the job's escrow (market.services.settlement),
+    so the allocation is a sanity bound, not the purse.
     """
-    return lease.max_device_hours * lease.devices * 3600
+    return lease.max_device_hours * 3600
 
 
 def _heartbeat(provider: Provider, now: datetime) -> None:

@@ -31,6 +31,7 @@ from auctions.selectors import rounds as selectors
 from auctions.services.round_books import class_of
 from market.models import Resource
 from market.money import MAX_AMOUNT, to_money
+from market.services.jobs import job_request_size
 
 
 def _book_resources(*, now: datetime, only_free: bool) -> list[dict]:
@@ -180,9 +181,7 @@ def job_quote(*, spec: dict, now: datetime) -> dict:
 
     `spec` is a validated JobSubmitSerializer payload. Raises InvalidInput (cross-field rules, sizing).
     """
-    from market.services.jobs import _derive  # the submission's own checks and sizing, not a copy
-
-    fields = _derive(spec, now=now)
+    fields = job_request_size(spec=spec, now=now)
     job = {
         "id": 0,
         "device_class": fields["device_class"],

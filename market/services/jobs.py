@@ -39,7 +39,7 @@ def job_request_submit(
         existing = _existing(consumer=consumer, idempotency_key=idempotency_key, fingerprint=fingerprint)
         if existing is not None:
             return existing, False
-    fields = _derive(spec, now=now)
+    fields = job_request_size(spec=spec, now=now)
     try:
         return _create_funded(
             consumer=consumer,
@@ -97,7 +97,7 @@ def _fingerprint(spec: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _derive(spec: dict, *, now: datetime) -> dict:
+def job_request_size(*, spec: dict, now: datetime) -> dict:
     """Check the rules across fields and size the job; returns the model fields."""
     kind = spec["kind"]
     if spec["deadline"] <= now:

@@ -53,8 +53,9 @@ Report = Callable[[Usage], None]
 class SimulateBackend:
     """A simulation, named as one: the lease is accepted with `simulated=true`.
 
-    It runs for expected_device_hours × 3600 / speedup real seconds and reports usage in
-    proportion to its progress: device-seconds up to expected_device_hours × 3600 (within the
+    It runs for expected_device_hours × 3600 / devices / speedup real seconds (the devices work
+    in parallel) and reports usage in proportion to its progress: device-seconds, summed over the
+    devices, up to expected_device_hours × 3600 (within the
     allocation) and, for inference, the job's workload_tokens split evenly between in and out.
     """
 
@@ -70,7 +71,7 @@ class SimulateBackend:
 
     def run(self, lease: dict, report: Report, stop: threading.Event) -> Usage:
         expected_s = float(lease["expected_device_hours"]) * 3600
-        duration = expected_s / self.speedup
+        duration = expected_s / max(1, int(lease.get("devices") or 1)) / self.speedup
         tokens = lease["job"].get("workload_tokens") or 0
         tick = max(0.01, min(self.tick_s, duration / 10 if duration else self.tick_s))
         started = self.clock()
