@@ -10,4 +10,7 @@ urlpatterns = [
     path("api/v1/", include("auctions.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    # Pages (issue 6)
+    path("ops/", include("auctions.urls")),
+    path("", include("market.urls")),
 ]

@@ -91,3 +91,8 @@ def ledger_is_balanced() -> bool:
             return False
         total += balance
     return total == 0
+
+
+def api_key_list(*, user: User) -> QuerySet[ApiKey]:
+    """The user's API keys, newest first, revoked ones included (the list shows when they were)."""
+    return ApiKey.objects.filter(user=user).order_by("-created_at", "-id")

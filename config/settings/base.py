@@ -240,6 +240,33 @@ CELERY_BROKER_TRANSPORT_OPTIONS = (
 )
 # --- end Tasks and schedule (issue 4)
 
+# --- Pages (issue 6): server-rendered pages, htmx from npm, security headers
+LOGIN_URL = "pages:login"
+LOGIN_REDIRECT_URL = "pages:home"
+LOGOUT_REDIRECT_URL = "pages:login"
+# htmx is the npm package htmx.org (package.json, exact pin), served from node_modules as a static
+# file under vendor/htmx/; no CDN at run time.
+CPX_HTMX_DIST = BASE_DIR / "node_modules" / "htmx.org" / "dist"
+if not (CPX_HTMX_DIST / "htmx.min.js").is_file():
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured(
+        f"{CPX_HTMX_DIST / 'htmx.min.js'} is missing: the pages need the npm packages. "
+        "Run `npm ci` (or `make install`) in the project directory."
+    )
+STATICFILES_DIRS = [*STATICFILES_DIRS, ("vendor/htmx", CPX_HTMX_DIST)]
+MIDDLEWARE = [*MIDDLEWARE, "config.csp.ContentSecurityPolicyMiddleware"]
+# The Swagger UI of /api/docs/ loads its assets from a CDN: no CSP there (the API answers JSON).
+CPX_CSP_EXEMPT_PREFIXES = ["/api/docs/"]
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+CSRF_COOKIE_HTTPONLY = True
+SESSION_COOKIE_HTTPONLY = True
+# A consumer whose available balance falls below this sees a warning on its pages.
+CPX_LOW_BALANCE = Decimal("10")
+# --- end Pages (issue 6)
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -1,0 +1,107 @@
+"""Server-side SVG charts for the dashboards: no script, no CDN, nothing inline but the SVG itself.
+
+Colours and strokes come from classes styled in static/css/cpx.css (`.series-0` …), never from
+`style=` attributes, so the pages keep a strict Content-Security-Policy. Every chart is an `<svg
+role="img">` with a `<title>` and `<desc>`; its numbers are in a table beside it and in a CSV.
+"""
+
+import math
+from dataclasses import dataclass
+from html import escape
+
+from django.utils.safestring import SafeString, mark_safe
+
+WIDTH, HEIGHT = 720, 240
+PAD_LEFT, PAD_RIGHT, PAD_TOP, PAD_BOTTOM = 56, 12, 12, 28
+SERIES_CLASSES = 8
+
+
+@dataclass(frozen=True)
+class Series:
+    name: str
+    points: list[tuple[float, float]]  # (x, y); y None points are gaps
+
+
+def _nice_ticks(low: float, high: float, count: int = 4) -> list[float]:
+    if high <= low:
+        high = low + (abs(low) or 1.0)
+    raw = (high - low) / count
+    magnitude = 10 ** math.floor(math.log10(raw))
+    step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw)
+    start = math.floor(low / step) * step
+    ticks = []
+    value = start
+    while value <= high + step * 0.5 and len(ticks) < 12:
+        ticks.append(round(value, 10))
+        value += step
+    return ticks
+
+
+def _label(value: float) -> str:
+    if value == 0:
+        return "0"
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    if abs(value) >= 1:
+        return f"{value:.2f}".rstrip("0").rstrip(".")
+    return f"{value:.4f}".rstrip("0").rstrip(".")
+
+
+def line_chart(series: list[Series], *, title: str, description: str, x_label: str = "round") -> SafeString:
+    """Lines over a shared x axis (round ids), with y ticks and an x range; empty → a plain note."""
+    values = [(x, y) for s in series for x, y in s.points if y is not None]
+    if not values:
+        return mark_safe('<p class="empty">No data yet: charts appear once rounds have cleared.</p>')
+    xs = [x for x, _ in values]
+    ys = [y for _, y in values]
+    x_low, x_high = min(xs), max(xs)
+    ticks = _nice_ticks(min(0.0, min(ys)), max(ys))
+    y_low, y_high = ticks[0], ticks[-1]
+    plot_w, plot_h = WIDTH - PAD_LEFT - PAD_RIGHT, HEIGHT - PAD_TOP - PAD_BOTTOM
+
+    def sx(x):
+        return PAD_LEFT + (0.5 if x_high == x_low else (x - x_low) / (x_high - x_low)) * plot_w
+
+    def sy(y):
+        return PAD_TOP + (1 - (y - y_low) / ((y_high - y_low) or 1)) * plot_h
+
+    parts = [
+        f'<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
+        f'aria-label="{escape(title)}"><title>{escape(title)}</title><desc>{escape(description)}</desc>'
+    ]
+    for tick in ticks:
+        y = sy(tick)
+        parts.append(
+            f'<line class="grid" x1="{PAD_LEFT}" x2="{WIDTH - PAD_RIGHT}" y1="{y:.1f}" y2="{y:.1f}"/>'
+            f'<text class="tick" x="{PAD_LEFT - 6}" y="{y + 4:.1f}" text-anchor="end">{_label(tick)}</text>'
+        )
+    parts.append(
+        f'<text class="tick" x="{PAD_LEFT}" y="{HEIGHT - 8}">{x_label} {x_low:g}</text>'
+        f'<text class="tick" x="{WIDTH - PAD_RIGHT}" y="{HEIGHT - 8}" text-anchor="end">'
+        f"{x_label} {x_high:g}</text>"
+    )
+    for index, s in enumerate(series):
+        css = f"series-{index % SERIES_CLASSES}"
+        runs, run = [], []
+        for x, y in s.points:
+            if y is None:
+                if run:
+                    runs.append(run)
+                run = []
+            else:
+                run.append(f"{sx(x):.1f},{sy(y):.1f}")
+        if run:
+            runs.append(run)
+        for points in runs:
+            if len(points) == 1:
+                cx, cy = points[0].split(",")
+                parts.append(f'<circle class="dot {css}" cx="{cx}" cy="{cy}" r="2.5"/>')
+            else:
+                parts.append(f'<polyline class="line {css}" points="{" ".join(points)}"/>')
+    parts.append("</svg>")
+    return mark_safe("".join(parts))
+
+
+def legend(names: list[str]) -> list[dict]:
+    """The series' names with the class that colours them, for the template's legend."""
+    return [{"name": name, "css": f"series-{index % SERIES_CLASSES}"} for index, name in enumerate(names)]
