@@ -100,7 +100,10 @@ def test_random_sequences_keep_the_books_balanced(chain, asset):
                 tree, deadline = batches[batch_id]
                 i = rng.randrange(len(tree.leaves))
                 leaf = tree.leaves[i]
-                open_ = op.now() < deadline
+                now = op.now()
+                if abs(now - deadline) <= 3:  # a real node's next block may land on either side of it
+                    continue
+                open_ = now < deadline
                 if kind == "claim_many":
                     mine = [j for j, x in enumerate(tree.leaves) if x.provider == leaf.provider]
                     mine = [j for j in mine if (batch_id, tree.leaves[j].lease_id, "provider") not in done]
