@@ -535,6 +535,9 @@ def client_from_settings() -> SettlementClient:
     from django.conf import settings
 
     rpc_url = settings.CHAIN_RPC_URL or None
+    if rpc_url and not settings.CHAIN_SIGNER_KEY:
+        # Never sign real-node transactions with a well-known development key by default.
+        raise ChainRejected("NoSigner", message="CHAIN_SIGNER_KEY is required with CHAIN_RPC_URL")
     client = SettlementClient.connect(
         rpc_url,
         settings.CHAIN_SIGNER_KEY or None,
