@@ -64,10 +64,23 @@ class _QuietHandler(WSGIRequestHandler):
 class WebServer:
     """Django behind a threaded WSGI server (the one runserver uses), static files included."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 8000, *, access_log: bool = False):
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 8000,
+        *,
+        access_log: bool = False,
+        connections_override: dict | None = None,
+        wrap_app=None,
+    ):
+        # connections_override / wrap_app: for tests on SQLite's in-memory database, whose one
+        # connection the request threads must share (as Django's live server does) one at a time.
         handler = WSGIRequestHandler if access_log else _QuietHandler
-        self.server = ThreadedWSGIServer((host, port), handler, allow_reuse_address=True)
-        self.server.set_app(StaticFilesHandler(get_wsgi_application()))
+        self.server = ThreadedWSGIServer(
+            (host, port), handler, allow_reuse_address=True, connections_override=connections_override
+        )
+        app = StaticFilesHandler(get_wsgi_application())
+        self.server.set_app(wrap_app(app) if wrap_app is not None else app)
         self.thread = threading.Thread(
             target=self.server.serve_forever, kwargs={"poll_interval": 0.2}, name="web", daemon=True
         )

@@ -220,7 +220,8 @@ CELERY_BEAT_SCHEDULE = {
 }
 # The schedule is all intervals of seconds: nothing worth a schedule file on disk.
 CELERY_BEAT_SCHEDULER = "celery.beat:Scheduler"
-CELERY_TASK_DEFAULT_QUEUE = "cpx"
+# One queue for every task; a name of its own per deployment when several share one Redis.
+CELERY_TASK_DEFAULT_QUEUE = env.str("CELERY_TASK_DEFAULT_QUEUE", default="cpx")
 # acks_late is set per task (workers/tasks.py: every task there is idempotent). A prefork child that
 # dies has its message acknowledged, not requeued: a task that kills its worker must not loop; the
 # next beat tick picks the OPEN round up instead.
@@ -238,6 +239,12 @@ CELERY_BROKER_TRANSPORT_OPTIONS = (
         "unacked_restore_throttle": 1,
     }
 )
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # The embedded default writes from several threads (web requests, the worker, the agents'
+    # calls). A deferred BEGIN that later needs the write lock fails at once with "database is
+    # locked" (SQLite cannot wait without risking deadlock); BEGIN IMMEDIATE takes the lock up
+    # front and waits for it (OPTIONS timeout) instead.
+    DATABASES["default"]["OPTIONS"]["transaction_mode"] = "IMMEDIATE"
 # --- end Tasks and schedule (issue 4)
 
 # --- Pages (issue 6): server-rendered pages, htmx from npm, security headers
