@@ -22,6 +22,7 @@ from django.utils import timezone
 from auctions.models import Lease, Round
 from workers.embedded import EmbeddedCelery
 from workers.simulation import ConsumerTraffic, SimulatedAgents, WebServer, quiet_logs
+from workers.tasks import update_prices
 
 
 class Command(BaseCommand):
@@ -71,6 +72,8 @@ class Command(BaseCommand):
                 interval = settings.CPX_ROUND_INTERVAL_S
                 beat = "" if options["no_beat"] else f" + beat, a round every {interval:g} s"
                 self.stdout.write(f"  Celery in process ({broker} broker): worker{beat}")
+                # Quotes from the start, not one pricing interval later.
+                update_prices.delay()
             if not options["no_agents"]:
                 agents = SimulatedAgents(web.url, speedup=speedup).start(now=timezone.now())
                 self.stdout.write(
