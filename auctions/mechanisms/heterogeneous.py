@@ -22,11 +22,17 @@ Choices the spec leaves open (documented in the README as well):
 - Job `gpus` is an integer >= 1; provider `gpus` an integer >= 0; `speed` > 0; every other number is
   finite and >= 0. `time_limit_s` (default 30) is finite and > 0.
 - `pruning` (optional, `welfare` only): `{"per_provider": N}` keeps, for every provider, its N
-  compatible jobs of highest net value w_jk and solves over the union of those pairs (never a per-job
-  top-k, which would drop exactly the jobs that compete for a scarce provider). Absent: exact.
-- Every result carries `lp_bound` (the LP relaxation over *all* compatible pairs, so it bounds the true
-  optimum even when the solve was pruned or greedy) and `gap` = (lp_bound - welfare) / max(|lp_bound|,
-  1e-12), plus the extra keys `payment_rule` and, when pruning applied, `pruning`.
+  compatible jobs of highest LP reduced cost (plus the LP's support) and solves over the union of
+  those pairs (never a per-job top-k, which would drop exactly the jobs that compete for a scarce
+  provider); `false` forces the exact MILP at any size. Absent (or null): exact up to
+  `welfare_milp.AUTO_PRUNE_PAIRS` compatible pairs, automatic per-provider pruning beyond (the result's
+  `pruning` then says `"automatic": true`). `time_limit_s` bounds the whole allocation (wall clock);
+  each VCG re-solve has its own `time_limit_s`.
+- Every result carries `lp_bound` (the LP relaxation over *all* compatible pairs — as a Lagrangian bound
+  from the LP's capacity prices, valid whatever the solve — so it bounds the true optimum even when the
+  solve was pruned or greedy; None only when no LP finished within the time limit) and
+  `gap` = (lp_bound - welfare) / max(|lp_bound|, 1e-12), plus the extra keys `payment_rule` and, when
+  pruning applied, `pruning`.
 """
 
 import math
@@ -209,14 +215,16 @@ def _time_limit(doc: dict) -> float:
     return float(value)
 
 
-def _pruning(doc: dict, mechanism: str) -> int | None:
+def _pruning(doc: dict, mechanism: str) -> int | bool | None:
     if "pruning" not in doc or doc["pruning"] is None:
         return None
     spec = doc["pruning"]
     if mechanism != "welfare":
         raise MechanismError("bad_input", "pruning applies to the welfare mechanism only")
+    if spec is False:
+        return False
     if not isinstance(spec, dict) or set(spec) != {"per_provider"}:
-        raise MechanismError("bad_input", 'pruning must be {"per_provider": N}')
+        raise MechanismError("bad_input", 'pruning must be false or {"per_provider": N}')
     n = spec["per_provider"]
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise MechanismError("bad_input", "pruning.per_provider must be an integer >= 1")
