@@ -1,16 +1,21 @@
 """The embedded default, no Redis: the in-memory broker and the in-process worker thread carry the
 whole flow — a job submitted over the API is cleared by a round task, dispatched to a real agent
 loop (simulate backend) over HTTP, completed and paid — plus retries and duplicate deliveries
-through the worker, and `cpx_demo` end to end in a process of its own."""
+through the worker; and `cpx_demo` and `cpx_serve` (what `make demo` runs) end to end in processes
+of their own."""
 
 import json
 import os
+import shutil
+import signal
+import socket
 import subprocess
 import sys
 import threading
 import uuid
 from datetime import timedelta
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 import requests
@@ -171,19 +176,40 @@ class TestEmbeddedWorker:
             assert JobRequest.objects.get(pk=job.pk).status == JobRequest.Status.MATCHED
 
 
+@pytest.fixture(scope="module")
+def migrated_sqlite(tmp_path_factory) -> Path:
+    """A migrated SQLite file the command tests copy (migrating once saves seconds per test)."""
+    path = tmp_path_factory.mktemp("embedded") / "migrated.sqlite3"
+    subprocess.run(
+        [sys.executable, str(ROOT / "manage.py"), "migrate", "-v0"],
+        env=command_env(path),
+        cwd=ROOT,
+        check=True,
+        timeout=120,
+    )
+    return path
+
+
+def command_env(database: Path, **extra) -> dict:
+    """The embedded default for a command in a process of its own, whatever this run's services."""
+    return {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "config.settings.base",
+        "DATABASE_URL": f"sqlite:///{database}",
+        "CELERY_BROKER_URL": "memory://",
+        "CELERY_RESULT_BACKEND": "cache+memory://",
+        "REDIS_URL": "",
+        "PYTHONPATH": str(ROOT),
+        **extra,
+    }
+
+
 class TestCpxDemo:
-    def test_runs_rounds_headless_and_reports_a_balanced_ledger(self, tmp_path):
-        env = {
-            **os.environ,
-            "DJANGO_SETTINGS_MODULE": "config.settings.base",
-            "DATABASE_URL": f"sqlite:///{tmp_path / 'demo.sqlite3'}",
-            "CELERY_BROKER_URL": "memory://",
-            "CELERY_RESULT_BACKEND": "cache+memory://",
-            "REDIS_URL": "",
-            "PYTHONPATH": str(ROOT),
-        }
+    def test_runs_rounds_headless_and_reports_a_balanced_ledger(self, tmp_path, migrated_sqlite):
+        database = tmp_path / "demo.sqlite3"
+        shutil.copy(migrated_sqlite, database)
+        env = command_env(database)
         manage = [sys.executable, str(ROOT / "manage.py")]
-        subprocess.run([*manage, "migrate", "-v0"], env=env, cwd=ROOT, check=True, timeout=120)
 
         done = subprocess.run(
             [
@@ -210,3 +236,64 @@ class TestCpxDemo:
         assert summary["leases"]["completed"] > 0
         assert summary["leases"]["simulated"] == summary["leases"]["matched"]
         assert summary["ledger_balanced"] is True
+
+
+class TestCpxServe:
+    def test_serves_the_market_moving_and_stops_cleanly_on_ctrl_c(self, tmp_path, migrated_sqlite):
+        database = tmp_path / "serve.sqlite3"
+        shutil.copy(migrated_sqlite, database)
+        env = command_env(
+            database, CPX_ROUND_INTERVAL_S="1", CPX_SWEEP_INTERVAL_S="1", CPX_SIMULATION_SPEEDUP="36000"
+        )
+        manage = [sys.executable, str(ROOT / "manage.py")]
+        seeded = subprocess.run(
+            [*manage, "cpx_seed", "--jobs=12"],
+            env=env,
+            cwd=ROOT,
+            check=True,
+            timeout=120,
+            capture_output=True,
+            text=True,
+        )
+        operator_key = next(
+            line.split()[-1] for line in seeded.stdout.splitlines() if "operator  key" in line
+        )
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        log = tmp_path / "serve.log"
+        with open(log, "wb") as out:
+            serve = subprocess.Popen(
+                [*manage, "cpx_serve", f"127.0.0.1:{port}", "--traffic-interval=0.5", "--status-every=1"],
+                env=env,
+                cwd=ROOT,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        try:
+            api = f"http://127.0.0.1:{port}/api/v1"
+            headers = {"Authorization": f"Bearer {operator_key}"}
+
+            def completed_jobs() -> int:
+                try:
+                    answer = requests.get(
+                        f"{api}/operator/jobs?status=COMPLETED", headers=headers, timeout=10
+                    )
+                except requests.ConnectionError:
+                    return 0
+                return answer.json()["count"] if answer.status_code == 200 else 0
+
+            wait_for(completed_jobs, timeout_s=90, what=lambda: "completed jobs\n" + log.read_text()[-3000:])
+            rounds = requests.get(f"{api}/rounds", headers=headers, timeout=10).json()["results"]
+            serve.send_signal(signal.SIGINT)
+            serve.wait(60)
+        finally:
+            if serve.poll() is None:
+                serve.kill()
+                serve.wait(10)
+
+        output = log.read_text()
+        assert serve.returncode == 0, output[-3000:]
+        assert any(r["status"] == "CLEARED" and r["jobs_matched"] > 0 for r in rounds), rounds
+        assert "SIMULATED provider agents" in output and "SIMULATED consumer traffic" in output
+        assert output.rstrip().endswith("stopped.")
