@@ -1,0 +1,240 @@
+"""On-chain settlement: the contract a batch went to, consumers' wallets, deposits seen on chain,
+settlement batches (the outbox) and the leases in them, and what the reconciler found.
+
+Money on chain is an integer (`*_wei`: native wei or a token's base units); the ledger's Decimal maps
+to it through `CHAIN_WEI_PER_UNIT` (contracts.services.money). Wei columns are DecimalField(78, 0):
+an uint256 fits, SQLite and PostgreSQL both store it exactly.
+"""
+
+from django.db import models
+from django.db.models import Q
+
+from auctions.models import Lease
+from market.models import User
+from market.money import MoneyField
+
+WEI_DIGITS = 78  # an uint256 has at most 78 decimal digits
+
+
+def WeiField(**kwargs):  # noqa: N802 - a field factory, read like a field class
+    return models.DecimalField(max_digits=WEI_DIGITS, decimal_places=0, **kwargs)
+
+
+class ChainDeployment(models.Model):
+    """One Settlement contract on one chain. Every row below belongs to one, so rows written against
+    an in-process EVM of an earlier run (gone with its process) never mix with today's chain.
+
+    `network` is `rpc:<chain id>` for a real node, `in-process:<per-process id>` for the embedded EVM
+    (its addresses and tx hashes repeat from run to run: the per-process id tells them apart)."""
+
+    network = models.CharField(max_length=64)
+    address = models.CharField(max_length=42)
+    deposits_scanned_block = models.BigIntegerField(default=-1, help_text="last block read for deposits")
+    events_scanned_block = models.BigIntegerField(default=-1, help_text="last block read by the reconciler")
+    reconciled_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [models.UniqueConstraint(fields=["network", "address"], name="chain_deployment_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.address} on {self.network}"
+
+    @property
+    def in_process(self) -> bool:
+        return self.network.startswith("in-process:")
+
+
+class ConsumerWallet(models.Model):
+    """The address a consumer deposits from: its on-chain escrow backs its ledger balance."""
+
+    user = models.OneToOneField(User, on_delete=models.CASCADE, related_name="chain_wallet")
+    address = models.CharField(max_length=42, unique=True, help_text="EIP-55 checksummed address")
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"{self.address} ({self.user})"
+
+
+class ChainDeposit(models.Model):
+    """A `Deposited` event, seen once (unique by transaction and log index) and credited once (the
+    ledger reference `chain:deposit:<tx>:<log index>`)."""
+
+    class Status(models.TextChoices):
+        CREDITED = "CREDITED", "Credited to the consumer's balance"
+        UNMATCHED = "UNMATCHED", "No consumer has this wallet (credited once one registers it)"
+        DUST = "DUST", "Below the ledger's quantum"
+
+    deployment = models.ForeignKey(ChainDeployment, on_delete=models.PROTECT, related_name="deposits")
+    tx_hash = models.CharField(max_length=66)
+    log_index = models.PositiveIntegerField()
+    block_number = models.BigIntegerField()
+    address = models.CharField(max_length=42)
+    amount_wei = WeiField()
+    amount = MoneyField(default=0, help_text="credited to the ledger")
+    user = models.ForeignKey(User, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    status = models.CharField(max_length=10, choices=Status.choices)
+    seen_at = models.DateTimeField()
+    credited_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-block_number", "-log_index"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["deployment", "tx_hash", "log_index"], name="chain_deposit_once_per_event"
+            ),
+            models.CheckConstraint(condition=Q(amount_wei__gt=0), name="chain_deposit_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return f"deposit {self.amount_wei} wei from {self.address} ({self.status})"
+
+
+class SettlementBatch(models.Model):
+    """A set of completed leases settled together: the outbox row of one `commitBatch`.
+
+    `batch_key` (bytes32 hex) is the idempotency key and the on-chain batch id at once: the contract
+    refuses a second commit of it (`BatchAlreadySettled`), and a send whose outcome was lost is found
+    again by looking it up on chain. `leaves` is the committed leaf list, so the tree and every proof
+    can be rebuilt from the row alone.
+
+    PENDING → SUBMITTED (a worker holds it; the transaction may be on its way) → CONFIRMED | FAILED.
+    A SUBMITTED row older than CPX_SETTLEMENT_SUBMIT_STALE_S belongs to a worker that died: the next
+    submit looks its key up on chain before anything is sent again.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "PENDING", "Pending"
+        SUBMITTED = "SUBMITTED", "Submitted"
+        CONFIRMED = "CONFIRMED", "Confirmed"
+        FAILED = "FAILED", "Failed"
+
+    class ConfirmedVia(models.TextChoices):
+        RECEIPT = "RECEIPT", "Our transaction's receipt"
+        CHAIN_LOOKUP = "CHAIN_LOOKUP", "Found on chain after an interrupted send"
+        ALREADY_SETTLED = "ALREADY_SETTLED", "Contract answered BatchAlreadySettled"
+
+    deployment = models.ForeignKey(ChainDeployment, on_delete=models.PROTECT, related_name="batches")
+    batch_key = models.CharField(max_length=66, unique=True, help_text="bytes32 on-chain batch id (hex)")
+    merkle_root = models.CharField(max_length=66)
+    leaves = models.JSONField(help_text="[lease id, consumer, provider, amount wei, refund wei] as committed")
+    leaf_count = models.PositiveIntegerField()
+    lease_count = models.PositiveIntegerField()
+    total_wei = WeiField()
+    total = MoneyField(help_text="the ledger amounts this batch carries (payments + fees)")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    confirmed_via = models.CharField(max_length=16, choices=ConfirmedVia.choices, blank=True)
+    tx_hash = models.CharField(max_length=66, blank=True)
+    block_number = models.BigIntegerField(null=True, blank=True)
+    gas_used = models.BigIntegerField(null=True, blank=True)
+    fee_wei = WeiField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    error_code = models.CharField(max_length=64, blank=True)
+    error = models.TextField(blank=True)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    chain_seen = models.BooleanField(default=False, help_text="the reconciler saw its BatchCommitted event")
+    chain_root = models.CharField(max_length=66, blank=True)
+    chain_total_wei = WeiField(null=True, blank=True)
+    chain_debits = models.JSONField(default=dict, blank=True, help_text="consumer → wei debited on chain")
+    created_at = models.DateTimeField()
+    submitted_at = models.DateTimeField(null=True, blank=True)
+    confirmed_at = models.DateTimeField(null=True, blank=True)
+    failed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["status", "next_attempt_at"])]
+        constraints = [
+            models.CheckConstraint(condition=Q(leaf_count__gte=1), name="settlement_batch_not_empty"),
+            models.CheckConstraint(
+                condition=~Q(status="CONFIRMED") | ~Q(tx_hash=""), name="settlement_batch_confirmed_has_tx"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"batch {self.pk} {self.batch_key[:10]}… {self.status}"
+
+
+class SettlementLease(models.Model):
+    """One lease in one batch (a lease is in at most one: the contract would not notice twice).
+
+    A lease gives up to two leaves: its provider's payment (on-chain leaf id = lease id) and the
+    platform's fee (leaf id = FEE_LEAF_BASE + lease id, paid to CHAIN_FEE_ADDRESS). The consumer's
+    refund stays in its on-chain escrow, as it stays in its ledger balance: `refund_wei` is 0.
+    """
+
+    class Recon(models.TextChoices):
+        UNCHECKED = "UNCHECKED", "Not yet reconciled"
+        PENDING = "PENDING", "Batch not on chain yet"
+        MATCHED = "MATCHED", "Ledger and chain agree"
+        MISSING_ON_CHAIN = "MISSING_ON_CHAIN", "Not on chain"
+        AMOUNT_MISMATCH = "AMOUNT_MISMATCH", "Ledger and chain amounts differ"
+
+    batch = models.ForeignKey(SettlementBatch, on_delete=models.PROTECT, related_name="settled_leases")
+    lease = models.OneToOneField(Lease, on_delete=models.PROTECT, related_name="chain_settlement")
+    consumer_address = models.CharField(max_length=42)
+    provider_address = models.CharField(max_length=42)
+    fee_address = models.CharField(max_length=42)
+    provider_amount = MoneyField(help_text="ledger payment to the provider when batched")
+    fee_amount = MoneyField(help_text="ledger fee (and surplus) to the platform when batched")
+    provider_wei = WeiField()
+    fee_wei = WeiField()
+    refund_wei = WeiField(default=0)
+    recon_status = models.CharField(max_length=16, choices=Recon.choices, default=Recon.UNCHECKED)
+    recon_detail = models.CharField(max_length=300, blank=True)
+    reconciled_at = models.DateTimeField(null=True, blank=True)
+    provider_claimed = models.BooleanField(default=False)
+    provider_claim_tx = models.CharField(max_length=66, blank=True)
+    fee_claimed = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["lease_id"]
+        indexes = [models.Index(fields=["recon_status"])]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(provider_wei__gte=0) & Q(fee_wei__gte=0) & Q(refund_wei__gte=0),
+                name="settlement_lease_amounts_non_negative",
+            ),
+            models.CheckConstraint(
+                condition=Q(provider_wei__gt=0) | Q(fee_wei__gt=0), name="settlement_lease_moves_money"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"lease {self.lease_id} in batch {self.batch_id} ({self.recon_status})"
+
+
+class ReconciliationIssue(models.Model):
+    """Something the chain holds that the database cannot account for (or the reverse, batch-wide):
+    recorded once per (kind, key), with when it was last seen."""
+
+    class Kind(models.TextChoices):
+        UNKNOWN_BATCH = "UNKNOWN_BATCH", "A batch on chain that CPX did not create"
+        UNKNOWN_ON_CHAIN = "UNKNOWN_ON_CHAIN", "A lease claimed on chain that its batch does not hold"
+        DEBIT_MISMATCH = "DEBIT_MISMATCH", "Escrow debited on chain differs from the batch's leaves"
+        ROOT_MISMATCH = "ROOT_MISMATCH", "The chain holds another root under the batch's key"
+        MISSING_ON_CHAIN = "MISSING_ON_CHAIN", "A confirmed batch the chain does not have"
+
+    deployment = models.ForeignKey(ChainDeployment, on_delete=models.PROTECT, related_name="issues")
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    key = models.CharField(max_length=160)
+    batch = models.ForeignKey(
+        SettlementBatch, null=True, blank=True, on_delete=models.PROTECT, related_name="issues"
+    )
+    detail = models.CharField(max_length=400)
+    first_seen_at = models.DateTimeField()
+    last_seen_at = models.DateTimeField()
+    resolved_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-last_seen_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["deployment", "kind", "key"], name="reconciliation_issue_once")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.key}"

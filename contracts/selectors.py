@@ -1,0 +1,151 @@
+"""Reads of on-chain settlement for the API and the pages: a fixed number of queries per call."""
+
+from django.db.models import Count, Q, QuerySet, Sum
+
+from auctions.models import Lease
+from contracts.models import ChainDeposit, ReconciliationIssue, SettlementBatch, SettlementLease
+from contracts.services import FEE_LEAF_BASE, batch_tree
+from market.models import Provider
+
+
+def batch_list(*, status: str | None = None) -> QuerySet[SettlementBatch]:
+    batches = SettlementBatch.objects.select_related("deployment").annotate(
+        matched=Count("settled_leases", filter=Q(settled_leases__recon_status=SettlementLease.Recon.MATCHED)),
+        differing=Count(
+            "settled_leases",
+            filter=Q(
+                settled_leases__recon_status__in=[
+                    SettlementLease.Recon.MISSING_ON_CHAIN,
+                    SettlementLease.Recon.AMOUNT_MISMATCH,
+                ]
+            ),
+        ),
+    )
+    if status:
+        batches = batches.filter(status=status)
+    return batches.order_by("-created_at", "-id")
+
+
+def batch_get(*, batch_id: int) -> SettlementBatch | None:
+    return SettlementBatch.objects.select_related("deployment").filter(pk=batch_id).first()
+
+
+def batch_leases(*, batch: SettlementBatch) -> QuerySet[SettlementLease]:
+    return batch.settled_leases.select_related("lease__job", "lease__provider").order_by("lease_id")
+
+
+def batch_issues(*, batch: SettlementBatch) -> QuerySet[ReconciliationIssue]:
+    return batch.issues.order_by("-last_seen_at")
+
+
+def open_issues(*, limit: int = 50) -> list[ReconciliationIssue]:
+    return list(
+        ReconciliationIssue.objects.filter(resolved_at__isnull=True)
+        .select_related("batch")
+        .order_by("-last_seen_at")[:limit]
+    )
+
+
+def settlement_overview() -> dict:
+    """Counts for the dashboard's tiles: batches by status, leases by reconciliation status, what waits."""
+    by_status = dict(SettlementBatch.objects.values_list("status").annotate(n=Count("id")).order_by())
+    recon = dict(SettlementLease.objects.values_list("recon_status").annotate(n=Count("id")).order_by())
+    gas = SettlementBatch.objects.filter(status=SettlementBatch.Status.CONFIRMED).aggregate(
+        gas=Sum("gas_used"), leases=Sum("lease_count")
+    )
+    unbatched = Lease.objects.filter(status=Lease.Status.COMPLETED, chain_settlement__isnull=True).aggregate(
+        total=Count("id"), with_wallet=Count("id", filter=Q(job__consumer__chain_wallet__isnull=False))
+    )
+    deposits = ChainDeposit.objects.aggregate(
+        credited=Count("id", filter=Q(status=ChainDeposit.Status.CREDITED)),
+        unmatched=Count("id", filter=Q(status=ChainDeposit.Status.UNMATCHED)),
+        amount=Sum("amount", filter=Q(status=ChainDeposit.Status.CREDITED)),
+    )
+    return {
+        "batches": {s: by_status.get(s, 0) for s in SettlementBatch.Status.values},
+        "batches_total": sum(by_status.values()),
+        "leases": {s: recon.get(s, 0) for s in SettlementLease.Recon.values},
+        "leases_total": sum(recon.values()),
+        "gas_per_lease": (gas["gas"] / gas["leases"]) if gas["gas"] and gas["leases"] else None,
+        "unbatched": unbatched["total"],
+        "unbatched_with_wallet": unbatched["with_wallet"],
+        "unbatched_ledger_only": unbatched["total"] - unbatched["with_wallet"],
+        "deposits": deposits,
+        "open_issues": ReconciliationIssue.objects.filter(resolved_at__isnull=True).count(),
+    }
+
+
+def lease_chain_status(*, lease_ids) -> dict[int, dict]:
+    """Per lease id, its on-chain settlement as a consumer or provider sees it (absent: not batched)."""
+    rows = SettlementLease.objects.filter(lease_id__in=list(lease_ids)).select_related("batch")
+    return {row.lease_id: lease_chain_fields(row) for row in rows}
+
+
+def lease_chain_fields(row: SettlementLease) -> dict:
+    return {
+        "batch": row.batch_id,
+        "batch_key": row.batch.batch_key,
+        "batch_status": row.batch.status,
+        "tx_hash": row.batch.tx_hash or None,
+        "reconciliation": row.recon_status,
+        "provider_claimed": row.provider_claimed,
+    }
+
+
+def provider_proofs(
+    *, provider: Provider, batch_id: int | None = None, include_claimed: bool = False
+) -> list[dict]:
+    """The provider's leaves in CONFIRMED batches, each with its Merkle proof, ready for `claim`
+    (and grouped per batch, with a multiproof for `claimMany`). Amounts are strings of wei."""
+    rows = SettlementLease.objects.filter(
+        lease__provider=provider, batch__status=SettlementBatch.Status.CONFIRMED, provider_wei__gt=0
+    ).select_related("batch__deployment")
+    if batch_id is not None:
+        rows = rows.filter(batch_id=batch_id)
+    if not include_claimed:
+        rows = rows.filter(provider_claimed=False)
+    by_batch: dict[int, list[SettlementLease]] = {}
+    for row in rows.order_by("batch_id", "lease_id"):
+        by_batch.setdefault(row.batch_id, []).append(row)
+    out = []
+    for rows_of_batch in by_batch.values():
+        batch = rows_of_batch[0].batch
+        tree = batch_tree(batch)
+        position = {leaf.lease_id: i for i, leaf in enumerate(tree.leaves)}
+        indices = [position[row.lease_id] for row in rows_of_batch if row.lease_id in position]
+        leaves, multi, flags = tree.multiproof(indices)
+        out.append(
+            {
+                "batch": batch.pk,
+                "batch_key": batch.batch_key,
+                "merkle_root": batch.merkle_root,
+                "contract": batch.deployment.address,
+                "tx_hash": batch.tx_hash,
+                "leaves": [
+                    {
+                        "lease": row.lease_id,
+                        "leaf": _leaf_dict(tree.leaves[position[row.lease_id]]),
+                        "proof": ["0x" + p.hex() for p in tree.proof(position[row.lease_id])],
+                        "claimed": row.provider_claimed,
+                    }
+                    for row in rows_of_batch
+                ],
+                "multiproof": {
+                    "leaves": [_leaf_dict(leaf) for leaf in leaves],
+                    "proof": ["0x" + p.hex() for p in multi],
+                    "flags": flags,
+                },
+            }
+        )
+    return out
+
+
+def _leaf_dict(leaf) -> dict:
+    return {
+        "lease_id": str(leaf.lease_id),
+        "consumer": leaf.consumer,
+        "provider": leaf.provider,
+        "amount_wei": str(leaf.amount_wei),
+        "refund_wei": str(leaf.refund_wei),
+        "fee_leaf": leaf.lease_id >= FEE_LEAF_BASE,
+    }
