@@ -3,6 +3,7 @@
 from django.urls import path
 
 from auctions import views
+from contracts import views as contract_views
 
 app_name = "ops"
 
@@ -13,5 +14,8 @@ urlpatterns = [
     path("rounds/", views.round_list, name="round-list"),
     path("rounds/<int:pk>/", views.round_detail, name="round-detail"),
     path("rounds/<int:pk>/replay/", views.round_replay_view, name="round-replay"),
-    path("settlements/", views.settlements, name="settlements"),
+    # Settlement dashboard (issue 5): contracts.views replaces the placeholder, same URL name.
+    path("settlements/", contract_views.settlements, name="settlements"),
+    path("settlements/<int:pk>/", contract_views.settlement_detail, name="settlement-detail"),
+    path("settlements/<int:pk>/retry/", contract_views.settlement_retry, name="settlement-retry"),
 ]

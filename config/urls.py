@@ -8,6 +8,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include("market.api.urls")),
     path("api/v1/", include("auctions.api.urls")),
+    path("api/v1/", include("contracts.api")),  # on-chain settlement (issue 5)
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     # Pages (issue 6)

@@ -311,7 +311,7 @@ def batch_tree(batch: SettlementBatch) -> MerkleTree:
     return tree
 
 
-def _ledger_amounts(lease_ids) -> dict[int, tuple[Decimal, Decimal]]:
+def lease_ledger_amounts(lease_ids) -> dict[int, tuple[Decimal, Decimal]]:
     """Per lease, (payment to the provider, fee + surplus to the platform) as the ledger holds them."""
     refs = {f"lease:{i}:payment": (i, 0) for i in lease_ids} | {f"lease:{i}:fee": (i, 1) for i in lease_ids}
     out: dict[int, list[Decimal]] = {i: [Decimal(0), Decimal(0)] for i in lease_ids}
@@ -371,7 +371,7 @@ def settlement_batch_create(
     )
     if not candidates:
         return None
-    ledger = _ledger_amounts([lease.pk for lease in candidates])
+    ledger = lease_ledger_amounts([lease.pk for lease in candidates])
     budget = _escrow_available(deployment, {lease.job.consumer.chain_wallet.address for lease in candidates})
     chosen: list[SettlementLease] = []
     for lease in candidates:
@@ -723,7 +723,7 @@ def _record_claims(deployment, batches, claims, now) -> None:
 
 def _lease_statuses(deployment: ChainDeployment, now: datetime) -> dict[str, int]:
     rows = list(SettlementLease.objects.filter(batch__deployment=deployment).select_related("batch"))
-    ledger = _ledger_amounts([row.lease_id for row in rows])
+    ledger = lease_ledger_amounts([row.lease_id for row in rows])
     counts: dict[str, int] = defaultdict(int)
     debits: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for row in rows:
@@ -816,22 +816,32 @@ def chain_demo_fund(
     client: SettlementClient | None = None,
     usernames: list[str] | None = None,
 ) -> list[dict]:
-    """Development chains only (in-process EVM, anvil): give consumers without a wallet a funded dev
-    account, deposit `amount` from it into the contract, and credit it through `chain_deposits_sync`
-    (the same path as any deposit). Consumers beyond the dev accounts stay ledger-only."""
+    """Development chains only (in-process EVM, anvil): give each consumer a funded dev account as its
+    wallet (or reuse the dev-account wallet it has), deposit `amount` from it unless this contract
+    already credited a deposit from it, and credit it through `chain_deposits_sync` — the same path
+    as any deposit. Consumers beyond the dev accounts, or with a wallet of their own, are left alone."""
     client = client or chain_client()
-    taken = set(ConsumerWallet.objects.values_list("address", flat=True)) | {client.address}
-    keys = [k for k in client.dev_keys() if client.with_signer(k).address not in taken]
-    users = User.objects.filter(role=User.Role.CONSUMER, chain_wallet__isnull=True).order_by("pk")
+    deployment = deployment_for(client, now=now)
+    dev = {client.with_signer(k).address: k for k in client.dev_keys()}
+    dev.pop(client.address, None)
+    wallets = dict(ConsumerWallet.objects.values_list("user_id", "address"))
+    free = [a for a in dev if a not in set(wallets.values())]
+    funded_here = set(
+        deployment.deposits.filter(status=ChainDeposit.Status.CREDITED).values_list("address", flat=True)
+    )
+    users = User.objects.filter(role=User.Role.CONSUMER).order_by("pk")
     if usernames is not None:
         users = users.filter(username__in=usernames)
     funded = []
-    for user, key in zip(users, keys, strict=False):
-        wallet_client = client.with_signer(key)
-        consumer_wallet_register(user=user, address=wallet_client.address, now=now)
-        receipt = wallet_client.deposit(to_wei(amount))
-        funded.append(
-            {"user": user.username, "address": wallet_client.address, "tx_hash": receipt["tx_hash"]}
-        )
+    for user in users:
+        address = wallets.get(user.pk)
+        if address is None:
+            if not free:
+                continue
+            address = consumer_wallet_register(user=user, address=free.pop(0), now=now).address
+        if address not in dev or address in funded_here:
+            continue
+        receipt = client.with_signer(dev[address]).deposit(to_wei(amount))
+        funded.append({"user": user.username, "address": address, "tx_hash": receipt["tx_hash"]})
     chain_deposits_sync(now=now, client=client)
     return funded

@@ -101,3 +101,90 @@ def sweep_leases() -> dict:
         return lease_sweep(now=timezone.now()).as_dict()
     except DomainError as error:
         return _refused("auctions.sweep_leases", error)
+
+
+# --- Settlement on chain (issue 5): thin tasks over contracts.services.
+# Retried: database operational errors and ChainUnavailable (the node is down or slow: the batch key
+# makes a resend safe). A ChainRejected is recorded by the service (FAILED with the contract's error
+# name), never retried here. With CPX_SETTLEMENT_ON_CHAIN off they do nothing.
+from contracts.client import ChainRejected, ChainUnavailable  # noqa: E402
+from contracts.services import (  # noqa: E402
+    chain_deposits_sync,
+    settlement_batch_create,
+    settlement_batch_submit,
+    settlement_batches_due,
+    settlement_reconcile,
+)
+
+CHAIN_POLICY = {**POLICY, "autoretry_for": (*TRANSIENT, ChainUnavailable), "retry_backoff": 5}
+
+
+def _chain_off() -> dict | None:
+    from django.conf import settings
+
+    return None if settings.CPX_SETTLEMENT_ON_CHAIN else {"skipped": "CPX_SETTLEMENT_ON_CHAIN is off"}
+
+
+@shared_task(name="contracts.create_batch", soft_time_limit=60, time_limit=90, **CHAIN_POLICY)
+def create_batch() -> dict:
+    """Batch the completed leases not yet on chain (one batch), then send every batch that is due."""
+    if (off := _chain_off()) is not None:
+        return off
+    now = timezone.now()
+    try:
+        batch = settlement_batch_create(now=now)
+    except (DomainError, ChainRejected) as error:
+        return _refused("contracts.create_batch", _as_domain(error))
+    due = settlement_batches_due(now=now)
+    for batch_id in due:
+        submit_batch.delay_on_commit(batch_id=batch_id)
+    created = {"created": batch.pk, "leases": batch.lease_count} if batch else {"created": None, "leases": 0}
+    return {**created, "submitting": due}
+
+
+@shared_task(name="contracts.submit_batch", soft_time_limit=60, time_limit=90, **CHAIN_POLICY)
+def submit_batch(*, batch_id: int) -> dict:
+    """Send one batch (idempotent by its key); ChainUnavailable is retried with backoff."""
+    try:
+        batch = settlement_batch_submit(batch_id=batch_id, now=timezone.now())
+    except DomainError as error:
+        return _refused("contracts.submit_batch", error, batch_id=batch_id)
+    return {
+        "batch_id": batch.pk,
+        "status": batch.status,
+        "tx_hash": batch.tx_hash or None,
+        "error": batch.error_code or None,
+    }
+
+
+@shared_task(name="contracts.reconcile", soft_time_limit=120, time_limit=150, **CHAIN_POLICY)
+def reconcile() -> dict:
+    """Compare chain events with the ledger per lease; flag differences."""
+    if (off := _chain_off()) is not None:
+        return off
+    try:
+        return settlement_reconcile(now=timezone.now()).as_dict()
+    except (DomainError, ChainRejected) as error:
+        return _refused("contracts.reconcile", _as_domain(error))
+
+
+@shared_task(name="contracts.sync_deposits", soft_time_limit=60, time_limit=90, **CHAIN_POLICY)
+def sync_deposits() -> dict:
+    """Credit new on-chain deposits to their consumers' balances, once each."""
+    if (off := _chain_off()) is not None:
+        return off
+    try:
+        return chain_deposits_sync(now=timezone.now()).as_dict()
+    except (DomainError, ChainRejected) as error:
+        return _refused("contracts.sync_deposits", _as_domain(error))
+
+
+def _as_domain(error: Exception) -> DomainError:
+    if isinstance(error, DomainError):
+        return error
+    refused = DomainError(str(error))
+    refused.code = getattr(error, "error_name", "chain_rejected")
+    return refused
+
+
+# --- end Settlement on chain (issue 5)

@@ -26,6 +26,7 @@ from auctions.services.leases import (
     provider_heartbeat,
 )
 from config.errors import NotFound
+from contracts.selectors import lease_chain_status
 from market import selectors
 from market.api.permissions import IsConsumer, IsProvider
 
@@ -150,8 +151,9 @@ class JobLeaseListView(APIView):
         job = lease_selectors.job_for_consumer(consumer=request.user, job_id=pk)
         if job is None:
             raise NotFound("No such job.", job=pk)
-        leases = lease_selectors.lease_list_for_job(job=job)
-        return Response(s.ConsumerLeaseSerializer(leases, many=True).data)
+        leases = list(lease_selectors.lease_list_for_job(job=job))
+        chain = lease_chain_status(lease_ids=[lease.pk for lease in leases])
+        return Response(s.ConsumerLeaseSerializer(leases, many=True, context={"chain": chain}).data)
 
 
 urlpatterns = [

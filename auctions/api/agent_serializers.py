@@ -135,6 +135,9 @@ class ConsumerLeaseSerializer(serializers.ModelSerializer):
 
     provider = serializers.CharField(source="provider.display_name", read_only=True)
     close_reason_label = serializers.CharField(source="get_close_reason_display", read_only=True)
+    # On-chain settlement (issue 5): batch, tx hash, reconciliation status; null until batched.
+    # The view passes them in context["chain"] (contracts.selectors.lease_chain_status, one query).
+    settlement_on_chain = serializers.SerializerMethodField()
 
     class Meta:
         model = Lease
@@ -159,5 +162,9 @@ class ConsumerLeaseSerializer(serializers.ModelSerializer):
             "dispatched_at",
             "accepted_at",
             "ended_at",
+            "settlement_on_chain",
         ]
         read_only_fields = fields
+
+    def get_settlement_on_chain(self, lease) -> dict | None:
+        return self.context.get("chain", {}).get(lease.pk)

@@ -157,6 +157,26 @@ CHAIN_RPC_URL = env.str("CHAIN_RPC_URL", default="")
 CHAIN_SIGNER_KEY = env.str("CHAIN_SIGNER_KEY", default="")
 CHAIN_CONTRACT_ADDRESS = env.str("CHAIN_CONTRACT_ADDRESS", default="")
 
+# --- Settlement on chain (issue 5): batches of completed leases committed as Merkle roots
+# Off: the ledger alone settles (no batches, no chain calls from tasks).
+CPX_SETTLEMENT_ON_CHAIN = env.bool("CPX_SETTLEMENT_ON_CHAIN", default=True)
+# Ledger unit (6 dp) -> on-chain integer: 10**12 wei per unit on native currency (the demo: 1 unit =
+# 1e-6 ETH, so the 1e-6 quantum is 1e6 wei); 10**6 for a 6-decimal stablecoin. A multiple of 10**6.
+CHAIN_WEI_PER_UNIT = env.int("CHAIN_WEI_PER_UNIT", default=10**12)
+# Where fee leaves pay the platform's share; empty: the signer's (operator's) address.
+CHAIN_FEE_ADDRESS = env.str("CHAIN_FEE_ADDRESS", default="")
+# Blocks a deposit must be buried under before it is credited (0 on a dev chain).
+CHAIN_CONFIRMATIONS = env.int("CHAIN_CONFIRMATIONS", default=0)
+CHAIN_LOG_RANGE = env.int("CHAIN_LOG_RANGE", default=5000)  # blocks per eth_getLogs call
+CPX_SETTLEMENT_BATCH_SIZE = env.int("CPX_SETTLEMENT_BATCH_SIZE", default=500)  # leases per batch
+CPX_SETTLEMENT_INTERVAL_S = env.float("CPX_SETTLEMENT_INTERVAL_S", default=15.0)
+CPX_RECONCILE_INTERVAL_S = env.float("CPX_RECONCILE_INTERVAL_S", default=30.0)
+CPX_DEPOSIT_SYNC_INTERVAL_S = env.float("CPX_DEPOSIT_SYNC_INTERVAL_S", default=10.0)
+# A SUBMITTED batch older than this lost its worker: it is looked up on chain, then sent again if absent.
+# Longer than the client's receipt timeout (30 s).
+CPX_SETTLEMENT_SUBMIT_STALE_S = env.int("CPX_SETTLEMENT_SUBMIT_STALE_S", default=120)
+# --- end Settlement on chain (issue 5)
+
 # --- Leases and agents (issue 4)
 # A running lease whose agent has not reported (heartbeat or progress) for this long fails over;
 # a provider silent for this long is out of the book until it heartbeats again.
@@ -217,6 +237,23 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": CPX_PRICING_INTERVAL_S,
         "options": {"expires": CPX_PRICING_INTERVAL_S},
     },
+    # --- Settlement on chain (issue 5)
+    "settlement-batches": {
+        "task": "contracts.create_batch",
+        "schedule": CPX_SETTLEMENT_INTERVAL_S,
+        "options": {"expires": CPX_SETTLEMENT_INTERVAL_S},
+    },
+    "settlement-deposits": {
+        "task": "contracts.sync_deposits",
+        "schedule": CPX_DEPOSIT_SYNC_INTERVAL_S,
+        "options": {"expires": CPX_DEPOSIT_SYNC_INTERVAL_S},
+    },
+    "settlement-reconcile": {
+        "task": "contracts.reconcile",
+        "schedule": CPX_RECONCILE_INTERVAL_S,
+        "options": {"expires": CPX_RECONCILE_INTERVAL_S},
+    },
+    # --- end Settlement on chain (issue 5)
 }
 # The schedule is all intervals of seconds: nothing worth a schedule file on disk.
 CELERY_BEAT_SCHEDULER = "celery.beat:Scheduler"

@@ -18,6 +18,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
 from auctions.models import Lease
+from contracts.demo import chain_report_lines, demo_chain_settle, demo_chain_setup
 from market.models import Provider
 from workers import tasks
 from workers.embedded import EmbeddedCelery
@@ -58,7 +59,9 @@ class Command(BaseCommand):
         agents = SimulatedAgents(web.url, speedup=speedup, poll_wait_s=1.0, heartbeat_s=1.0)
         traffic = ConsumerTraffic(web.url, interval_s=traffic_interval)
         round_ids: list[int] = []
+        chain = {"enabled": False}
         try:
+            say(demo_chain_setup())  # on-chain settlement (issue 5): consumers funded on the chain
             agents.start(now=timezone.now())
             count = len(agents.agents)
             say(f"{count} SIMULATED provider agents on {web.url} (simulate backend, {speedup:g}×)")
@@ -86,6 +89,7 @@ class Command(BaseCommand):
             while self._active(round_ids) and time.monotonic() < deadline:
                 time.sleep(min(1.0, interval))
                 self._run(tasks.sweep_leases)
+            chain = demo_chain_settle(self._run)  # batches → chain → claims → reconciliation
         finally:
             traffic.stop(now=timezone.now())
             agents.stop(now=timezone.now())
@@ -97,10 +101,11 @@ class Command(BaseCommand):
             "refused": traffic.stats.refused,
             "top_ups": traffic.stats.top_ups,
         }
+        summary["chain"] = chain
         if json:
             self.stdout.write(_json(summary))
         else:
-            self.stdout.write(_report(summary))
+            self.stdout.write(_report(summary) + "\n" + "\n".join(chain_report_lines(chain)))
         if not summary["ledger_balanced"]:
             raise CommandError("the ledger does not balance", returncode=1)
 

@@ -20,6 +20,7 @@ from django.db.models import Count, Q
 from django.utils import timezone
 
 from auctions.models import Lease, Round
+from contracts.demo import demo_chain_setup
 from workers.embedded import EmbeddedCelery
 from workers.simulation import ConsumerTraffic, SimulatedAgents, WebServer, quiet_logs
 from workers.tasks import update_prices
@@ -72,6 +73,7 @@ class Command(BaseCommand):
                 interval = settings.CPX_ROUND_INTERVAL_S
                 beat = "" if options["no_beat"] else f" + beat, a round every {interval:g} s"
                 self.stdout.write(f"  Celery in process ({broker} broker): worker{beat}")
+                self.stdout.write(f"  {demo_chain_setup()}")  # on-chain settlement (issue 5)
                 # Quotes from the start, not one pricing interval later.
                 update_prices.delay()
             if not options["no_agents"]:
