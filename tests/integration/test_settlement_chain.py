@@ -534,3 +534,63 @@ class TestReconcile:
         assert unknown_leaf.batch == batch and unknown_leaf.key == f"{batch.batch_key}:{lease.pk}"
         # The batch's escrow debit no longer matches its (now fewer) lease rows either.
         assert ReconciliationIssue.objects.filter(kind="DEBIT_MISMATCH", batch=batch).exists()
+
+
+# ------------------------------------------------------------------ tasks (called directly)
+
+
+class TestTasks:
+    NAMES = [
+        "contracts.create_batch",
+        "contracts.submit_batch",
+        "contracts.reconcile",
+        "contracts.sync_deposits",
+    ]
+
+    def test_are_named_late_acked_time_limited_and_retry_only_transient_errors(self):
+        from django.db import InterfaceError, OperationalError
+
+        from config.celery import app
+        from workers import tasks  # noqa: F401 - registers them
+
+        for name in self.NAMES:
+            task = app.tasks[name]
+            assert task.acks_late is True, name
+            assert set(task.autoretry_for) == {OperationalError, InterfaceError, ChainUnavailable}, name
+            assert 0 < task.soft_time_limit < task.time_limit, name
+
+    def test_create_submit_reconcile_and_sync_through_the_tasks(self, market, monkeypatch):
+        from workers import tasks
+
+        monkeypatch.setattr(chain, "chain_client", lambda: market.operator)
+        market.completed_lease()
+        sent = []
+        monkeypatch.setattr(tasks.submit_batch, "delay_on_commit", lambda **kw: sent.append(kw))
+
+        created = tasks.create_batch()
+
+        assert created["created"] and created["leases"] == 1 and sent == [{"batch_id": created["created"]}]
+        answer = tasks.submit_batch(batch_id=created["created"])
+        assert answer["status"] == "CONFIRMED" and answer["tx_hash"].startswith("0x")
+        assert tasks.reconcile()["leases"] == {"MATCHED": 1}
+        assert tasks.sync_deposits()["credited"] == 0
+        assert tasks.submit_batch(batch_id=10**9)["error"] == "settlement_batch_not_found"
+
+    def test_the_submit_task_raises_for_a_retry_when_the_node_is_down(self, market, monkeypatch):
+        from workers import tasks
+
+        market.completed_lease()
+        batch = market.batch()
+        monkeypatch.setattr(chain, "chain_client", lambda: NodeDown(market.operator))
+
+        with pytest.raises(ChainUnavailable):
+            tasks.submit_batch(batch_id=batch.pk)
+        batch.refresh_from_db()
+        assert batch.status == Status.PENDING
+
+    def test_switched_off_they_do_nothing(self, settings):
+        from workers import tasks
+
+        settings.CPX_SETTLEMENT_ON_CHAIN = False
+        assert tasks.create_batch() == tasks.reconcile() == tasks.sync_deposits()
+        assert "skipped" in tasks.create_batch()
