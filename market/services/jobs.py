@@ -35,25 +35,24 @@ def job_request_submit(
     InvalidInput, InsufficientFunds (nothing is written), IdempotencyKeyReused.
     """
     fingerprint = _fingerprint(spec)
-    if idempotency_key:
-        existing = _existing(consumer=consumer, idempotency_key=idempotency_key, fingerprint=fingerprint)
-        if existing is not None:
-            return existing, False
-    fields = job_request_size(spec=spec, now=now)
     try:
-        return _create_funded(
+        fields = job_request_size(spec=spec, now=now)
+        job = _create_funded(
             consumer=consumer,
             fields=fields,
             now=now,
             idempotency_key=idempotency_key,
             fingerprint=fingerprint,
-        ), True
-    except IntegrityError:
-        if not idempotency_key:
-            raise
-        # A concurrent request with the same key committed first: answer with its job.
-        existing = _existing(consumer=consumer, idempotency_key=idempotency_key, fingerprint=fingerprint)
-        if existing is None:
+        )
+        return job, True
+    except (IntegrityError, InvalidInput):
+        # Insert first, look up on conflict: a new key (the common case) costs no extra query.
+        # A retry lands here because the key is taken (or, for an old job, because its
+        # deadline has passed since): either way it answers with the first job.
+        existing = idempotency_key and _existing(
+            consumer=consumer, idempotency_key=idempotency_key, fingerprint=fingerprint
+        )
+        if not existing:
             raise
         return existing, False
 

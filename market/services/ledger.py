@@ -37,7 +37,6 @@ def ledger_house_account(*, kind: str) -> LedgerAccount:
     return account
 
 
-@transaction.atomic
 def ledger_transfer(
     *,
     debit: LedgerAccount,
@@ -52,8 +51,18 @@ def ledger_transfer(
     """Move `amount` from `debit` to `credit` as one balanced transfer.
 
     The debit is a conditional UPDATE (balance >= amount), so two racing transfers can never
-    overdraw an account, whatever the isolation level. Raises InsufficientFunds.
+    overdraw an account, whatever the isolation level. Raises InsufficientFunds, InvalidInput.
     """
+    args = dict(debit=debit, credit=credit, amount=amount, kind=kind, now=now, job=job, reference=reference)
+    # Inside a caller's transaction, no savepoint of our own (two round trips on the hot path):
+    # both refusals come before anything is written, so the caller's transaction stays usable.
+    if transaction.get_connection().in_atomic_block:
+        return _transfer(**args, memo=memo)
+    with transaction.atomic():
+        return _transfer(**args, memo=memo)
+
+
+def _transfer(*, debit, credit, amount, kind, now, job, reference, memo) -> LedgerTransfer:
     amount = to_money(amount)
     if amount <= 0:
         raise InvalidInput("A transfer moves a positive amount.", amount=str(amount))
