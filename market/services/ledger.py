@@ -5,10 +5,11 @@ from decimal import Decimal
 
 from django.db import IntegrityError, transaction
 from django.db.models import F
+from django.db.models.functions import Round
 
 from config.errors import Conflict, DomainError, InvalidInput
 from market.models import JobRequest, LedgerAccount, LedgerTransfer, User
-from market.money import MAX_AMOUNT, to_money
+from market.money import DECIMAL_PLACES, MAX_AMOUNT, to_money
 
 
 class InsufficientFunds(DomainError):
@@ -62,6 +63,14 @@ def ledger_transfer(
         return _transfer(**args, memo=memo)
 
 
+def _exact(expression):
+    """Balance arithmetic rounded to the money quantum in SQL. PostgreSQL's numeric is exact and
+    this is a no-op there; SQLite computes decimals in binary floating point, where
+    0.3 - 0.1 - 0.1 < 0.1 would refuse an exact debit. Rounding every stored result keeps each
+    balance the double nearest its exact decimal, so comparisons agree with exact arithmetic."""
+    return Round(expression, DECIMAL_PLACES)
+
+
 def _transfer(*, debit, credit, amount, kind, now, job, reference, memo) -> LedgerTransfer:
     amount = to_money(amount)
     if amount <= 0:
@@ -69,11 +78,11 @@ def _transfer(*, debit, credit, amount, kind, now, job, reference, memo) -> Ledg
     debited = LedgerAccount.objects.filter(pk=debit.pk)
     if debit.kind != LedgerAccount.Kind.EXTERNAL:
         debited = debited.filter(balance__gte=amount)
-    if debited.update(balance=F("balance") - amount) != 1:
+    if debited.update(balance=_exact(F("balance") - amount)) != 1:
         raise InsufficientFunds(
             "The account does not hold enough money for this.", account=debit.pk, needed=str(amount)
         )
-    LedgerAccount.objects.filter(pk=credit.pk).update(balance=F("balance") + amount)
+    LedgerAccount.objects.filter(pk=credit.pk).update(balance=_exact(F("balance") + amount))
     return LedgerTransfer.objects.create(
         kind=kind,
         debit=debit,
