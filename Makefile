@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: demo demo-headless worker beat test lint install node bench clean
+.PHONY: demo demo-headless worker beat test lint install node bench clean screenshots
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -57,6 +57,11 @@ bench: install
 	$(PY) bench/stackelberg.py
 	$(PY) bench/settlement_gas.py
 	$(PY) bench/api_submit.py
+
+## make screenshots: a live demo (cpx_serve, temp SQLite, free port) photographed by Chromium: each main
+## page at 1280 and 390 px into docs/screenshots/ (needs /usr/bin/chromium: apt-get install -y chromium)
+screenshots: install
+	$(PY) docs/screenshots.py
 
 clean:
 	rm -rf $(VENV) node_modules db.sqlite3 staticfiles
