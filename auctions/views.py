@@ -1,6 +1,6 @@
 """Operator pages: the market dashboard (rounds over time as charts with their numbers, the book's
-depth, provider health), rounds and a round's detail with its replay, and the place the settlement
-dashboard takes (issue 5).
+depth, provider health), rounds and a round's detail with its replay. The settlement dashboard
+(issue 5) lives in contracts/views.py under the same navigation (`ops:settlements`).
 
 Dashboard pattern (the settlement dashboard follows it):
 - reads come from a selector module (`auctions/selectors/dashboard.py` here), a fixed number of
@@ -53,7 +53,8 @@ def _price_classes(rows: list[dict]) -> list[str]:
     traded: dict[str, float] = {}
     for row in rows:
         for key, price in (row["prices"] or {}).items():
-            traded[key] = traded.get(key, 0) + (price.get("traded") or 0)
+            if price.get("buyer_price") is not None:  # a class that never priced has nothing to draw
+                traded[key] = traded.get(key, 0) + (price.get("traded") or 0)
     return sorted(traded, key=lambda key: (-traded[key], key))
 
 
@@ -63,30 +64,49 @@ def _charts(rows: list[dict], window: int) -> list[dict]:
     price_series = [Series(key, [(row["id"], _buyer_price(row, key)) for row in rows]) for key in charted]
     recent = rows[-TABLE_ROWS:][::-1]
     simple = {
-        "volume": ("Jobs matched per round", "jobs", lambda row: row["jobs_matched"]),
-        "welfare": ("Welfare per round", "welfare", lambda row: row["welfare"]),
-        "gap": ("Optimality gap per round (LP bound vs welfare)", "gap", lambda row: row["optimality_gap"]),
-        "clear-time": ("Time to clear (snapshot + engine + write), ms", "ms", _clear_ms),
+        "volume": (
+            "Jobs matched per round",
+            "jobs",
+            lambda row: row["jobs_matched"],
+            "Leases the round created.",
+        ),
+        "welfare": (
+            "Welfare per round",
+            "welfare",
+            lambda row: row["welfare"],
+            "Bids minus asks of the trades.",
+        ),
+        "gap": (
+            "Optimality gap per round",
+            "gap",
+            lambda row: row["optimality_gap"],
+            "Between the welfare and the LP bound; 0 is optimal.",
+        ),
+        "clear-time": ("Time to clear per round, ms", "ms", _clear_ms, "Snapshot + engine + write."),
     }
     charts = [
         {
             "slug": "prices",
-            "title": "Clearing price per resource class (buyer price per device-hour)",
+            "title": "Clearing price per class",
             "svg": line_chart(
                 price_series,
                 title="Clearing price per resource class",
                 description=f"Buyer price per device-hour of the {len(charted)} busiest classes over "
                 f"{len(rows)} rounds.",
+                bridge_gaps=True,
             ),
             "legend": legend(charted),
-            "note": f"{len(classes) - len(charted)} quieter classes are in the table and CSV."
-            if len(classes) > len(charted)
-            else "",
+            "note": "Buyer price per device-hour in the rounds where the class priced."
+            + (
+                f" {len(classes) - len(charted)} quieter classes are in the CSV."
+                if len(classes) > len(charted)
+                else ""
+            ),
             "columns": ["round", *charted],
             "rows": [[row["id"], *(_buyer_price(row, key) for key in charted)] for row in recent],
         }
     ]
-    for slug, (title, unit, value) in simple.items():
+    for slug, (title, unit, value, note) in simple.items():
         charts.append(
             {
                 "slug": slug,
@@ -97,7 +117,7 @@ def _charts(rows: list[dict], window: int) -> list[dict]:
                     description=f"{title} over {len(rows)} rounds.",
                 ),
                 "legend": [],
-                "note": "",
+                "note": note,
                 "columns": ["round", unit],
                 "rows": [[row["id"], value(row)] for row in recent],
             }
@@ -229,13 +249,3 @@ def round_replay_view(request, pk: int):
     template = "ops/_replay.html" if request.headers.get("HX-Request") == "true" else "ops/round_detail.html"
     return render(request, template, context)
 
-
-@operator_required
-def settlements(request):
-    """Placeholder until on-chain settlement (issue 5) brings its dashboard: batches with status,
-    tx hash and gas, the reconciliation view (ledger vs chain per lease) and retry actions.
-
-    For the colleague adding it: keep the URL name `ops:settlements` (the operator navigation links
-    it); read through `contracts` selectors; follow the pattern of this module's docstring; extend
-    `ops/base.html` as `ops/settlements.html` does."""
-    return render(request, "ops/settlements.html")

@@ -29,7 +29,10 @@ def home(request):
 def signup(request):
     if request.user.is_authenticated:
         return redirect("pages:home")
-    form = SignUpForm(request.POST or None)
+    role = request.GET.get("role")
+    form = SignUpForm(
+        request.POST or None, initial={"role": role} if role in (Role.PROVIDER, Role.CONSUMER) else {}
+    )
     if request.method == "POST" and form.is_valid():
         user = form.save()
         login(request, user, backend="django.contrib.auth.backends.ModelBackend")

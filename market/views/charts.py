@@ -14,6 +14,7 @@ from django.utils.safestring import SafeString, mark_safe
 WIDTH, HEIGHT = 720, 240
 PAD_LEFT, PAD_RIGHT, PAD_TOP, PAD_BOTTOM = 56, 12, 12, 28
 SERIES_CLASSES = 8
+MAX_DOTS = 120  # beyond this many points a line is dense enough without them
 
 
 @dataclass(frozen=True)
@@ -47,12 +48,17 @@ def _label(value: float) -> str:
     return f"{value:.4f}".rstrip("0").rstrip(".")
 
 
-def line_chart(series: list[Series], *, title: str, description: str, x_label: str = "round") -> SafeString:
-    """Lines over a shared x axis (round ids), with y ticks and an x range; empty → a plain note."""
+def line_chart(
+    series: list[Series], *, title: str, description: str, x_label: str = "round", bridge_gaps: bool = False
+) -> SafeString:
+    """Lines over a shared x axis (round ids), with y ticks and an x range; empty → a plain note.
+
+    A None y is a gap: the line breaks there, or with `bridge_gaps` (prices of a class that did not
+    trade every round) joins its neighbours, with a dot on every real point."""
     values = [(x, y) for s in series for x, y in s.points if y is not None]
     if not values:
         return mark_safe('<p class="empty">No data yet: charts appear once rounds have cleared.</p>')
-    xs = [x for x, _ in values]
+    xs = [x for s in series for x, _ in s.points]  # the whole window, so charts side by side align
     ys = [y for _, y in values]
     x_low, x_high = min(xs), max(xs)
     ticks = _nice_ticks(min(0.0, min(ys)), max(ys))
@@ -85,19 +91,21 @@ def line_chart(series: list[Series], *, title: str, description: str, x_label: s
         runs, run = [], []
         for x, y in s.points:
             if y is None:
-                if run:
+                if run and not bridge_gaps:
                     runs.append(run)
-                run = []
+                    run = []
             else:
-                run.append(f"{sx(x):.1f},{sy(y):.1f}")
+                run.append((sx(x), sy(y)))
         if run:
             runs.append(run)
         for points in runs:
-            if len(points) == 1:
-                cx, cy = points[0].split(",")
-                parts.append(f'<circle class="dot {css}" cx="{cx}" cy="{cy}" r="2.5"/>')
-            else:
-                parts.append(f'<polyline class="line {css}" points="{" ".join(points)}"/>')
+            if len(points) > 1:
+                path = " ".join(f"{x:.1f},{y:.1f}" for x, y in points)
+                parts.append(f'<polyline class="line {css}" points="{path}"/>')
+            if len(points) == 1 or (bridge_gaps and len(points) <= MAX_DOTS):
+                parts.extend(
+                    f'<circle class="dot {css}" cx="{x:.1f}" cy="{y:.1f}" r="2.5"/>' for x, y in points
+                )
     parts.append("</svg>")
     return mark_safe("".join(parts))
 

@@ -155,7 +155,7 @@ def _timeline(job, leases: list[Lease]) -> list[dict]:
                 "label": "Matched" if number == 1 else f"Matched again (attempt {number})",
                 "at": lease.dispatched_at,
                 "state": "done",
-                "detail": f"round {lease.round_id}: {where} at {lease.unit_price_paid} per device-hour",
+                "detail": f"round {lease.round_id}: {where} at {lease.unit_price_paid:.4f} per device-hour",
             }
         )
         if lease.accepted_at:
@@ -174,7 +174,9 @@ def _timeline(job, leases: list[Lease]) -> list[dict]:
     if final is not None:
         last = leases[-1] if leases else None
         at = last.ended_at if last is not None and last.ended_at else job.updated_at
-        reason = job.close_reason.replace("_", " ").lower() if job.close_reason else ""
+        reason = (
+            job.close_reason.replace("_", " ").lower() if job.close_reason not in ("", "COMPLETED") else ""
+        )
         steps.append({"label": final[0], "at": at, "state": final[1], "detail": reason})
     else:
         reached = {step["label"].split(" ")[0] for step in steps}
