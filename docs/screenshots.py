@@ -132,6 +132,7 @@ def log_in(page, base: str, username: str) -> None:
 
 
 def shoot(demo: Demo, out: Path) -> list[Path]:
+    from playwright.sync_api import Error as PlaywrightError
     from playwright.sync_api import sync_playwright
 
     base = demo.url
@@ -151,7 +152,14 @@ def shoot(demo: Demo, out: Path) -> list[Path]:
 
                 def save(page, name: str, size=size) -> None:
                     path = out / f"{name}-{size}.png"
-                    page.screenshot(path=str(path))
+                    for attempt in range(3):  # a busy machine sometimes fails a capture; the page is fine
+                        try:
+                            page.screenshot(path=str(path))
+                            break
+                        except PlaywrightError:
+                            if attempt == 2:
+                                raise
+                            time.sleep(1)
                     saved.append(path)
                     print(f"  saved {path.relative_to(ROOT)}", flush=True)
 
