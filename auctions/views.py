@@ -248,4 +248,3 @@ def round_replay_view(request, pk: int):
     context = {**_round_context(pk), "replay": report}
     template = "ops/_replay.html" if request.headers.get("HX-Request") == "true" else "ops/round_detail.html"
     return render(request, template, context)
-
