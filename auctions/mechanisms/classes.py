@@ -12,7 +12,7 @@ import math
 
 from auctions.mechanisms.errors import MechanismError
 
-MEMORY_TIERS_GIB = (0, 8, 12, 16, 24, 32, 48, 80, 96)
+MEMORY_TIERS_GIB = (0, 2, 4, 8, 12, 16, 24, 32, 48, 80, 96)  # 2 and 4: edge NPUs and small boards
 QUOTE_ID = "__quote__"
 
 

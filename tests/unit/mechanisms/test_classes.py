@@ -16,13 +16,13 @@ from auctions.mechanisms.classes import (
 class TestResourceClassKey:
     @pytest.mark.parametrize(
         "memory, key",
-        [(24, "GPU/24G/eu-west"), (20, "GPU/16G/eu-west"), (7.5, "GPU/0G/eu-west"), (141, "GPU/96G/eu-west")],
+        [(24, "GPU/24G/eu-west"), (20, "GPU/16G/eu-west"), (7.5, "GPU/4G/eu-west"), (1, "GPU/0G/eu-west"), (141, "GPU/96G/eu-west")],
     )
     def test_puts_a_device_in_the_largest_tier_not_above_its_memory(self, memory, key):
         assert resource_class_key("GPU", memory, "eu-west") == key
 
     def test_needs_the_smallest_tier_that_guarantees_the_memory(self):
-        assert (required_tier(20), required_tier(24), required_tier(0.5)) == (24, 24, 8)
+        assert (required_tier(20), required_tier(24), required_tier(0.5), required_tier(3)) == (24, 24, 2, 4)
         assert required_tier(120) is None
         assert memory_tier(80) == 80
 
