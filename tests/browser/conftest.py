@@ -14,7 +14,6 @@
   test use the ORM beside it.
 """
 
-import contextlib
 import os
 import threading
 import time
@@ -28,13 +27,13 @@ from celery.signals import task_postrun, task_prerun
 from django.contrib.staticfiles.handlers import StaticFilesHandler
 from django.core.servers.basehttp import ThreadedWSGIServer, WSGIRequestHandler
 from django.core.wsgi import get_wsgi_application
-from django.db import connection, connections
 from django.utils import timezone
 
 from config.celery import app as cpx_app
 from market.models import Provider, User
 from market.services.accounts import api_key_create
 from tests.conftest import service_unavailable
+from tests.live import SharedDatabase, wait_for
 from workers.agent.backends import SimulateBackend
 from workers.agent.client import AgentClient
 from workers.agent.runner import Agent
@@ -81,52 +80,6 @@ def page(page, live_market):
     page.context.close()
 
 
-def wait_for(condition, *, timeout_s: float = TIMEOUT_S, step_s: float = 0.1, what: str = "a condition"):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(step_s)
-
-
-class SharedDatabase:
-    """Everyone at once on PostgreSQL; one at a time on SQLite's in-memory test database."""
-
-    def __init__(self):
-        self.shared = connection.vendor == "sqlite" and connection.is_in_memory_db()
-        self.connection = connections["default"]
-        self.lock = threading.RLock()
-
-    @contextlib.contextmanager
-    def turn(self):
-        if not self.shared:
-            yield
-            return
-        with self.lock:
-            yield
-
-    def read(self, query):
-        with self.turn():
-            return query()
-
-    def adopt(self) -> None:
-        if self.shared:
-            connections["default"] = self.connection
-
-    def wsgi(self, app):
-        if not self.shared:
-            return app
-
-        def serialised(environ, start_response):
-            with self.lock:
-                return app(environ, start_response)
-
-        return serialised
-
-
 class _QuietHandler(WSGIRequestHandler):
     def log_message(self, format, *args):  # noqa: A002 — the stdlib's signature
         pass
@@ -162,6 +115,7 @@ class LiveMarket:
         self.agents.append((agent, thread))
         wait_for(
             lambda: self.db.read(lambda: Provider.objects.get(pk=provider.pk).last_heartbeat_at),
+            timeout_s=TIMEOUT_S,
             what="the agent's first heartbeat",
         )
         return agent

@@ -168,6 +168,7 @@ class TestOperator:
             lambda: live_market.db.read(
                 lambda: Round.objects.filter(status="CLEARED", jobs_matched__gt=0).order_by("id").first()
             ),
+            timeout_s=TIMEOUT_S,
             what="a round that matched the job",
         )
         page.goto(f"{live_market.url}/ops/rounds/{busy.pk}/")

@@ -23,8 +23,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
-import time
 import uuid
 from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -34,33 +32,19 @@ from celery import Celery
 from celery.backends.redis import RedisBackend
 from celery.result import AsyncResult
 from django.conf import settings
-from django.db import connection, connections
+from django.db import connection
 from django.utils import timezone
 
 from config.celery import app as cpx_app
 from market.services.accounts import api_key_create
 from tests.conftest import service_unavailable
+from tests.live import SharedDatabase, wait_for
 from workers.embedded import EmbeddedCelery
 from workers.simulation import WebServer
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 TASK_TIMEOUT_S = 60
-
-
-def wait_for(condition, *, timeout_s: float = 30.0, step_s: float = 0.1, what="a condition"):
-    """Poll `condition` until it returns something truthy; fail after `timeout_s` seconds saying
-    `what` (a string, or a function giving one — e.g. the logs — read only on failure)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(
-                f"timed out after {timeout_s} s waiting for {what() if callable(what) else what}"
-            )
-        time.sleep(step_s)
 
 
 def provider_key(provider) -> str:
@@ -74,43 +58,6 @@ def consumer_key(user) -> str:
 
 
 # --- the embedded default
-
-
-class SharedDatabase:
-    """Who may touch the database when: everyone at once on PostgreSQL; one at a time on SQLite's
-    in-memory test database, whose single connection every thread shares."""
-
-    def __init__(self):
-        self.shared = connection.vendor == "sqlite" and connection.is_in_memory_db()
-        self.connection = connections["default"]
-        self.lock = threading.RLock()
-
-    @contextlib.contextmanager
-    def turn(self):
-        if not self.shared:
-            yield
-            return
-        with self.lock:
-            yield
-
-    def adopt(self) -> None:
-        """Run in a new thread: use the test's connection there (SQLite in memory)."""
-        if self.shared:
-            connections["default"] = self.connection
-
-    def wsgi(self, app):
-        if not self.shared:
-            return app
-
-        def serialised(environ, start_response):
-            with self.lock:
-                return app(environ, start_response)
-
-        return serialised
-
-    def read(self, query):
-        with self.turn():
-            return query()
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from datetime import timedelta
 from decimal import Decimal
 
@@ -21,6 +20,7 @@ from market.selectors import ledger_is_balanced
 from market.services.accounts import api_key_create
 from tests.factories import ConsumerFactory, ResourceFactory, job_submit
 from tests.integration.test_leases import make_lease
+from tests.live import wait_for
 from tests.unit.test_agent_backends import FakeOpenAIServer
 from workers.agent.backends import OpenAIBackend, SimulateBackend
 from workers.agent.client import AgentClient
@@ -53,15 +53,6 @@ def start_agent(live_server, provider, backend, **options) -> tuple[Agent, threa
 
 def consumer_balance(job) -> Decimal:
     return LedgerAccount.objects.get(kind="CONSUMER", user_id=job.consumer_id).balance
-
-
-def wait_for(condition, timeout_s=20.0):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.05)
-    raise AssertionError("timed out waiting")
 
 
 class TestAgentSimulate:

@@ -16,7 +16,13 @@ from auctions.mechanisms.classes import (
 class TestResourceClassKey:
     @pytest.mark.parametrize(
         "memory, key",
-        [(24, "GPU/24G/eu-west"), (20, "GPU/16G/eu-west"), (7.5, "GPU/4G/eu-west"), (1, "GPU/0G/eu-west"), (141, "GPU/96G/eu-west")],
+        [
+            (24, "GPU/24G/eu-west"),
+            (20, "GPU/16G/eu-west"),
+            (7.5, "GPU/4G/eu-west"),
+            (1, "GPU/0G/eu-west"),
+            (141, "GPU/96G/eu-west"),
+        ],
     )
     def test_puts_a_device_in_the_largest_tier_not_above_its_memory(self, memory, key):
         assert resource_class_key("GPU", memory, "eu-west") == key
