@@ -50,12 +50,15 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
 
-## make bench: every benchmark in bench/ (prints ratios measured in the same run)
+## make bench: every benchmark in bench/ (prints ratios measured in the same run; round.py and
+## api_submit.py need the local PostgreSQL, settlement_gas.py measures anvil too with --anvil URL)
 bench: install
 	$(PY) bench/double_auction.py
 	$(PY) bench/welfare.py
 	$(PY) bench/stackelberg.py
 	$(PY) bench/settlement_gas.py
+	$(PY) bench/round.py
+	$(PY) bench/dashboard.py
 	$(PY) bench/api_submit.py
 
 ## make screenshots: a live demo (cpx_serve, temp SQLite, free port) photographed by Chromium: each main

@@ -51,12 +51,9 @@ from contracts.services.batches import (
     settlement_batch_submit,
     settlement_batches_due,
 )
-from contracts.services.batches import (
-    _record_receipt as _record_receipt,  # a seam: settlement_batch_submit calls it from here
-)
 from contracts.services.claims import settlement_claims_relay
 from contracts.services.deployment import (
-    chain_client,  # a seam: every use case calls it through the package (deployment._chain_client)
+    chain_client,
     checked_address,
     deployment_for,
 )

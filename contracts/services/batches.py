@@ -24,7 +24,8 @@ from contracts.models import (
     SettlementBatch,
     SettlementLease,
 )
-from contracts.services.deployment import _chain_client, _network, checked_address, deployment_for
+from contracts.services import deployment as deployments
+from contracts.services.deployment import _network, checked_address, deployment_for
 from contracts.services.money import FEE_LEAF_BASE, lease_ledger_amounts, to_wei
 from contracts.services.reconcile import _issue
 
@@ -99,7 +100,7 @@ def settlement_batch_create(
     The batch and its SettlementLease rows are written in one transaction; a concurrent create that
     took the same leases makes this one roll back and answer None.
     """
-    client = client or _chain_client()
+    client = client or deployments.chain_client()
     deployment = deployment_for(client, now=now)
     size = settings.CPX_SETTLEMENT_BATCH_SIZE if max_leases is None else max_leases
     if size < 1:
@@ -216,7 +217,7 @@ def settlement_batch_submit(
     if not won:
         return SettlementBatch.objects.get(pk=batch.pk)
     batch.refresh_from_db()
-    client = client or _chain_client()
+    client = client or deployments.chain_client()
     try:
         if deployment_for(client, now=now).pk != batch.deployment_id:
             return _fail(
@@ -246,9 +247,7 @@ def settlement_batch_submit(
         raise
     except ChainRejected as error:  # a read refused (no contract at the address, …)
         return _fail(batch, error.error_name, str(error), now)
-    from contracts import services  # looked up on the package, where a test replaces it to crash here
-
-    return services._record_receipt(batch, receipt, now)
+    return _record_receipt(batch, receipt, now)
 
 
 def _record_receipt(batch: SettlementBatch, receipt: dict, now: datetime) -> SettlementBatch:

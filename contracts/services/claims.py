@@ -6,8 +6,8 @@ from collections import defaultdict
 
 from contracts.client import SettlementClient
 from contracts.models import SettlementBatch
+from contracts.services import deployment as deployments
 from contracts.services.batches import BatchNotFound, Status, batch_tree
-from contracts.services.deployment import _chain_client
 
 
 def settlement_claims_relay(*, batch_id: int, client: SettlementClient | None = None) -> dict:
@@ -16,7 +16,7 @@ def settlement_claims_relay(*, batch_id: int, client: SettlementClient | None = 
 
     Used by the demo, where providers' wallets have no keys. Raises ChainUnavailable, ChainRejected.
     """
-    client = client or _chain_client()
+    client = client or deployments.chain_client()
     batch = SettlementBatch.objects.filter(pk=batch_id, status=Status.CONFIRMED).first()
     if batch is None:
         raise BatchNotFound("No such confirmed settlement batch.", batch=batch_id)

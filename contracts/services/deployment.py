@@ -19,14 +19,6 @@ def chain_client() -> SettlementClient:
     return client_from_settings()
 
 
-def _chain_client() -> SettlementClient:
-    """`contracts.services.chain_client()`, looked up on the package at each call: replacing that one name
-    (as tests do) points every use case at another chain, as when contracts.services was one module."""
-    from contracts import services
-
-    return services.chain_client()
-
-
 def _network(client: SettlementClient) -> str:
     # The client has no public notion of "which chain": read its connection once and remember it there.
     conn = client._conn  # noqa: SLF001

@@ -17,7 +17,8 @@ from eth_utils import to_checksum_address
 from config.errors import Conflict, InvalidInput
 from contracts.client import SettlementClient
 from contracts.models import ChainDeployment, ChainDeposit, ConsumerWallet
-from contracts.services.deployment import _chain_client, checked_address, deployment_for
+from contracts.services import deployment as deployments
+from contracts.services.deployment import checked_address, deployment_for
 from contracts.services.money import from_wei, to_wei
 from market.models import User
 from market.services.ledger import ledger_deposit
@@ -81,7 +82,7 @@ def chain_deposits_sync(*, now: datetime, client: SettlementClient | None = None
     consumer has registered are kept UNMATCHED and credited by a later run once one registers it.
     Raises ChainUnavailable (retry).
     """
-    client = client or _chain_client()
+    client = client or deployments.chain_client()
     deployment = deployment_for(client, now=now)
     head = client.block_number() - settings.CHAIN_CONFIRMATIONS
     start = deployment.deposits_scanned_block + 1
@@ -166,7 +167,7 @@ def chain_demo_fund(
     wallet (or reuse the dev-account wallet it has), deposit `amount` from it unless this contract
     already credited a deposit from it, and credit it through `chain_deposits_sync` — the same path
     as any deposit. Consumers beyond the dev accounts, or with a wallet of their own, are left alone."""
-    client = client or _chain_client()
+    client = client or deployments.chain_client()
     deployment = deployment_for(client, now=now)
     dev = {client.with_signer(k).address: k for k in client.dev_keys()}
     dev.pop(client.address, None)

@@ -14,7 +14,8 @@ from eth_utils import to_checksum_address
 
 from contracts.client import SettlementClient
 from contracts.models import ChainDeployment, ReconciliationIssue, SettlementBatch, SettlementLease
-from contracts.services.deployment import _chain_client, deployment_for
+from contracts.services import deployment as deployments
+from contracts.services.deployment import deployment_for
 from contracts.services.money import FEE_LEAF_BASE, from_wei, lease_ledger_amounts, to_wei
 
 Status = SettlementBatch.Status
@@ -82,7 +83,7 @@ def settlement_reconcile(*, now: datetime, client: SettlementClient | None = Non
     then sets every batched lease's status from the ledger (its transfers now) and the chain (the batch's
     committed root). Raises ChainUnavailable (retry).
     """
-    client = client or _chain_client()
+    client = client or deployments.chain_client()
     deployment = deployment_for(client, now=now)
     head = client.block_number()
     batches = {b.batch_key: b for b in deployment.batches.all()}

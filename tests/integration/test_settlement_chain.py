@@ -22,6 +22,7 @@ from contracts import services as chain
 from contracts.client import ChainRejected, ChainUnavailable, SettlementClient
 from contracts.merkle import Leaf
 from contracts.models import ChainDeposit, ReconciliationIssue, SettlementBatch, SettlementLease
+from contracts.services import batches, deployment
 from market.models import LedgerAccount, LedgerTransfer
 from market.services.ledger import ledger_account_for_user
 from tests.conftest import NOW, service_unavailable
@@ -378,7 +379,7 @@ class TestFaults:
             raise RuntimeError("worker killed between send and record")
 
         with monkeypatch.context() as m:
-            m.setattr(chain, "_record_receipt", crash)
+            m.setattr(batches, "_record_receipt", crash)
             with pytest.raises(RuntimeError):
                 market.submit(batch)
         batch.refresh_from_db()
@@ -562,7 +563,7 @@ class TestTasks:
     def test_create_submit_reconcile_and_sync_through_the_tasks(self, market, monkeypatch):
         from workers import tasks
 
-        monkeypatch.setattr(chain, "chain_client", lambda: market.operator)
+        monkeypatch.setattr(deployment, "chain_client", lambda: market.operator)
         market.completed_lease()
         sent = []
         monkeypatch.setattr(tasks.submit_batch, "delay_on_commit", lambda **kw: sent.append(kw))
@@ -581,7 +582,7 @@ class TestTasks:
 
         market.completed_lease()
         batch = market.batch()
-        monkeypatch.setattr(chain, "chain_client", lambda: NodeDown(market.operator))
+        monkeypatch.setattr(deployment, "chain_client", lambda: NodeDown(market.operator))
 
         with pytest.raises(ChainUnavailable):
             tasks.submit_batch(batch_id=batch.pk)
