@@ -191,12 +191,12 @@ class ProviderProofListView(APIView):
         provider = getattr(request.user, "provider", None)
         if provider is None:
             raise NotFound("Register a provider profile first.")
-        results = selectors.provider_proofs(
+        document = selectors.provider_proofs_document(
             provider=provider,
             batch_id=params.validated_data.get("batch"),
             include_claimed=params.validated_data["include_claimed"],
         )
-        return Response({"count": len(results), "results": results})
+        return Response(document)
 
 
 class WalletSerializer(StrictSerializerMixin, serializers.ModelSerializer):

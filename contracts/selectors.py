@@ -1,5 +1,7 @@
 """Reads of on-chain settlement for the API and the pages: a fixed number of queries per call."""
 
+from decimal import Decimal
+
 from django.db.models import Count, Q, QuerySet, Sum
 
 from auctions.models import Lease
@@ -96,7 +98,8 @@ def provider_proofs(
     *, provider: Provider, batch_id: int | None = None, include_claimed: bool = False
 ) -> list[dict]:
     """The provider's leaves in CONFIRMED batches, each with its Merkle proof, ready for `claim`
-    (and grouped per batch, with a multiproof for `claimMany`). Amounts are strings of wei."""
+    (and grouped per batch, with a multiproof for `claimMany`). Amounts are strings of wei; each leaf's
+    `amount` is the ledger payment it carries (a Decimal string)."""
     rows = SettlementLease.objects.filter(
         lease__provider=provider, batch__status=SettlementBatch.Status.CONFIRMED, provider_wei__gt=0
     ).select_related("batch__deployment")
@@ -124,6 +127,7 @@ def provider_proofs(
                 "leaves": [
                     {
                         "lease": row.lease_id,
+                        "amount": str(row.provider_amount),
                         "leaf": _leaf_dict(tree.leaves[position[row.lease_id]]),
                         "proof": ["0x" + p.hex() for p in tree.proof(position[row.lease_id])],
                         "claimed": row.provider_claimed,
@@ -138,6 +142,29 @@ def provider_proofs(
             }
         )
     return out
+
+
+def provider_proofs_document(
+    *, provider: Provider, batch_id: int | None = None, include_claimed: bool = False
+) -> dict:
+    """The proofs document of `GET /api/v1/provider/proofs` (and the console's `proofs.json`)."""
+    results = provider_proofs(provider=provider, batch_id=batch_id, include_claimed=include_claimed)
+    return {"count": len(results), "results": results}
+
+
+def provider_claimable(*, provider: Provider) -> dict:
+    """What the provider can claim on chain now, for its console: the unclaimed leaves of confirmed
+    batches (`provider_proofs`, proofs included) with totals in ledger units and wei, and its wallet."""
+    batches = provider_proofs(provider=provider)
+    leaves = [item for group in batches for item in group["leaves"]]
+    return {
+        "wallet": provider.wallet_address,
+        "batches": batches,
+        "contracts": sorted({group["contract"] for group in batches}),
+        "leaf_count": len(leaves),
+        "total": sum((Decimal(item["amount"]) for item in leaves), Decimal(0)),
+        "total_wei": sum(int(item["leaf"]["amount_wei"]) for item in leaves),
+    }
 
 
 def _leaf_dict(leaf) -> dict:

@@ -23,6 +23,7 @@ urlpatterns = [
     path("provider/live/", provider.console_live, name="provider-live"),
     path("provider/profile/", provider.profile, name="provider-profile"),
     path("provider/leases/", provider.leases, name="provider-leases"),
+    path("provider/proofs.json", provider.proofs_json, name="provider-proofs-json"),
     path("provider/resources/new/", provider.resource_new, name="resource-new"),
     path("provider/resources/<int:pk>/edit/", provider.resource_edit, name="resource-edit"),
     # consumer pages

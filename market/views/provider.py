@@ -1,8 +1,9 @@
 """The provider console: profile, listings with the recommended ask beside the provider's own,
-agents' state, leases with usage and close reasons, earnings."""
+agents' state, leases with usage and close reasons, earnings and what is claimable on chain (with the
+proofs to claim it)."""
 
 from django.contrib import messages
-from django.http import Http404
+from django.http import Http404, JsonResponse
 from django.shortcuts import redirect, render
 
 from auctions.models import Lease
@@ -10,6 +11,7 @@ from auctions.selectors import leases as lease_selectors
 from auctions.selectors import rounds as round_selectors
 from auctions.services.round_books import class_of
 from config.errors import DomainError, NotFound
+from contracts import selectors as chain_selectors
 from market import selectors
 from market.forms import ProviderProfileForm, ResourceEditForm, ResourceForm
 from market.services.providers import provider_register, provider_update, resource_create, resource_update
@@ -58,9 +60,22 @@ def console(request):
         "past_leases": lease_selectors.lease_list_for_provider(provider=provider)
         .exclude(status__in=Lease.ACTIVE)
         .order_by("-id")[:PAST_LEASES_SHOWN],
+        "claimable": chain_selectors.provider_claimable(provider=provider),
         **_status(provider, current_time),
     }
     return render(request, "provider/console.html", context)
+
+
+@provider_required
+def proofs_json(request):
+    """The provider's Merkle proofs for the console's session: the document of the API's
+    `GET /api/v1/provider/proofs`, to claim from the provider's own wallet."""
+    provider = selectors.provider_for_user(user=request.user)
+    if provider is None:
+        raise Http404("No provider profile.")
+    response = JsonResponse(chain_selectors.provider_proofs_document(provider=provider))
+    response["Content-Disposition"] = 'inline; filename="cpx-proofs.json"'
+    return response
 
 
 @provider_required

@@ -214,7 +214,7 @@ class TestConsole:
             )
         client = signed_in(provider.user)
 
-        with django_assert_max_num_queries(9):
+        with django_assert_max_num_queries(10):  # 9 + the claimable-on-chain panel
             response = client.get(reverse("pages:provider-console"))
 
         assert response.status_code == 200
