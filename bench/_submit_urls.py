@@ -35,36 +35,11 @@ from django.views.decorators.csrf import csrf_exempt
 
 from auctions.mechanisms.llm_sizing import size_llm_job
 from config.urls import urlpatterns as project_urlpatterns
+from market.api.serializers import JobRequestSerializer
 from market.models import JobRequest, LedgerAccount, LedgerTransfer, Role
 from market.selectors import api_key_authenticate
 
-FIELDS = (
-    "id",
-    "status",
-    "close_reason",
-    "kind",
-    "model_name",
-    "params_billion",
-    "quant_bits",
-    "context_length",
-    "batch_size",
-    "workload_tokens",
-    "workload_device_hours",
-    "device_class",
-    "max_price_per_device_hour",
-    "budget",
-    "deadline",
-    "latency_sla_ms",
-    "region",
-    "requested_memory_per_device_gib",
-    "requested_device_count",
-    "memory_per_device_gib",
-    "device_count",
-    "sizing",
-    "idempotency_key",
-    "created_at",
-    "updated_at",
-)
+FIELDS = JobRequestSerializer.Meta.fields  # the API's answer, without DRF on the request path
 
 
 def _error(code: str, message: str, status: int) -> JsonResponse:

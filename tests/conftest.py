@@ -118,3 +118,17 @@ def run_together(count: int, work) -> list:
     for thread in threads:
         thread.join(timeout=60)
     return results
+
+
+@pytest.fixture
+def shared_db(transactional_db):
+    """The live-market harnesses' database access (tests/live.SharedDatabase): a committed database
+    that every thread of the test may use, taking turns on SQLite's in-memory one."""
+    from tests.live import SharedDatabase
+
+    db = SharedDatabase()
+    if db.shared:
+        db.connection.inc_thread_sharing()
+    yield db
+    if db.shared:
+        db.connection.dec_thread_sharing()

@@ -137,16 +137,6 @@ def log_in(page, market: LiveMarket, user: User) -> None:
 
 
 @pytest.fixture
-def shared_db(transactional_db):
-    db = SharedDatabase()
-    if db.shared:
-        db.connection.inc_thread_sharing()
-    yield db
-    if db.shared:
-        db.connection.dec_thread_sharing()
-
-
-@pytest.fixture
 def live_market(shared_db):
     """Web server + in-process worker and beat on the in-memory broker; agents started on demand."""
     override = {"default": shared_db.connection} if shared_db.shared else None

@@ -38,7 +38,7 @@ from django.utils import timezone
 from config.celery import app as cpx_app
 from market.services.accounts import api_key_create
 from tests.conftest import service_unavailable
-from tests.live import SharedDatabase, wait_for
+from tests.live import wait_for
 from workers.embedded import EmbeddedCelery
 from workers.simulation import WebServer
 
@@ -76,16 +76,6 @@ def embedded_app():
     yield app
     cpx_app.set_current()
     cpx_app.set_default()
-
-
-@pytest.fixture
-def shared_db(transactional_db):
-    db = SharedDatabase()
-    if db.shared:
-        db.connection.inc_thread_sharing()
-    yield db
-    if db.shared:
-        db.connection.dec_thread_sharing()
 
 
 @pytest.fixture
