@@ -16,3 +16,10 @@ CSRF_COOKIE_SECURE = True
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_HSTS_SECONDS = env.int("DJANGO_SECURE_HSTS_SECONDS", default=3600)
 SECURE_CONTENT_TYPE_NOSNIFF = True
+
+# Money moves on chain only against a chain named here: no in-process EVM, no default key or address.
+CPX_SETTLEMENT_ON_CHAIN = env.bool("CPX_SETTLEMENT_ON_CHAIN")
+if CPX_SETTLEMENT_ON_CHAIN:
+    CHAIN_RPC_URL = env.str("CHAIN_RPC_URL")
+    CHAIN_SIGNER_KEY = env.str("CHAIN_SIGNER_KEY")
+    CHAIN_CONTRACT_ADDRESS = env.str("CHAIN_CONTRACT_ADDRESS")

@@ -1,0 +1,63 @@
+"""config.settings.production refuses to start without its secrets and money-moving configuration."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPLETE = {
+    "DJANGO_SECRET_KEY": "s" * 50,
+    "DJANGO_ALLOWED_HOSTS": "cpx.example.org",
+    "DATABASE_URL": "postgres://cpx@db:5432/cpx",
+    "CELERY_BROKER_URL": "redis://redis:6379/0",
+    "CPX_SETTLEMENT_ON_CHAIN": "true",
+    "CHAIN_RPC_URL": "http://node:8545",
+    "CHAIN_SIGNER_KEY": "0x" + "1" * 64,
+    "CHAIN_CONTRACT_ADDRESS": "0x" + "2" * 40,
+}
+
+
+def load(environment: dict) -> subprocess.CompletedProcess:
+    env = {key: value for key, value in os.environ.items() if key not in COMPLETE}
+    env.update(environment, DJANGO_SETTINGS_MODULE="config.settings.production")
+    code = "from django.conf import settings; print(settings.CHAIN_RPC_URL or 'off')"
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+class TestProductionSettings:
+    def test_load_with_every_required_variable(self):
+        result = load(COMPLETE)
+
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == "http://node:8545"
+
+    @pytest.mark.parametrize(
+        "missing",
+        [
+            "DJANGO_SECRET_KEY",
+            "DATABASE_URL",
+            "CELERY_BROKER_URL",
+            "CPX_SETTLEMENT_ON_CHAIN",
+            "CHAIN_SIGNER_KEY",
+        ],
+    )
+    def test_refuse_to_start_without(self, missing):
+        environment = {key: value for key, value in COMPLETE.items() if key != missing}
+
+        result = load(environment)
+
+        assert result.returncode != 0
+        assert missing in result.stderr
+
+    def test_need_no_chain_when_settlement_stays_in_the_ledger(self):
+        environment = {key: value for key, value in COMPLETE.items() if not key.startswith("CHAIN_")}
+
+        result = load({**environment, "CPX_SETTLEMENT_ON_CHAIN": "false"})
+
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == "off"
