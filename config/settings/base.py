@@ -221,38 +221,21 @@ CPX_SWEEP_INTERVAL_S = env.float("CPX_SWEEP_INTERVAL_S", default=5.0)
 CPX_PRICING_INTERVAL_S = env.float("CPX_PRICING_INTERVAL_S", default=30.0)
 # One beat (`celery -A config beat`, or the embedded one) sends these; any worker runs them. Each
 # message expires after one interval: a backlog built while no worker ran is dropped, not replayed.
+
+
+def _every(task: str, seconds: int) -> dict:
+    """A beat entry that expires after one interval: a backlog from downtime is dropped, not replayed."""
+    return {"task": task, "schedule": seconds, "options": {"expires": seconds}}
+
+
 CELERY_BEAT_SCHEDULE = {
-    "clear-round": {
-        "task": "auctions.open_and_clear_round",
-        "schedule": CPX_ROUND_INTERVAL_S,
-        "options": {"expires": CPX_ROUND_INTERVAL_S},
-    },
-    "sweep-leases": {
-        "task": "auctions.sweep_leases",
-        "schedule": CPX_SWEEP_INTERVAL_S,
-        "options": {"expires": CPX_SWEEP_INTERVAL_S},
-    },
-    "update-prices": {
-        "task": "auctions.update_prices",
-        "schedule": CPX_PRICING_INTERVAL_S,
-        "options": {"expires": CPX_PRICING_INTERVAL_S},
-    },
+    "clear-round": _every("auctions.open_and_clear_round", CPX_ROUND_INTERVAL_S),
+    "sweep-leases": _every("auctions.sweep_leases", CPX_SWEEP_INTERVAL_S),
+    "update-prices": _every("auctions.update_prices", CPX_PRICING_INTERVAL_S),
     # --- Settlement on chain (issue 5)
-    "settlement-batches": {
-        "task": "contracts.create_batch",
-        "schedule": CPX_SETTLEMENT_INTERVAL_S,
-        "options": {"expires": CPX_SETTLEMENT_INTERVAL_S},
-    },
-    "settlement-deposits": {
-        "task": "contracts.sync_deposits",
-        "schedule": CPX_DEPOSIT_SYNC_INTERVAL_S,
-        "options": {"expires": CPX_DEPOSIT_SYNC_INTERVAL_S},
-    },
-    "settlement-reconcile": {
-        "task": "contracts.reconcile",
-        "schedule": CPX_RECONCILE_INTERVAL_S,
-        "options": {"expires": CPX_RECONCILE_INTERVAL_S},
-    },
+    "settlement-batches": _every("contracts.create_batch", CPX_SETTLEMENT_INTERVAL_S),
+    "settlement-deposits": _every("contracts.sync_deposits", CPX_DEPOSIT_SYNC_INTERVAL_S),
+    "settlement-reconcile": _every("contracts.reconcile", CPX_RECONCILE_INTERVAL_S),
     # --- end Settlement on chain (issue 5)
 }
 # The schedule is all intervals of seconds: nothing worth a schedule file on disk.
