@@ -99,6 +99,13 @@ CACHES = {
     )
 }
 
+# A JSON body nesting deeper than this is refused (400 json_too_deep) before it is decoded: the
+# decoder recurses once per level, and no request of the API needs more than a few.
+CPX_JSON_MAX_DEPTH = env.int("CPX_JSON_MAX_DEPTH", default=32)
+
+# Most rows one page of a list returns (`?limit=` above it is cut to it; `next` links to the rest).
+CPX_API_MAX_LIMIT = env.int("CPX_API_MAX_LIMIT", default=500)
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "market.api.authentication.ApiKeyAuthentication",
@@ -106,8 +113,10 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],  # STRICT_JSON: NaN and Infinity refused
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    # DRF's JSONParser (STRICT_JSON: NaN and Infinity refused) behind a nesting-depth bound.
+    "DEFAULT_PARSER_CLASSES": ["config.parsers.DepthLimitedJSONParser"],
+    # limit/offset checked (400 `invalid` on anything but an integer in range), limit capped.
+    "DEFAULT_PAGINATION_CLASS": "config.pagination.BoundedLimitOffsetPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_THROTTLE_CLASSES": ["market.api.throttling.ApiKeyRateThrottle"],
