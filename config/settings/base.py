@@ -91,9 +91,15 @@ STATICFILES_DIRS = [BASE_DIR / "static"] if (BASE_DIR / "static").is_dir() else 
 
 # Cache backs the API rate limits; REDIS_URL shares them across processes.
 REDIS_URL = env.str("REDIS_URL", default="")
+# Bounded socket timeouts: a Redis that hangs costs a request at most seconds, then the rate limiter
+# counts in-process for a while (market.api.throttling.CounterCaches).
 CACHES = {
     "default": (
-        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+        {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
+        }
         if REDIS_URL
         else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "cpx"}
     )
