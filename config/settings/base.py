@@ -204,6 +204,11 @@ CPX_SLA_PENALTY_RATE = Decimal(env.str("CPX_SLA_PENALTY_RATE", default="0.10"))
 CPX_SLA_REPUTATION_STEP = Decimal(env.str("CPX_SLA_REPUTATION_STEP", default="0.05"))
 # Longest an agent's GET /api/v1/agent/leases?wait=S is held open.
 CPX_AGENT_LONG_POLL_S = env.int("CPX_AGENT_LONG_POLL_S", default=20)
+# Long-polls one process holds open at once, per API key and in all; beyond: 429 with Retry-After at
+# once. Keep the total below a web worker's threads (gunicorn --threads) so the rest of the API always
+# has a thread.
+CPX_AGENT_LONG_POLLS_PER_KEY = env.int("CPX_AGENT_LONG_POLLS_PER_KEY", default=1)
+CPX_AGENT_LONG_POLLS_TOTAL = env.int("CPX_AGENT_LONG_POLLS_TOTAL", default=2)
 # The simulate backend runs a lease for expected_device_hours × 3600 / this many seconds.
 CPX_SIMULATION_SPEEDUP = env.float("CPX_SIMULATION_SPEEDUP", default=600.0)
 

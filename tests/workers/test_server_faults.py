@@ -1,6 +1,7 @@
 """Faults only a real server shows (issue 9): a request that kills a gunicorn worker process, and long
 requests that hold every thread of the pool. Skipped without PostgreSQL; a failure when required."""
 
+import threading
 import uuid
 from decimal import Decimal
 
@@ -9,8 +10,9 @@ import requests
 from django.db import connection
 
 from tests.conftest import run_together, service_unavailable
-from tests.factories import ConsumerFactory, job_body
-from tests.workers.conftest import consumer_key
+from tests.factories import ConsumerFactory, ProviderFactory, job_body
+from tests.live import wait_for
+from tests.workers.conftest import consumer_key, provider_key
 from tests.workers.gunicorn import Gunicorn
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
@@ -19,14 +21,23 @@ NESTED = '{"leases":' + "[" * 100_000 + "]" * 100_000 + "}"
 
 
 @pytest.fixture
-def gunicorn(transactional_db, tmp_path):
+def start_gunicorn(transactional_db, tmp_path):
     if connection.vendor != "postgresql":
         service_unavailable("needs PostgreSQL (DATABASE_URL=postgres://…): gunicorn is a process of its own")
-    server = Gunicorn(tmp_path, workers=1, threads=4)
-    try:
-        yield server.wait_ready()
-    finally:
+    servers = []
+
+    def start(**env) -> Gunicorn:
+        servers.append(Gunicorn(tmp_path, workers=1, threads=4, **env))
+        return servers[-1].wait_ready()
+
+    yield start
+    for server in servers:
         server.stop()
+
+
+@pytest.fixture
+def gunicorn(start_gunicorn):
+    return start_gunicorn()
 
 
 class TestANestedJsonBody:
@@ -62,3 +73,43 @@ class TestANestedJsonBody:
         assert submitted.status_code == 201, submitted.text
         assert gunicorn.worker_pids() == workers_before, gunicorn.errors()[-3000:]
         assert "SIGSEGV" not in gunicorn.errors() and "exited with code" not in gunicorn.errors()
+
+
+class TestLongPolls:
+    def test_beyond_the_caps_answer_at_once_and_the_rest_of_the_api_keeps_its_threads(self, start_gunicorn):
+        # One worker with 4 threads, default caps (1 held poll per key, 2 per process).
+        server = start_gunicorn(CPX_AGENT_LONG_POLL_S=15)
+        one_key = provider_key(ProviderFactory())
+        two_more = [provider_key(ProviderFactory()) for _ in range(2)]
+        consumer = {"Authorization": f"Bearer {consumer_key(ConsumerFactory())}"}
+        answers: dict[int, requests.Response | Exception] = {}
+
+        def poll(i: int, key: str):
+            try:
+                answers[i] = requests.get(
+                    f"{server.url}/api/v1/agent/leases",
+                    params={"wait": 20},
+                    headers={"Authorization": f"Bearer {key}"},
+                    timeout=60,
+                )
+            except requests.RequestException as error:
+                answers[i] = error
+
+        keys = [one_key] * 8 + two_more
+        threads = [threading.Thread(target=poll, args=(i, key)) for i, key in enumerate(keys)]
+        for thread in threads:
+            thread.start()
+        wait_for(lambda: len(answers) >= 8, timeout_s=30, what=lambda: f"8 polls refused at once: {answers}")
+        me = [requests.get(f"{server.url}/api/v1/me", headers=consumer, timeout=10) for _ in range(3)]
+        still_held = 10 - len(answers)
+        for thread in threads:
+            thread.join(60)
+
+        refused = [a for a in answers.values() if a.status_code == 429]
+        held = [a for a in answers.values() if a.status_code == 200]
+        assert [r.status_code for r in me] == [200, 200, 200]
+        assert still_held == 2  # /me was answered while both held polls were still waiting
+        assert (len(refused), len(held)) == (8, 2), answers
+        assert all(r.headers["Retry-After"] == "1" and r.json()["code"] == "rate_limited" for r in refused)
+        assert all(h.json() == [] for h in held)
+        assert "500" not in server.statuses()
