@@ -267,6 +267,9 @@ CELERY_TASK_DEFAULT_QUEUE = env.str("CELERY_TASK_DEFAULT_QUEUE", default="cpx")
 # next beat tick picks the OPEN round up instead.
 CELERY_TASK_REJECT_ON_WORKER_LOST = False
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
+# Celery's consumer, closing a lost broker connection before collecting it: in Celery's order a Redis
+# restart with an unacknowledged task killed the worker (workers/consumer.py says how).
+CELERY_WORKER_CONSUMER = "workers.consumer:Consumer"
 # Redis redelivers a message a dead worker never acknowledged after this many seconds; it must exceed
 # the longest hard time limit (150 s), or a task still running would be delivered twice.
 CPX_BROKER_VISIBILITY_TIMEOUT_S = env.int("CPX_BROKER_VISIBILITY_TIMEOUT_S", default=300)
