@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: demo demo-headless worker beat test lint install node bench clean screenshots
+.PHONY: demo demo-headless worker beat test lint install node bench clean screenshots chaos
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,12 @@ beat: $(VENV)/.installed
 ## make test: install and run the whole suite (embedded default unless DATABASE_URL etc. are set)
 test: install
 	$(PY) -m pytest -q
+
+## make chaos: the fault suite against PostgreSQL (DATABASE_URL names a database it drops and
+## recreates) and a redis-server of its own: worker, Redis and agents killed, cancels racing rounds
+CHAOS_DURATION ?= 150
+chaos: install
+	$(PY) -m tests.chaos --duration $(CHAOS_DURATION)
 
 ## make lint: ruff and the import-linter contracts (the engine stays pure; services never import views)
 lint: $(VENV)/.installed
