@@ -10,7 +10,7 @@ State machine (every change a compare-and-set on `status`; the row count says wh
            DISPATCHED|RUNNING ──deadline passed──▶ FAILED            (job EXPIRED, refunded, penalised)
            DISPATCHED ──consumer cancels the MATCHED job──▶ FAILED (OWNER)
 
-Lock order: the lease row first, then its job, then ledger accounts (see market.services.settlement).
+Lock order: the lease row first, then its job, then ledger accounts (see auctions.services.settlement).
 """
 
 import math
@@ -24,10 +24,10 @@ from django.db.models import Q
 
 from auctions.models import Lease
 from auctions.selectors.leases import provider_online_since
+from auctions.services.settlement import LeaseSettlement, job_refund, lease_settle, provider_penalise
 from config.errors import Conflict, InvalidInput, NotFound
 from market.models import JobRequest, Provider
 from market.services.jobs import job_request_transition
-from market.services.settlement import LeaseSettlement, job_refund, lease_settle, provider_penalise
 
 Status = Lease.Status
 Reason = Lease.CloseReason
@@ -106,7 +106,7 @@ def lease_allocated_device_seconds(lease: Lease) -> Decimal:
     """The most device-seconds a lease may report: max_device_hours × 3600.
 
     Both are totals over the lease's devices (max_device_hours = escrow / price per device-hour).
-    Whatever is reported, the charge is capped at the job's escrow (market.services.settlement),
+    Whatever is reported, the charge is capped at the job's escrow (auctions.services.settlement),
     so the allocation is a sanity bound, not the purse.
     """
     return lease.max_device_hours * 3600

@@ -15,6 +15,7 @@ from auctions.selectors.leases import (
     provider_is_online,
     providers_online,
 )
+from auctions.services.jobs import job_request_cancel
 from auctions.services.leases import (
     LeaseAlreadyAccepted,
     LeaseAlreadyClosed,
@@ -34,7 +35,7 @@ from auctions.services.leases import (
 from config.errors import Conflict, InvalidInput
 from market.models import JobRequest, LedgerAccount, LedgerTransfer, Provider
 from market.selectors import ledger_is_balanced
-from market.services.jobs import job_request_cancel, job_request_transition
+from market.services.jobs import job_request_transition
 from tests.conftest import NOW, later
 from tests.factories import ConsumerFactory, ResourceFactory, job_submit
 

@@ -11,6 +11,7 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from auctions.models import Lease
+from auctions.services.jobs import job_request_cancel
 from auctions.services.leases import (
     lease_accept,
     lease_complete,
@@ -19,17 +20,16 @@ from auctions.services.leases import (
     lease_report_progress,
     lease_sweep,
 )
-from config.errors import DomainError
-from market.models import JobRequest, LedgerAccount, LedgerTransfer, Provider
-from market.selectors import ledger_is_balanced
-from market.services.jobs import job_request_cancel
-from market.services.settlement import (
+from auctions.services.settlement import (
     LeaseNotCompleted,
     job_refund,
     lease_settle,
     provider_penalise,
     settlement_amounts,
 )
+from config.errors import DomainError
+from market.models import JobRequest, LedgerAccount, LedgerTransfer, Provider
+from market.selectors import ledger_is_balanced
 from tests.conftest import NOW, later
 from tests.factories import ConsumerFactory, ResourceFactory, job_submit
 from tests.integration.test_leases import earnings, escrow, funded_job, make_lease, running_lease, usage
