@@ -1,7 +1,8 @@
 """The consumer's cancel: a job and its offered lease close together, and the escrow is released.
 
 It lives here, beside the leases, because it changes a job and its leases in one transaction
-(`market` knows no lease). Lock order: see `auctions.services.leases`.
+(`market` knows no lease). It takes rows in the lifecycle's one lock order (job, leases, then
+ledger accounts), documented in `auctions.services.leases`.
 """
 
 from datetime import datetime
@@ -26,11 +27,14 @@ def job_request_cancel(*, consumer: User, job_id: int, now: datetime) -> JobRequ
 
     Raises NotFound (no such job of this consumer), Conflict (already dispatched or ended).
     """
-    job = JobRequest.objects.filter(pk=job_id, consumer=consumer).first()
+    # The job row first (lock order, auctions.services.leases): a round clearing this job holds
+    # it FOR UPDATE until it has written the lease, so the cancel waits, then sees the job MATCHED
+    # and the lease the round wrote, and closes both. Without the lock the lease update below ran
+    # before the round committed and left the round's lease live on a cancelled job (issue 9,
+    # defect 2). If the job turns out not cancellable, the Conflict rolls the lease back.
+    job = JobRequest.objects.select_for_update().filter(pk=job_id, consumer=consumer).first()
     if job is None:
         raise NotFound("No such job.", job=job_id)
-    # The lease row before the job row, as every lease service takes them (no deadlock with an
-    # agent accepting it). If the job turns out not cancellable, the Conflict rolls this back.
     Lease.objects.filter(job=job, status=Lease.Status.DISPATCHED).update(
         status=Lease.Status.FAILED,
         close_reason=Lease.CloseReason.OWNER,

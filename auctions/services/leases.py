@@ -10,7 +10,20 @@ State machine (every change a compare-and-set on `status`; the row count says wh
            DISPATCHED|RUNNING ──deadline passed──▶ FAILED            (job EXPIRED, refunded, penalised)
            DISPATCHED ──consumer cancels the MATCHED job──▶ FAILED (OWNER)
 
-Lock order: the lease row first, then its job, then ledger accounts (see auctions.services.settlement).
+LOCK ORDER — the one order in which every transaction of the job and lease lifecycle takes rows
+(rounds, cancel, agent calls, heartbeat, sweep, settlement); two of them can then never wait on
+each other in a cycle (issue 9, defects 2 and 6):
+
+    1. the round row                  (round_clear only)
+    2. job rows, in pk order          (SELECT … FOR UPDATE before anything of the job changes)
+    3. lease rows, in pk order
+    4. the provider row               (its heartbeat, its reputation: always after jobs and leases)
+    5. ledger accounts: provider earnings, then the house accounts (platform fee, penalty), then
+       the consumer's balance. A job's escrow is only ever touched under its job's row lock (2),
+       so it is serialised there and needs no place of its own.
+
+A service that changes a lease and its job locks the job first (`_lock_job`), so a cancel and a
+round writing the job's lease serialise on the job row and no lease stays live on a closed job.
 """
 
 import math
@@ -126,6 +139,11 @@ def _own_lease(*, provider: Provider, lease_id: int) -> Lease:
     return lease
 
 
+def _lock_job(lease: Lease) -> None:
+    """Lock the lease's job row (step 2 of the lock order) and refresh `lease.job` from it."""
+    lease.job = JobRequest.objects.select_for_update().get(pk=lease.job_id)
+
+
 class LeaseChanged(Conflict):
     code = "lease_changed"
 
@@ -181,15 +199,19 @@ def provider_heartbeat(*, provider: Provider, now: datetime, lease_ids=()) -> di
     Returns {"running": ids refreshed, "closed": ids listed that are no longer RUNNING} so the agent
     stops work the exchange has given to someone else. Unknown and others' ids count as closed.
     """
-    _heartbeat(provider, now)
     listed = sorted({int(pk) for pk in lease_ids})
-    running = list(
-        Lease.objects.filter(provider=provider, pk__in=listed, status=Status.RUNNING).values_list(
-            "pk", flat=True
+    running = []
+    if listed:
+        # Leases (3) in pk order, then the provider (4): the lock order of every lease service.
+        running = list(
+            Lease.objects.select_for_update()
+            .filter(provider=provider, pk__in=listed, status=Status.RUNNING)
+            .order_by("pk")
+            .values_list("pk", flat=True)
         )
-    )
     if running:
         Lease.objects.filter(pk__in=running, status=Status.RUNNING).update(last_heartbeat_at=now)
+    _heartbeat(provider, now)
     return {"running": running, "closed": [pk for pk in listed if pk not in set(running)]}
 
 
@@ -197,20 +219,25 @@ def provider_heartbeat(*, provider: Provider, now: datetime, lease_ids=()) -> di
 def lease_poll(*, provider: Provider, now: datetime) -> list[Lease]:
     """The provider's DISPATCHED leases (offers waiting for its agent), oldest first; their jobs
     go MATCHED → DISPATCHED in one compare-and-set. A poll is also a heartbeat."""
-    _heartbeat(provider, now)
     leases = list(
         Lease.objects.filter(provider=provider, status=Status.DISPATCHED)
         .select_related("job", "resource")
         .order_by("id")
     )
     if leases:
-        job_ids = [lease.job_id for lease in leases]
-        JobRequest.objects.filter(pk__in=job_ids, status=JobStatus.MATCHED).update(
-            status=JobStatus.DISPATCHED, updated_at=now
+        # Jobs (2) in pk order, then the provider (4).
+        matched = list(
+            JobRequest.objects.select_for_update()
+            .filter(pk__in=[lease.job_id for lease in leases], status=JobStatus.MATCHED)
+            .order_by("pk")
+            .values_list("pk", flat=True)
         )
+        if matched:
+            JobRequest.objects.filter(pk__in=matched).update(status=JobStatus.DISPATCHED, updated_at=now)
         for lease in leases:
-            if lease.job.status == JobStatus.MATCHED:
+            if lease.job_id in matched:
                 lease.job.status = JobStatus.DISPATCHED
+    _heartbeat(provider, now)
     return leases
 
 
@@ -220,6 +247,7 @@ def lease_accept(*, provider: Provider, lease_id: int, now: datetime, simulated:
     by the simulation backend. Raises LeaseNotFound, LeaseAlreadyAccepted, LeaseAlreadyClosed,
     LeaseDeadlinePassed, LeaseJobOutOfStep."""
     lease = _own_lease(provider=provider, lease_id=lease_id)
+    _lock_job(lease)
     if lease.status == Status.DISPATCHED and lease.job.deadline <= now:
         raise LeaseDeadlinePassed("The job's deadline has passed.", lease=lease.pk)
     won = Lease.objects.filter(pk=lease.pk, status=Status.DISPATCHED).update(
@@ -291,6 +319,7 @@ def lease_complete(
     usage = Usage.checked(tokens_in=tokens_in, tokens_out=tokens_out, device_seconds=device_seconds)
     lease = _own_lease(provider=provider, lease_id=lease_id)
     _check_allocation(lease, usage)
+    _lock_job(lease)
     won = (
         Lease.objects.filter(pk=lease.pk, status=Status.RUNNING)
         .filter(_monotonic(usage))
@@ -332,7 +361,7 @@ def lease_fail(*, provider: Provider, lease_id: int, reason: str, detail: str, n
         )
     detail = str(detail or "")[:300]
     lease = _own_lease(provider=provider, lease_id=lease_id)
-    _heartbeat(provider, now)
+    _lock_job(lease)
     if reason == Reason.JOB_ERROR:
         won = Lease.objects.filter(pk=lease.pk, status__in=Lease.ACTIVE).update(
             status=Status.FAILED, close_reason=reason, close_detail=detail, ended_at=now
@@ -343,9 +372,12 @@ def lease_fail(*, provider: Provider, lease_id: int, reason: str, detail: str, n
             job=lease.job, from_statuses=JOB_LIVE, to=JobStatus.FAILED, now=now, close_reason=reason
         ):
             raise LeaseJobOutOfStep("The lease's job is not live.", lease=lease.pk, job=lease.job_id)
+        _heartbeat(provider, now)
         job_refund(job=lease.job, now=now, reason=f"job error: {detail}" if detail else "job error")
     elif _fail_over(lease, from_statuses=Lease.ACTIVE, reason=reason, detail=detail, now=now) is None:
         raise _refused(lease, wanted="ACTIVE")
+    else:
+        _heartbeat(provider, now)
     lease.refresh_from_db()
     return lease
 
@@ -356,7 +388,7 @@ def _fail_over(
     """Close a live lease the provider failed and put its job back in the book (or expire it past its
     deadline); penalise the provider. Returns "requeued" or "expired", or None if the lease's
     compare-and-set lost (it had changed: completed, failed over by someone else, or — with `still` —
-    no longer matches the sweep's reason)."""
+    no longer matches the sweep's reason). The caller holds the job's row lock (`_lock_job`)."""
     expired = lease.job.deadline <= now
     candidates = Lease.objects.filter(pk=lease.pk, status__in=from_statuses)
     if still is not None:
@@ -439,6 +471,7 @@ def lease_sweep(*, now: datetime, limit: int = 500) -> SweepSummary:
     for counter, queryset, still, reason, detail in passes:
         for lease in queryset.select_related("job", "provider").order_by("id")[:limit]:
             with transaction.atomic():
+                _lock_job(lease)
                 outcome = _fail_over(
                     lease, from_statuses=Lease.ACTIVE, reason=reason, detail=detail, now=now, still=still
                 )
