@@ -8,15 +8,26 @@ import time
 from decimal import Decimal
 
 import pytest
-from django.db import connection
+from django.db import OperationalError, connection, transaction
 
 from auctions.models import Lease
+from auctions.services import leases as lease_services
 from auctions.services import rounds as round_services
 from auctions.services.jobs import job_request_cancel
+from auctions.services.leases import (
+    lease_accept,
+    lease_complete,
+    lease_poll,
+    lease_report_progress,
+    provider_heartbeat,
+)
 from auctions.services.rounds import round_clear, round_open
-from market.models import JobRequest, LedgerAccount
+from auctions.api import agent as agent_api
+from market.models import JobRequest, LedgerAccount, Provider
 from market.selectors import ledger_is_balanced
-from tests.conftest import NOW
+from tests.conftest import NOW, assert_error, bearer_client, later
+from tests.factories import ProviderFactory
+from tests.integration.test_leases import funded_job, make_lease, running_lease
 from tests.integration.test_rounds import bid, funded_consumer, online_resource
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
@@ -101,3 +112,130 @@ class TestCancelDuringClearing:
         assert lease.close_reason == Lease.CloseReason.OWNER
         assert LedgerAccount.objects.get(kind=LedgerAccount.Kind.ESCROW, job=job).balance == 0
         assert ledger_is_balanced()
+
+
+def _progress(lease):
+    return lease_report_progress(
+        provider=lease.provider,
+        lease_id=lease.pk,
+        progress=0.5,
+        tokens_in=10,
+        tokens_out=5,
+        device_seconds=Decimal("1"),
+        now=later(seconds=10),
+    )
+
+
+def _complete(lease):
+    return lease_complete(
+        provider=lease.provider,
+        lease_id=lease.pk,
+        tokens_in=10,
+        tokens_out=5,
+        device_seconds=Decimal("1"),
+        now=later(seconds=10),
+    )
+
+
+def _accept(lease):
+    return lease_accept(provider=lease.provider, lease_id=lease.pk, now=later(seconds=1))
+
+
+def _heartbeat_listing(lease):
+    return provider_heartbeat(provider=lease.provider, now=later(seconds=5), lease_ids=[lease.pk])
+
+
+def _poll(lease):
+    return lease_poll(provider=lease.provider, now=later(seconds=5))
+
+
+AGENT_RACES = {
+    # agent call holding its rows, the call that runs into them, the lease the race is about
+    "progress vs heartbeat": (_progress, _heartbeat_listing, "running"),
+    "complete vs heartbeat": (_complete, _heartbeat_listing, "running"),
+    "accept vs poll": (_accept, _poll, "dispatched"),
+}
+
+
+class TestAgentCallsAgainstHeartbeats:
+    @pytest.mark.parametrize("race", list(AGENT_RACES))
+    def test_an_agent_call_and_a_heartbeat_of_the_same_provider_never_deadlock(
+        self, require_postgres, monkeypatch, race
+    ):
+        first, second, kind = AGENT_RACES[race]
+        lease = running_lease() if kind == "running" else make_lease(job=funded_job())
+        real_heartbeat = lease_services._heartbeat
+        holding = threading.Event()
+        waited = []
+
+        def heartbeat_once_the_other_waits(provider, now):
+            # The first call holds its job and lease rows here and is about to touch the provider
+            # row: let the second call of the same provider run into them first.
+            if threading.current_thread().name == "first":
+                holding.set()
+                waited.append(wait_until_someone_waits_on_me())
+            real_heartbeat(provider, now)
+
+        monkeypatch.setattr(lease_services, "_heartbeat", heartbeat_once_the_other_waits)
+        results: dict = {}
+
+        first_thread = in_thread(lambda: first(lease), results, "first")
+        assert holding.wait(timeout=30)
+        second_thread = in_thread(lambda: second(lease), results, "second")
+        first_thread.join(timeout=60)
+        second_thread.join(timeout=60)
+
+        assert waited == [True], "the second call never waited on the first: no race was forced"
+        errors = {name: repr(r) for name, r in results.items() if isinstance(r, Exception)}
+        assert errors == {}
+        assert ledger_is_balanced()
+
+
+def a_real_deadlock() -> OperationalError:
+    """Two connections lock two provider rows in opposite orders; PostgreSQL aborts one of them.
+    Returns the error it raised (django's OperationalError over psycopg2's DeadlockDetected)."""
+    rows = [ProviderFactory().pk, ProviderFactory().pk]
+    first_holds = threading.Event()
+    results: dict = {}
+
+    def lock_in_order(order, name):
+        def work():
+            with transaction.atomic():
+                list(Provider.objects.select_for_update().filter(pk=order[0]))
+                if name == "first":
+                    first_holds.set()
+                    assert wait_until_someone_waits_on_me()  # the other holds order[1], wants ours
+                else:
+                    assert first_holds.wait(timeout=30)
+                list(Provider.objects.select_for_update().filter(pk=order[1]))
+
+        return work
+
+    one = in_thread(lock_in_order(rows, "first"), results, "first")
+    assert first_holds.wait(timeout=30)
+    two = in_thread(lock_in_order(rows[::-1], "second"), results, "second")
+    one.join(timeout=60)
+    two.join(timeout=60)
+    [error] = [r for r in results.values() if isinstance(r, OperationalError)]
+    return error
+
+
+class TestContentionAnswersRetryLater:
+    def test_a_deadlock_reaching_the_api_is_a_503_with_the_error_body_not_a_500(
+        self, require_postgres, monkeypatch
+    ):
+        deadlock = a_real_deadlock()
+        lease = make_lease(job=funded_job())
+
+        def deadlocked(**kwargs):
+            raise deadlock
+
+        monkeypatch.setattr(agent_api, "lease_accept", deadlocked)
+
+        response = bearer_client(lease.provider.user).post(
+            f"/api/v1/agent/leases/{lease.pk}/accept", {}, format="json"
+        )
+
+        body = assert_error(response, 503, "database_contention")
+        assert response.headers["Retry-After"] == "1"
+        assert body["extra"] == {"retry_after_s": 1}
