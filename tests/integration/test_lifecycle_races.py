@@ -10,6 +10,7 @@ from decimal import Decimal
 import pytest
 from django.db import OperationalError, connection, transaction
 
+from auctions.api import agent as agent_api
 from auctions.models import Lease
 from auctions.services import leases as lease_services
 from auctions.services import rounds as round_services
@@ -22,7 +23,6 @@ from auctions.services.leases import (
     provider_heartbeat,
 )
 from auctions.services.rounds import round_clear, round_open
-from auctions.api import agent as agent_api
 from market.models import JobRequest, LedgerAccount, Provider
 from market.selectors import ledger_is_balanced
 from tests.conftest import NOW, assert_error, bearer_client, later
