@@ -26,21 +26,24 @@ A service that changes a lease and its job locks the job first (`_lock_job`), so
 round writing the job's lease serialise on the job row and no lease stays live on a closed job.
 """
 
+import logging
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 
 from django.conf import settings
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.db.models import Q
 
 from auctions.models import Lease
 from auctions.selectors.leases import provider_online_since
 from auctions.services.settlement import LeaseSettlement, job_refund, lease_settle, provider_penalise
-from config.errors import Conflict, InvalidInput, NotFound
+from config.errors import Conflict, DomainError, InvalidInput, NotFound
 from market.models import JobRequest, Provider
 from market.services.jobs import job_request_transition
+
+logger = logging.getLogger(__name__)
 
 Status = Lease.Status
 Reason = Lease.CloseReason
@@ -48,6 +51,7 @@ JobStatus = JobRequest.Status
 CLOSED = (Status.COMPLETED, Status.FAILED, Status.REASSIGNED)
 # The job states a live lease can leave behind it.
 JOB_LIVE = (JobStatus.MATCHED, JobStatus.DISPATCHED, JobStatus.RUNNING)
+JOB_CLOSED = (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.EXPIRED)
 # What an agent may say when it fails a lease.
 AGENT_FAIL_REASONS = (Reason.JOB_ERROR, Reason.PROVIDER_FAULT)
 MAX_TOKENS = 10**15
@@ -388,11 +392,31 @@ def _fail_over(
     """Close a live lease the provider failed and put its job back in the book (or expire it past its
     deadline); penalise the provider. Returns "requeued" or "expired", or None if the lease's
     compare-and-set lost (it had changed: completed, failed over by someone else, or — with `still` —
-    no longer matches the sweep's reason). The caller holds the job's row lock (`_lock_job`)."""
-    expired = lease.job.deadline <= now
+    no longer matches the sweep's reason). The caller holds the job's row lock (`_lock_job`).
+
+    A live lease whose job is already closed (cancelled, expired, failed, completed) is closed FAILED
+    with the job's reason and returns "orphaned": nothing to requeue or refund, and no penalty — the
+    provider could not have run a job CPX had closed. A job in any other state out of step with its
+    lease raises LeaseJobOutOfStep before anything is written."""
     candidates = Lease.objects.filter(pk=lease.pk, status__in=from_statuses)
     if still is not None:
         candidates = candidates.filter(still)
+    job = lease.job
+    if job.status in JOB_CLOSED:
+        closed_as = job.close_reason if job.close_reason in Reason.values else reason
+        if closed_as == Reason.COMPLETED:
+            closed_as = reason
+        if not candidates.update(
+            status=Status.FAILED,
+            close_reason=closed_as,
+            close_detail=f"its job was already {job.status.lower()}",
+            ended_at=now,
+        ):
+            return None
+        return "orphaned"
+    if job.status not in JOB_LIVE:
+        raise LeaseJobOutOfStep("The lease's job is not live.", lease=lease.pk, job=lease.job_id)
+    expired = job.deadline <= now
     won = candidates.update(
         status=Status.FAILED if expired else Status.REASSIGNED,
         close_reason=reason,
@@ -416,15 +440,28 @@ def _fail_over(
     return "requeued"
 
 
+# What one row of a sweep may raise without stopping the sweep: a domain refusal (a lease out of
+# step with its job), a database error of that row's transaction, bad numbers in that row.
+ROW_FAULTS = (DomainError, DatabaseError, ArithmeticError, ValueError)
+
+
 @dataclass
 class SweepSummary:
+    """What one sweep did. `orphaned`: live leases found on closed jobs and closed. `failed`: rows
+    whose transaction raised (rolled back, logged, listed in failed_leases / failed_jobs); the sweep
+    went on past them."""
+
     deadline: int = 0
     unstable: int = 0
     not_accepted: int = 0
     requeued: int = 0
     expired: int = 0
+    orphaned: int = 0
     queued_expired: int = 0
     providers_offline: int = 0
+    failed: int = 0
+    failed_leases: list[int] = field(default_factory=list)
+    failed_jobs: list[int] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -442,6 +479,10 @@ def lease_sweep(*, now: datetime, limit: int = 500) -> SweepSummary:
     CPX_HEARTBEAT_TIMEOUT_S are out of the book through `providers_online` (counted here, not
     written). Safe to run twice or beside a completion: every close is a compare-and-set that
     re-checks its reason. At most `limit` rows of each kind per call.
+
+    A live lease whose job is already closed is closed too (`orphaned`, no penalty). A row whose
+    transaction raises (ROW_FAULTS) is rolled back, logged and counted in `failed`; the sweep goes
+    on with the next row, so one bad row never stops failover, refunds or expiry for the rest.
     """
     summary = SweepSummary()
     stale_since = now - timedelta(seconds=settings.CPX_HEARTBEAT_TIMEOUT_S)
@@ -470,27 +511,45 @@ def lease_sweep(*, now: datetime, limit: int = 500) -> SweepSummary:
     )
     for counter, queryset, still, reason, detail in passes:
         for lease in queryset.select_related("job", "provider").order_by("id")[:limit]:
-            with transaction.atomic():
-                _lock_job(lease)
-                outcome = _fail_over(
-                    lease, from_statuses=Lease.ACTIVE, reason=reason, detail=detail, now=now, still=still
-                )
+            if lease.pk in summary.failed_leases:
+                continue  # already failed in an earlier pass of this sweep
+            try:
+                with transaction.atomic():
+                    _lock_job(lease)
+                    outcome = _fail_over(
+                        lease, from_statuses=Lease.ACTIVE, reason=reason, detail=detail, now=now, still=still
+                    )
+            except ROW_FAULTS as error:
+                _record_failure(summary.failed_leases, "lease", lease.pk, error, summary=summary)
+                continue
             if outcome is not None:
                 setattr(summary, counter, getattr(summary, counter) + 1)
                 setattr(summary, outcome, getattr(summary, outcome) + 1)
     overdue = JobRequest.objects.filter(status=JobStatus.QUEUED, deadline__lte=now).order_by("id")[:limit]
     for job in overdue:
-        with transaction.atomic():
-            if job_request_transition(
-                job=job,
-                from_statuses=(JobStatus.QUEUED,),
-                to=JobStatus.EXPIRED,
-                now=now,
-                close_reason=Reason.DEADLINE,
-            ):
-                job_refund(job=job, now=now, reason="deadline passed in the queue")
-                summary.queued_expired += 1
+        try:
+            with transaction.atomic():
+                if job_request_transition(
+                    job=job,
+                    from_statuses=(JobStatus.QUEUED,),
+                    to=JobStatus.EXPIRED,
+                    now=now,
+                    close_reason=Reason.DEADLINE,
+                ):
+                    job_refund(job=job, now=now, reason="deadline passed in the queue")
+                    summary.queued_expired += 1
+        except ROW_FAULTS as error:
+            _record_failure(summary.failed_jobs, "job", job.pk, error, summary=summary)
     summary.providers_offline = Provider.objects.filter(
         last_heartbeat_at__lt=provider_online_since(now=now)
     ).count()
     return summary
+
+
+def _record_failure(ids: list[int], kind: str, pk: int, error: Exception, *, summary: SweepSummary) -> None:
+    # One bad row must not stop the sweep (issue 9): its transaction rolled back, it is logged and
+    # counted, and the next row is swept. The next sweep tries it again.
+    summary.failed += 1
+    ids.append(pk)
+    code = getattr(error, "code", type(error).__name__)
+    logger.warning("sweep: %s %s not swept (%s): %s", kind, pk, code, error)
