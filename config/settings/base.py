@@ -149,6 +149,8 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CPX_MONEY_DECIMAL_PLACES = 6
 CPX_PLATFORM_FEE_RATE = Decimal(env.str("CPX_PLATFORM_FEE_RATE", default="0.05"))
 CPX_MAX_JOB_BUDGET = Decimal(env.str("CPX_MAX_JOB_BUDGET", default="1000000"))
+# A job's deadline is at most this many days ahead (its escrow and a live lease last that long).
+CPX_MAX_JOB_DEADLINE_DAYS = env.int("CPX_MAX_JOB_DEADLINE_DAYS", default=30)
 # Tests run with CPX_REQUIRE_SERVICES=1 in CI so a service-backed test cannot silently skip.
 CPX_REQUIRE_SERVICES = env.bool("CPX_REQUIRE_SERVICES", default=False)
 

@@ -6,7 +6,7 @@ What changes a job together with its leases (cancel, settlement, failover, the s
 
 import hashlib
 import json
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 from django.conf import settings
@@ -25,6 +25,12 @@ MAX_MEMORY_PER_DEVICE_GIB = 999_999.99
 
 class IdempotencyKeyReused(Conflict):
     code = "idempotency_key_reused"
+
+
+class DeadlineTooFar(InvalidInput):
+    """A deadline beyond CPX_MAX_JOB_DEADLINE_DAYS: escrow and leases would be held for that long."""
+
+    code = "deadline_too_far"
 
 
 def job_request_submit(
@@ -99,10 +105,22 @@ def _fingerprint(spec: dict) -> str:
 
 
 def job_request_size(*, spec: dict, now: datetime) -> dict:
-    """Check the rules across fields and size the job; returns the model fields."""
+    """Check the rules across fields and size the job; returns the model fields.
+
+    Raises InvalidInput (a deadline passed, a missing workload, a budget over CPX_MAX_JOB_BUDGET, a
+    job that cannot be sized), DeadlineTooFar (beyond CPX_MAX_JOB_DEADLINE_DAYS)."""
     kind = spec["kind"]
     if spec["deadline"] <= now:
         raise InvalidInput("The deadline has passed.", field="deadline")
+    max_days = settings.CPX_MAX_JOB_DEADLINE_DAYS
+    latest = now + timedelta(days=max_days)
+    if spec["deadline"] > latest:
+        raise DeadlineTooFar(
+            f"A job's deadline is at most {max_days} days ahead (by {latest.isoformat()}).",
+            field="deadline",
+            max_days=max_days,
+            latest=latest.isoformat(),
+        )
     if kind == JobRequest.Kind.INFERENCE and not spec.get("workload_tokens"):
         raise InvalidInput("An inference job states workload_tokens.", field="workload_tokens")
     if kind != JobRequest.Kind.INFERENCE and not spec.get("workload_device_hours"):
