@@ -30,7 +30,7 @@ import logging
 import math
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_DOWN, Decimal, InvalidOperation
 
 from django.conf import settings
 from django.db import DatabaseError, transaction
@@ -56,7 +56,12 @@ JOB_CLOSED = (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED, JobSta
 AGENT_FAIL_REASONS = (Reason.JOB_ERROR, Reason.PROVIDER_FAULT)
 MAX_TOKENS = 10**15
 MAX_DEVICE_SECONDS = Decimal("9999999999.999")  # the column: 16 digits, 3 decimals
+# Device-seconds are metered, stored and published to the millisecond (SECONDS_QUANTUM). Reports
+# may carry up to USAGE_INPUT_DECIMALS decimals (so an agent echoing an allocation published with
+# more is never refused for its precision); they are truncated to the millisecond, never rounded
+# up, so a report of exactly the allocation stays within it.
 SECONDS_QUANTUM = Decimal("0.001")
+USAGE_INPUT_DECIMALS = 6
 
 
 class LeaseNotFound(NotFound):
@@ -81,6 +86,12 @@ class LeaseDeadlinePassed(Conflict):
 
 class UsageExceedsAllocation(Conflict):
     code = "usage_exceeds_allocation"
+
+
+class UsageExceedsElapsedTime(Conflict):
+    """More device-seconds than the lease's devices could have run since it was accepted."""
+
+    code = "usage_exceeds_elapsed_time"
 
 
 class UsageWentBackwards(Conflict):
@@ -116,17 +127,19 @@ class Usage:
             raise InvalidInput(
                 f"device_seconds is a number from 0 to {MAX_DEVICE_SECONDS}.", field="device_seconds"
             )
-        return cls(tokens_in, tokens_out, seconds.quantize(SECONDS_QUANTUM))
+        return cls(tokens_in, tokens_out, seconds.quantize(SECONDS_QUANTUM, rounding=ROUND_DOWN))
 
 
 def lease_allocated_device_seconds(lease: Lease) -> Decimal:
-    """The most device-seconds a lease may report: max_device_hours × 3600.
+    """The most device-seconds a lease may report: max_device_hours × 3600, truncated to the
+    millisecond — the precision usage is metered in, so an agent that reports exactly the published
+    allocation is accepted (issue 9, defect 3: it was published with 6 decimals and refused at 3).
 
     Both are totals over the lease's devices (max_device_hours = escrow / price per device-hour).
     Whatever is reported, the charge is capped at the job's escrow (auctions.services.settlement),
     so the allocation is a sanity bound, not the purse.
     """
-    return lease.max_device_hours * 3600
+    return (lease.max_device_hours * 3600).quantize(SECONDS_QUANTUM, rounding=ROUND_DOWN)
 
 
 def _heartbeat(provider: Provider, now: datetime) -> None:
@@ -184,6 +197,39 @@ def _check_allocation(lease: Lease, usage: Usage) -> None:
             lease=lease.pk,
             device_seconds=str(usage.device_seconds),
             allocated_device_seconds=str(allocated),
+        )
+
+
+def lease_max_device_seconds_at(lease: Lease, *, now: datetime) -> Decimal | None:
+    """The most device-seconds the lease can have used by `now`:
+
+        devices × (seconds since acceptance × speed + CPX_METERING_TOLERANCE_S)
+
+    speed is 1, or CPX_SIMULATION_SPEEDUP for a lease its agent accepted as a simulation (which runs
+    that many times faster than real time, and is shown as simulated to the consumer; an operator
+    sets 1 to hold simulations to real time too). Metered usage is time on devices: nothing runs
+    faster than the clock. None before acceptance."""
+    if lease.accepted_at is None:
+        return None
+    elapsed = Decimal(str(max(0.0, (now - lease.accepted_at).total_seconds())))
+    if lease.simulated:
+        elapsed *= Decimal(str(max(1.0, float(settings.CPX_SIMULATION_SPEEDUP))))
+    bound = lease.devices * (elapsed + Decimal(str(settings.CPX_METERING_TOLERANCE_S)))
+    return bound.quantize(SECONDS_QUANTUM, rounding=ROUND_DOWN)
+
+
+def _check_elapsed(lease: Lease, usage: Usage, now: datetime) -> None:
+    if lease.status != Status.RUNNING:
+        return  # the compare-and-set refuses it with the lease's own state (closed, not accepted)
+    bound = lease_max_device_seconds_at(lease, now=now)
+    if bound is not None and usage.device_seconds > bound:
+        raise UsageExceedsElapsedTime(
+            "The usage reported is more than the lease's devices could have run since it was accepted.",
+            lease=lease.pk,
+            device_seconds=str(usage.device_seconds),
+            max_device_seconds=str(bound),
+            devices=lease.devices,
+            accepted_at=lease.accepted_at.isoformat(),
         )
 
 
@@ -279,9 +325,10 @@ def lease_report_progress(
 ) -> Lease:
     """Record cumulative usage of a RUNNING lease; also a heartbeat of the lease and the provider.
 
-    Counters only grow; usage beyond the allocation is refused. A refused report changes nothing.
+    Counters only grow; usage beyond the allocation or beyond what the devices could have run since
+    acceptance (`lease_max_device_seconds_at`) is refused. A refused report changes nothing.
     Raises InvalidInput, LeaseNotFound, LeaseNotRunning, LeaseAlreadyClosed, UsageExceedsAllocation,
-    UsageWentBackwards.
+    UsageExceedsElapsedTime, UsageWentBackwards.
     """
     if isinstance(progress, bool) or not isinstance(progress, int | float) or not math.isfinite(progress):
         raise InvalidInput("progress is a number from 0 to 1.", field="progress")
@@ -290,6 +337,7 @@ def lease_report_progress(
     usage = Usage.checked(tokens_in=tokens_in, tokens_out=tokens_out, device_seconds=device_seconds)
     lease = _own_lease(provider=provider, lease_id=lease_id)
     _check_allocation(lease, usage)
+    _check_elapsed(lease, usage, now)
     won = (
         Lease.objects.filter(pk=lease.pk, status=Status.RUNNING)
         .filter(_monotonic(usage), progress__lte=progress)
@@ -318,11 +366,13 @@ def lease_complete(
 
     A replayed completion is refused with LeaseAlreadyClosed (409) and pays nothing: the lease's
     compare-and-set lets exactly one completion through. Raises InvalidInput, LeaseNotFound,
-    LeaseNotRunning, LeaseAlreadyClosed, UsageExceedsAllocation, UsageWentBackwards, LeaseJobOutOfStep.
+    LeaseNotRunning, LeaseAlreadyClosed, UsageExceedsAllocation, UsageExceedsElapsedTime,
+    UsageWentBackwards, LeaseJobOutOfStep.
     """
     usage = Usage.checked(tokens_in=tokens_in, tokens_out=tokens_out, device_seconds=device_seconds)
     lease = _own_lease(provider=provider, lease_id=lease_id)
     _check_allocation(lease, usage)
+    _check_elapsed(lease, usage, now)
     _lock_job(lease)
     won = (
         Lease.objects.filter(pk=lease.pk, status=Status.RUNNING)

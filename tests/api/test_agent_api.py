@@ -111,7 +111,8 @@ class TestLeaseDetail:
         response = agent.get(f"{BASE}/agent/leases/{lease.pk}")
 
         assert response.status_code == 200
-        assert response.json()["allocated_device_seconds"] == str(lease.max_device_hours * 3600)
+        # Published to the millisecond, the precision usage is metered and accepted in.
+        assert response.json()["allocated_device_seconds"] == f"{lease.max_device_hours * 3600:.3f}"
 
     def test_answers_another_providers_lease_as_not_found(self, lease):
         stranger = bearer_client(ResourceFactory().provider.user)
@@ -204,7 +205,7 @@ class TestLeaseProgress:
             {"device_seconds": "-1"},
             {"device_seconds": "1e20"},
             {"device_seconds": "Infinity"},
-            {"device_seconds": "0.0001"},
+            {"device_seconds": "0.0000001"},  # more decimals than USAGE_INPUT_DECIMALS
             {"surprise": 1},
         ],
     )
@@ -234,6 +235,8 @@ class TestLeaseProgress:
 class TestLeaseComplete:
     def test_completes_and_answers_the_settlement(self, agent, lease):
         accepted(agent, lease)
+        # It has run an hour: 3600 device-seconds are within wall time since acceptance.
+        Lease.objects.filter(pk=lease.pk).update(accepted_at=timezone.now() - timezone.timedelta(hours=1))
 
         response = agent.post(
             f"{BASE}/agent/leases/{lease.pk}/complete", body(device_seconds="3600"), format="json"

@@ -7,13 +7,16 @@ from decimal import Decimal
 import pytest
 from django.utils import timezone
 
+from auctions.models import Lease
 from market.models import JobRequest
+from tests.api.test_agent_api import live_lease
 from tests.conftest import assert_error, bearer_client
 from tests.factories import ConsumerFactory, job_body
 
 pytestmark = pytest.mark.django_db
 
 JOBS = "/api/v1/jobs"
+AGENT = "/api/v1/agent/leases"
 
 
 @pytest.fixture
@@ -59,3 +62,52 @@ class TestJobDeadlineBound:
 
         assert response.status_code == 400, response.content
         assert set(response.json()) == {"code", "message", "extra"}
+
+
+def accepted_hours_ago(lease, client, hours: float) -> None:
+    """Accept the lease, then date the acceptance back: the lease has been running `hours`."""
+    assert client.post(f"{AGENT}/{lease.pk}/accept", {}, format="json").status_code == 200
+    Lease.objects.filter(pk=lease.pk).update(accepted_at=timezone.now() - timedelta(hours=hours))
+
+
+class TestUsagePrecision:
+    def test_an_agent_reporting_its_published_cap_is_accepted(self):
+        # 0.952381 device-hours = 3428.5716 device-seconds: more decimals than usage is metered in.
+        lease = live_lease(max_hours=Decimal("0.952381"))
+        client = bearer_client(lease.provider.user)
+        accepted_hours_ago(lease, client, hours=2)
+        published = client.get(f"{AGENT}/{lease.pk}").json()["allocated_device_seconds"]
+
+        response = client.post(
+            f"{AGENT}/{lease.pk}/complete",
+            {"tokens_in": 10, "tokens_out": 10, "device_seconds": published},
+            format="json",
+        )
+
+        assert response.status_code == 200, response.json()
+        lease.refresh_from_db()
+        assert lease.status == Lease.Status.COMPLETED
+        assert lease.device_seconds == Decimal(published) <= Decimal("3428.5716")
+
+    def test_the_cap_is_published_at_the_precision_usage_is_accepted_in(self):
+        lease = live_lease(max_hours=Decimal("0.952381"))
+        client = bearer_client(lease.provider.user)
+
+        published = client.get(f"{AGENT}/{lease.pk}").json()["allocated_device_seconds"]
+
+        assert published == "3428.571"
+
+    def test_usage_with_six_decimals_is_accepted_and_metered_to_the_millisecond(self):
+        lease = live_lease(max_hours=Decimal("0.952381"))
+        client = bearer_client(lease.provider.user)
+        accepted_hours_ago(lease, client, hours=2)
+
+        response = client.post(
+            f"{AGENT}/{lease.pk}/progress",
+            {"progress": 0.5, "tokens_in": 1, "tokens_out": 1, "device_seconds": "3428.571600"},
+            format="json",
+        )
+
+        assert response.status_code == 200, response.json()
+        lease.refresh_from_db()
+        assert lease.device_seconds == Decimal("3428.571")

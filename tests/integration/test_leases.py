@@ -240,11 +240,11 @@ class TestLeaseReportProgress:
         lease = running_lease()
 
         lease = lease_report_progress(
-            provider=lease.provider, lease_id=lease.pk, progress=0.5, now=later(seconds=40), **usage()
+            provider=lease.provider, lease_id=lease.pk, progress=0.5, now=later(hours=1), **usage()
         )
 
         assert (lease.progress, lease.tokens_in, lease.device_seconds) == (0.5, 100, Decimal("1800"))
-        assert lease.last_heartbeat_at == later(seconds=40)
+        assert lease.last_heartbeat_at == later(hours=1)
 
     def test_refuses_usage_beyond_the_allocation_and_changes_nothing(self):
         lease = running_lease(max_hours=Decimal("1"))
@@ -264,12 +264,18 @@ class TestLeaseReportProgress:
 
     def test_refuses_counters_that_go_backwards(self):
         lease = running_lease()
-        lease_report_progress(provider=lease.provider, lease_id=lease.pk, progress=0.5, now=NOW, **usage())
+        lease_report_progress(
+            provider=lease.provider, lease_id=lease.pk, progress=0.5, now=later(hours=1), **usage()
+        )
         before = snapshot(lease)
 
         with pytest.raises(UsageWentBackwards):
             lease_report_progress(
-                provider=lease.provider, lease_id=lease.pk, progress=0.6, now=NOW, **usage(tokens_in=99)
+                provider=lease.provider,
+                lease_id=lease.pk,
+                progress=0.6,
+                now=later(hours=1),
+                **usage(tokens_in=99),
             )
 
         assert snapshot(lease) == before
@@ -331,11 +337,11 @@ class TestLeaseComplete:
 
     def test_a_replayed_completion_is_refused_and_pays_nothing_more(self):
         lease = running_lease()
-        lease_complete(provider=lease.provider, lease_id=lease.pk, now=NOW, **usage())
+        lease_complete(provider=lease.provider, lease_id=lease.pk, now=later(hours=1), **usage())
         before = snapshot(lease)
 
         with pytest.raises(LeaseAlreadyClosed) as error:
-            lease_complete(provider=lease.provider, lease_id=lease.pk, now=NOW, **usage())
+            lease_complete(provider=lease.provider, lease_id=lease.pk, now=later(hours=1), **usage())
 
         assert error.value.extra["status"] == S.COMPLETED
         assert snapshot(lease) == before
@@ -431,7 +437,11 @@ class TestLeaseSweep:
     def test_spares_a_lease_that_reported_progress_in_time(self, settings):
         lease = running_lease()
         lease_report_progress(
-            provider=lease.provider, lease_id=lease.pk, progress=0.1, now=later(seconds=50), **usage()
+            provider=lease.provider,
+            lease_id=lease.pk,
+            progress=0.1,
+            now=later(seconds=50),
+            **usage(device_seconds=Decimal("50")),
         )
 
         lease_sweep(now=NOW + timedelta(seconds=settings.CPX_HEARTBEAT_TIMEOUT_S + 1))
@@ -494,7 +504,7 @@ class TestLeaseSweep:
 
     def test_a_sweep_after_the_completion_changes_nothing(self, settings):
         lease = running_lease()
-        lease_complete(provider=lease.provider, lease_id=lease.pk, now=NOW, **usage())
+        lease_complete(provider=lease.provider, lease_id=lease.pk, now=later(hours=1), **usage())
         before = snapshot(lease)
 
         lease_sweep(now=NOW + timedelta(seconds=settings.CPX_HEARTBEAT_TIMEOUT_S + 1))

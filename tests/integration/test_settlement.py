@@ -104,10 +104,12 @@ class TestLeaseSettle:
 
     def test_settling_again_moves_nothing(self):
         lease = running_lease()
-        lease, first = lease_complete(provider=lease.provider, lease_id=lease.pk, now=NOW, **usage())
+        lease, first = lease_complete(
+            provider=lease.provider, lease_id=lease.pk, now=later(hours=1), **usage()
+        )
         transfers = LedgerTransfer.objects.filter(job=lease.job).count()
 
-        second = lease_settle(lease=lease, now=later(seconds=1))
+        second = lease_settle(lease=lease, now=later(hours=1, seconds=1))
 
         assert second == first
         assert LedgerTransfer.objects.filter(job=lease.job).count() == transfers
@@ -116,7 +118,7 @@ class TestLeaseSettle:
     def test_every_transfer_has_a_unique_reference(self):
         lease = running_lease()
 
-        lease_complete(provider=lease.provider, lease_id=lease.pk, now=NOW, **usage())
+        lease_complete(provider=lease.provider, lease_id=lease.pk, now=later(hours=1), **usage())
 
         references = set(
             LedgerTransfer.objects.filter(job=lease.job)
@@ -145,7 +147,7 @@ class TestProviderPenalise:
     def test_takes_the_penalty_from_earnings_up_to_what_they_hold(self):
         paid = running_lease()
         provider = paid.provider
-        lease_complete(provider=provider, lease_id=paid.pk, now=NOW, **usage())  # earns 0.2375
+        lease_complete(provider=provider, lease_id=paid.pk, now=later(hours=1), **usage())  # earns 0.2375
         failed = running_lease(resource=ResourceFactory(provider=provider))
 
         taken = provider_penalise(provider=provider, lease=failed, now=NOW)
