@@ -48,8 +48,11 @@ def agent(lease):
 
 
 def accepted(agent, lease):
+    """Accept the lease, then date the acceptance an hour back: the usage these tests report is
+    within what its devices could have run since (metering is bounded by wall time)."""
     response = agent.post(f"{BASE}/agent/leases/{lease.pk}/accept", {"simulated": True}, format="json")
     assert response.status_code == 200, response.json()
+    Lease.objects.filter(pk=lease.pk).update(accepted_at=timezone.now() - timezone.timedelta(hours=1))
     return response.json()
 
 
@@ -235,8 +238,6 @@ class TestLeaseProgress:
 class TestLeaseComplete:
     def test_completes_and_answers_the_settlement(self, agent, lease):
         accepted(agent, lease)
-        # It has run an hour: 3600 device-seconds are within wall time since acceptance.
-        Lease.objects.filter(pk=lease.pk).update(accepted_at=timezone.now() - timezone.timedelta(hours=1))
 
         response = agent.post(
             f"{BASE}/agent/leases/{lease.pk}/complete", body(device_seconds="3600"), format="json"

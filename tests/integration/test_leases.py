@@ -596,7 +596,7 @@ class TestRaces:
         results = self._race(
             lambda: lease_sweep(now=sweep_at),
             lambda: lease_sweep(now=sweep_at),
-            lambda: lease_complete(provider=lease.provider, lease_id=lease.pk, now=NOW, **usage()),
+            lambda: lease_complete(provider=lease.provider, lease_id=lease.pk, now=later(hours=1), **usage()),
         )
 
         lease.refresh_from_db()
@@ -616,7 +616,12 @@ class TestRaces:
         lease = running_lease()
 
         results = self._race(
-            *[lambda: lease_complete(provider=lease.provider, lease_id=lease.pk, now=NOW, **usage())] * 2
+            *[
+                lambda: lease_complete(
+                    provider=lease.provider, lease_id=lease.pk, now=later(hours=1), **usage()
+                )
+            ]
+            * 2
         )
 
         assert sum(isinstance(r, LeaseAlreadyClosed) for r in results) == 1
