@@ -4,6 +4,12 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from auctions.pages import urls as auction_pages
+from market import urls as market_pages
+
+# One `pages` namespace over the pages of both apps: each page sits in the app whose data it shows.
+PAGES = (market_pages.urlpatterns + auction_pages.urlpatterns, "pages")
+
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include("market.api.urls")),
@@ -13,5 +19,5 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     # Pages (issue 6)
     path("ops/", include("auctions.urls")),
-    path("", include("market.urls")),
+    path("", include(PAGES)),
 ]

@@ -6,7 +6,12 @@ from decimal import Decimal
 from rest_framework import serializers
 
 from auctions.models import Lease
-from auctions.services.leases import AGENT_FAIL_REASONS, MAX_TOKENS, lease_allocated_device_seconds
+from auctions.services.leases import (
+    AGENT_FAIL_REASONS,
+    MAX_TOKENS,
+    USAGE_INPUT_DECIMALS,
+    lease_allocated_device_seconds,
+)
 from market.api.serializers import StrictSerializerMixin
 from market.models import JobRequest
 
@@ -18,7 +23,11 @@ def _tokens():
 
 
 def _device_seconds():
-    return serializers.DecimalField(max_digits=13, decimal_places=3, min_value=Decimal("0"))
+    # Up to 10 integer digits (the column's range) and USAGE_INPUT_DECIMALS decimals; the service
+    # meters to the millisecond, the precision every lease field is published in.
+    return serializers.DecimalField(
+        max_digits=10 + USAGE_INPUT_DECIMALS, decimal_places=USAGE_INPUT_DECIMALS, min_value=Decimal("0")
+    )
 
 
 class HeartbeatSerializer(StrictSerializerMixin, serializers.Serializer):

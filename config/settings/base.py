@@ -149,6 +149,8 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CPX_MONEY_DECIMAL_PLACES = 6
 CPX_PLATFORM_FEE_RATE = Decimal(env.str("CPX_PLATFORM_FEE_RATE", default="0.05"))
 CPX_MAX_JOB_BUDGET = Decimal(env.str("CPX_MAX_JOB_BUDGET", default="1000000"))
+# A job's deadline is at most this many days ahead (its escrow and a live lease last that long).
+CPX_MAX_JOB_DEADLINE_DAYS = env.int("CPX_MAX_JOB_DEADLINE_DAYS", default=30)
 # Tests run with CPX_REQUIRE_SERVICES=1 in CI so a service-backed test cannot silently skip.
 CPX_REQUIRE_SERVICES = env.bool("CPX_REQUIRE_SERVICES", default=False)
 
@@ -189,8 +191,12 @@ CPX_SLA_PENALTY_RATE = Decimal(env.str("CPX_SLA_PENALTY_RATE", default="0.10"))
 CPX_SLA_REPUTATION_STEP = Decimal(env.str("CPX_SLA_REPUTATION_STEP", default="0.05"))
 # Longest an agent's GET /api/v1/agent/leases?wait=S is held open.
 CPX_AGENT_LONG_POLL_S = env.int("CPX_AGENT_LONG_POLL_S", default=20)
-# The simulate backend runs a lease for expected_device_hours × 3600 / this many seconds.
+# The simulate backend runs a lease for expected_device_hours × 3600 / this many seconds; a lease
+# accepted as a simulation may report this many times its wall time (set 1 to hold it to real time).
 CPX_SIMULATION_SPEEDUP = env.float("CPX_SIMULATION_SPEEDUP", default=600.0)
+# Metered usage is at most devices × (seconds since acceptance + this tolerance): clocks and the
+# agent's start lag the server's accept by a little; nothing runs faster than wall time.
+CPX_METERING_TOLERANCE_S = env.float("CPX_METERING_TOLERANCE_S", default=5.0)
 
 # --- Clearing (issue 4)
 # Seconds between rounds (the beat schedule reads it; the demo default clears every few seconds).

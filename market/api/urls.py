@@ -9,7 +9,6 @@ urlpatterns = [
     path("resources/<int:pk>", views.ResourceDetailView.as_view(), name="resource-detail"),
     path("jobs", views.JobListView.as_view(), name="job-list"),
     path("jobs/<int:pk>", views.JobDetailView.as_view(), name="job-detail"),
-    path("jobs/<int:pk>/cancel", views.JobCancelView.as_view(), name="job-cancel"),
     path("balance", views.BalanceView.as_view(), name="balance"),
     path("ledger", views.LedgerListView.as_view(), name="ledger"),
     path("operator/deposits", views.OperatorDepositView.as_view(), name="operator-deposits"),

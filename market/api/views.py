@@ -12,7 +12,7 @@ from market import selectors
 from market.api import serializers as s
 from market.api.permissions import IsConsumer, IsOperator, IsProvider
 from market.models import ApiKey, JobRequest, LedgerTransfer, Resource
-from market.services.jobs import job_request_cancel, job_request_submit
+from market.services.jobs import job_request_submit
 from market.services.ledger import ledger_deposit
 from market.services.providers import provider_register, provider_update, resource_create, resource_update
 
@@ -188,17 +188,6 @@ class JobDetailView(generics.RetrieveAPIView):
         if getattr(self, "swagger_fake_view", False):  # schema generation has no caller
             return JobRequest.objects.none()
         return selectors.job_request_list(consumer=self.request.user)
-
-
-class JobCancelView(APIView):
-    """Cancel a job before dispatch; its escrow returns to the balance."""
-
-    permission_classes = [IsConsumer]
-
-    @extend_schema(request=None, responses=s.JobRequestSerializer)
-    def post(self, request, pk):
-        job = job_request_cancel(consumer=request.user, job_id=pk, now=timezone.now())
-        return Response(s.JobRequestSerializer(job).data)
 
 
 class BalanceView(APIView):

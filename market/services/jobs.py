@@ -1,8 +1,12 @@
-"""Job requests: submission (sized, funded, idempotent), state changes by compare-and-set, cancel."""
+"""Job requests: submission (sized, funded, idempotent) and state changes by compare-and-set.
+
+What changes a job together with its leases (cancel, settlement, failover, the sweep) lives in
+`auctions.services`, the one owner of the job and lease lifecycle; this module knows no lease.
+"""
 
 import hashlib
 import json
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 from django.conf import settings
@@ -10,19 +14,23 @@ from django.db import IntegrityError, transaction
 
 from auctions.mechanisms.errors import MechanismError
 from auctions.mechanisms.llm_sizing import size_llm_job
-from auctions.models import Lease
-from config.errors import Conflict, InvalidInput, NotFound
+from config.errors import Conflict, InvalidInput
 from market.models import JobRequest, LedgerAccount, LedgerTransfer, User
 from market.services.ledger import InsufficientFunds, ledger_transfer
 
 Status = JobRequest.Status
-CANCELLABLE = (Status.SUBMITTED, Status.QUEUED, Status.MATCHED)
 # The largest memory_per_device_gib the column holds (8 digits, 2 decimals); no device has more.
 MAX_MEMORY_PER_DEVICE_GIB = 999_999.99
 
 
 class IdempotencyKeyReused(Conflict):
     code = "idempotency_key_reused"
+
+
+class DeadlineTooFar(InvalidInput):
+    """A deadline beyond CPX_MAX_JOB_DEADLINE_DAYS: escrow and leases would be held for that long."""
+
+    code = "deadline_too_far"
 
 
 def job_request_submit(
@@ -97,10 +105,22 @@ def _fingerprint(spec: dict) -> str:
 
 
 def job_request_size(*, spec: dict, now: datetime) -> dict:
-    """Check the rules across fields and size the job; returns the model fields."""
+    """Check the rules across fields and size the job; returns the model fields.
+
+    Raises InvalidInput (a deadline passed, a missing workload, a budget over CPX_MAX_JOB_BUDGET, a
+    job that cannot be sized), DeadlineTooFar (beyond CPX_MAX_JOB_DEADLINE_DAYS)."""
     kind = spec["kind"]
     if spec["deadline"] <= now:
         raise InvalidInput("The deadline has passed.", field="deadline")
+    max_days = settings.CPX_MAX_JOB_DEADLINE_DAYS
+    latest = now + timedelta(days=max_days)
+    if spec["deadline"] > latest:
+        raise DeadlineTooFar(
+            f"A job's deadline is at most {max_days} days ahead (by {latest.isoformat()}).",
+            field="deadline",
+            max_days=max_days,
+            latest=latest.isoformat(),
+        )
     if kind == JobRequest.Kind.INFERENCE and not spec.get("workload_tokens"):
         raise InvalidInput("An inference job states workload_tokens.", field="workload_tokens")
     if kind != JobRequest.Kind.INFERENCE and not spec.get("workload_device_hours"):
@@ -151,46 +171,3 @@ def job_request_transition(
     if close_reason:
         updates["close_reason"] = close_reason
     return JobRequest.objects.filter(pk=job.pk, status__in=from_statuses).update(**updates) == 1
-
-
-@transaction.atomic
-def job_request_cancel(*, consumer: User, job_id: int, now: datetime) -> JobRequest:
-    """Cancel a job that has not been dispatched and release its escrow to the consumer. A MATCHED
-    job's lease (offered, not yet taken by the agent) closes with reason OWNER, in the same
-    transaction.
-
-    Raises NotFound (no such job of this consumer), Conflict (already dispatched or ended).
-    """
-    job = JobRequest.objects.filter(pk=job_id, consumer=consumer).first()
-    if job is None:
-        raise NotFound("No such job.", job=job_id)
-    # The lease row before the job row, as every lease service takes them (no deadlock with an
-    # agent accepting it). If the job turns out not cancellable, the Conflict rolls this back.
-    Lease.objects.filter(job=job, status=Lease.Status.DISPATCHED).update(
-        status=Lease.Status.FAILED,
-        close_reason=Lease.CloseReason.OWNER,
-        close_detail="cancelled by the consumer",
-        ended_at=now,
-    )
-    if not job_request_transition(
-        job=job, from_statuses=CANCELLABLE, to=Status.CANCELLED, now=now, close_reason="OWNER"
-    ):
-        job.refresh_from_db(fields=["status"])
-        raise Conflict(f"A {job.status.lower()} job cannot be cancelled.", status=job.status)
-    _release_escrow(job=job, now=now)
-    job.refresh_from_db()
-    return job
-
-
-def _release_escrow(*, job: JobRequest, now: datetime) -> None:
-    escrow = LedgerAccount.objects.select_for_update().get(job=job)
-    if escrow.balance > 0:
-        balance = LedgerAccount.objects.get(kind=LedgerAccount.Kind.CONSUMER, user_id=job.consumer_id)
-        ledger_transfer(
-            debit=escrow,
-            credit=balance,
-            amount=escrow.balance,
-            kind=LedgerTransfer.Kind.RELEASE,
-            now=now,
-            job=job,
-        )

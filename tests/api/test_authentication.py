@@ -1,9 +1,11 @@
-"""Who may call what: API keys, roles, and rate limits on every endpoint of market/api/urls.py."""
+"""Who may call what: API keys, roles, and rate limits on every endpoint of market/api/urls.py
+(and the job cancel of auctions/api/jobs.py, which changes a market job with its leases)."""
 
 from decimal import Decimal
 
 import pytest
 
+from auctions.api import jobs as job_urls
 from config.errors import InvalidInput
 from market.api import urls as market_urls
 from market.api.throttling import ApiKeyRateThrottle
@@ -21,7 +23,8 @@ from tests.factories import (
 
 pytestmark = pytest.mark.django_db
 
-# Every route of market/api/urls.py with each method it serves and the role it needs (None: any).
+# Every route of market/api/urls.py and auctions/api/jobs.py with each method it serves and the role
+# it needs (None: any).
 ENDPOINTS = [
     ("get", "/api/v1/me", None),
     ("get", "/api/v1/provider", Role.PROVIDER),
@@ -62,7 +65,8 @@ def call(client, method, path, targets):
 
 
 def test_the_endpoint_table_covers_every_route_of_the_market_api():
-    routes = {str(p.pattern).replace("<int:pk>", "{}") for p in market_urls.urlpatterns}
+    patterns = market_urls.urlpatterns + job_urls.urlpatterns
+    routes = {str(p.pattern).replace("<int:pk>", "{}") for p in patterns}
 
     listed = {
         path.removeprefix("/api/v1/").replace("{resource}", "{}").replace("{job}", "{}")

@@ -137,8 +137,10 @@ def log_in(page, market: LiveMarket, user: User) -> None:
 
 
 @pytest.fixture
-def live_market(shared_db):
+def live_market(shared_db, settings):
     """Web server + in-process worker and beat on the in-memory broker; agents started on demand."""
+    # Agents simulate at 3600× real time: the server bounds a simulated lease's metering by this.
+    settings.CPX_SIMULATION_SPEEDUP = 3600
     override = {"default": shared_db.connection} if shared_db.shared else None
     server = ThreadedWSGIServer(
         ("127.0.0.1", 0), _QuietHandler, allow_reuse_address=True, connections_override=override

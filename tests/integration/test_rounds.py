@@ -15,9 +15,9 @@ from auctions.mechanisms import MechanismError, throughput
 from auctions.models import Lease, Round
 from auctions.selectors import rounds as round_selectors
 from auctions.services import rounds as round_services
+from auctions.services.jobs import job_request_cancel
 from auctions.services.rounds import RoundBookChanged, RoundBusy, round_clear, round_open, round_replay
 from market.models import JobRequest, Provider
-from market.services.jobs import job_request_cancel
 from tests.conftest import NOW
 from tests.factories import ConsumerFactory, ProviderFactory, ResourceFactory, job_submit
 

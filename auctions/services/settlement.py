@@ -5,9 +5,9 @@ Every transfer carries a unique `reference` (`lease:<id>:payment`, `lease:<id>:f
 `lease:<id>:penalty`, `job:<id>:refund`), so a retried settlement can never move money twice:
 the database refuses the second row and the whole transaction rolls back.
 
-Lock order: a settlement touches escrow → provider → platform → consumer; a sweep touches
-provider → penalty → escrow → consumer. Both take the provider before the consumer, so two of
-them cannot wait on each other.
+Lock order: the lifecycle's one order (auctions.services.leases): the caller holds the job's row
+lock, then the provider row, then ledger accounts — provider earnings, house accounts (platform fee,
+penalty), the consumer's balance. A job's escrow is touched only under its job's row lock.
 """
 
 from dataclasses import dataclass
@@ -170,6 +170,8 @@ def provider_penalise(*, provider: Provider, lease: Lease, now: datetime) -> Dec
     compare-and-set does); the transfer's reference `lease:<id>:penalty` refuses a second payment.
     """
     due = lease_penalty_due(lease)
+    # The provider row before its ledger accounts (lock order): a heartbeat holds it the same way.
+    Provider.objects.select_for_update().filter(pk=provider.pk).values_list("pk", flat=True).first()
     account = ledger_account_for_user(user=provider.user, kind=LedgerAccount.Kind.PROVIDER)
     # Lock the earnings so the cap and the debit see the same balance.
     held = LedgerAccount.objects.select_for_update().get(pk=account.pk).balance
