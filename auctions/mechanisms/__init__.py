@@ -11,7 +11,7 @@ from auctions.mechanisms.errors import MechanismError
 __all__ = ["MechanismError", "clear", "price", "ENGINE_VERSION"]
 
 # Bumped whenever a rule or convention changes an outcome; stored with every round.
-ENGINE_VERSION = "1.0.0"
+ENGINE_VERSION = "1.1.0"  # 1.1.0: work limits instead of wall-clock limits (replays); `stopped_by`
 
 DOUBLE_AUCTIONS = frozenset({"mcafee", "trade_reduction", "vcg", "sbba", "sbba_buyer_lottery", "huang"})
 HETEROGENEOUS = frozenset({"welfare", "greedy"})

@@ -1,0 +1,170 @@
+"""Deterministic replay (issue 12 item 7): every rule gives the same result, and the same result hash,
+on a quiet machine and on one whose CPUs are saturated by other processes — and the welfare MILP's
+answer does not depend on how fast the clock runs, only on work limits (node and round counts).
+
+The load is real: CPU-burning processes (twice as many as the machine has CPUs) run beside the second
+solve of each book. No timing is asserted."""
+
+import subprocess
+import sys
+import types
+
+import numpy as np
+import pytest
+
+from auctions.mechanisms import clear, price, welfare_milp
+from auctions.mechanisms.canonical import input_sha256
+from tests.unit.mechanisms.test_heterogeneous_pruning import congested_book
+
+FAST_CLOCK = 30  # seconds that pass between two readings of the welfare MILP's clock, when patched
+BURN = "import itertools\nfor _ in itertools.count():\n    pass\n"
+
+
+@pytest.fixture
+def cpu_load():
+    """Start CPU burners (2 per CPU) for the test's loaded half; stop exactly those afterwards."""
+    burners = []
+
+    def start():
+        count = 2 * max(1, len(__import__("os").sched_getaffinity(0)))
+        burners.extend(subprocess.Popen([sys.executable, "-c", BURN]) for _ in range(count))
+        return len(burners)
+
+    yield start
+    for process in burners:
+        process.kill()
+        process.wait()
+
+
+def unit_book(mechanism: str) -> dict:
+    """A seeded one-unit book with ties and a lottery-sized margin (k = 12 of 40 bids, 30 asks)."""
+    rng = np.random.default_rng(405)
+    bids = [{"id": f"b{i}", "price": float(p)} for i, p in enumerate(np.round(rng.uniform(1, 20, 40), 1))]
+    asks = [{"id": f"s{i}", "price": float(p)} for i, p in enumerate(np.round(rng.uniform(5, 25, 30), 1))]
+    return {"mechanism": mechanism, "bids": bids, "asks": asks, "seed": 405}
+
+
+def huang_book() -> dict:
+    rng = np.random.default_rng(406)
+    side = lambda prefix, low, high, n: [  # noqa: E731
+        {"id": f"{prefix}{i}", "price": float(p), "quantity": float(q)}
+        for i, (p, q) in enumerate(zip(rng.uniform(low, high, n), rng.uniform(0.5, 4.0, n), strict=True))
+    ]
+    return {"mechanism": "huang", "bids": side("b", 1, 20, 30), "asks": side("s", 5, 25, 25)}
+
+
+def welfare_auto_book() -> dict:
+    """150 x 10 congested: automatic pruning forced below (its second round changes the answer here)."""
+    return congested_book(150, 10)
+
+
+BOOKS = {
+    "mcafee": lambda: unit_book("mcafee"),
+    "trade_reduction": lambda: unit_book("trade_reduction"),
+    "vcg": lambda: unit_book("vcg"),
+    "sbba": lambda: unit_book("sbba"),
+    "sbba_buyer_lottery": lambda: unit_book("sbba_buyer_lottery"),
+    "huang": huang_book,
+    "welfare exact + vcg": lambda: dict(congested_book(40, 5), payment_rule="vcg"),
+    "welfare pruned per provider": lambda: dict(congested_book(150, 10), pruning={"per_provider": 2}),
+    "welfare automatic pruning": welfare_auto_book,
+    "greedy + critical": lambda: dict(congested_book(150, 10), mechanism="greedy", payment_rule="critical"),
+}
+GAMES = {
+    "stackelberg uniform": {"game": "stackelberg", "valuations": [4, 6, 8, 10, 3.5, 7.25], "unit_cost": 1},
+    "stackelberg per user": {
+        "game": "stackelberg",
+        "valuations": [4, 6, 8, 10, 3.5, 7.25],
+        "unit_cost": 1,
+        "capacity": 5,
+        "pricing": "per_user",
+    },
+    "linear oligopoly": {
+        "game": "linear_oligopoly",
+        "alpha": 10,
+        "beta": 2,
+        "gamma": 0.5,
+        "costs": [1, 2, 3],
+    },
+    "budget oligopoly": {
+        "game": "budget_oligopoly",
+        "valuations": [[8, 5], [6, 9], [4, 4]],
+        "budgets": [3, 4, 2],
+        "costs": [1, 1.5],
+    },
+}
+
+
+def fast_clock(monkeypatch) -> None:
+    """The welfare MILP's clock, FAST_CLOCK seconds later at every reading (HiGHS keeps its own)."""
+    ticks = iter(range(0, 10**9, FAST_CLOCK))
+    clock = types.SimpleNamespace(perf_counter=lambda: float(next(ticks)))
+    monkeypatch.setattr(welfare_milp, "time", clock)
+
+
+@pytest.fixture
+def automatic_pruning(monkeypatch):
+    """Automatic pruning on small books: 1 pair per provider, then 2 in the second round."""
+    monkeypatch.setattr(welfare_milp, "AUTO_PRUNE_PAIRS", 0)
+    monkeypatch.setattr(welfare_milp, "AUTO_PER_PROVIDER", 1)
+    monkeypatch.setattr(welfare_milp, "AUTO_WIDER_PER_PROVIDER", 2)
+
+
+class TestReplayUnderLoad:
+    def test_every_rule_gives_the_same_result_and_hash_under_cpu_load(self, cpu_load, automatic_pruning):
+        books = {name: make() for name, make in BOOKS.items()}
+        quiet = {name: clear(doc) for name, doc in books.items()}
+        quiet.update({name: price(doc) for name, doc in GAMES.items()})
+
+        assert cpu_load() >= 2
+        loaded = {name: clear(doc) for name, doc in books.items()}
+        loaded.update({name: price(doc) for name, doc in GAMES.items()})
+
+        for name in quiet:
+            assert loaded[name] == quiet[name], name
+            assert input_sha256(loaded[name]) == input_sha256(quiet[name]), name
+        assert quiet["welfare automatic pruning"]["pruning"]["automatic"] is True
+        assert all(quiet[name]["stopped_by"] != "time_limit" for name in BOOKS if "welfare" in name)
+
+
+class TestWorkLimitsNotTime:
+    def test_the_automatic_path_gives_the_same_answer_however_fast_the_clock_runs(
+        self, monkeypatch, automatic_pruning
+    ):
+        doc = dict(welfare_auto_book(), time_limit_s=1e9)  # the guard is far away either way
+        normal = clear(doc)
+        ticks = iter(range(0, 10**9, 30))  # every reading of the clock: 30 s later (a very slow machine)
+        monkeypatch.setattr(
+            welfare_milp, "time", types.SimpleNamespace(perf_counter=lambda: float(next(ticks)))
+        )
+
+        slow = clear(doc)
+
+        assert slow == normal
+        assert normal["pruning"]["per_provider"] == 2  # the second round ran and won, on both clocks
+
+    def test_a_solve_stopped_by_a_work_limit_says_so_and_replays(self, monkeypatch):
+        doc = dict(congested_book(60, 6), payment_rule="none")
+        full = clear(doc)
+        monkeypatch.setattr(welfare_milp, "CORE_SIZE_PER_JOB", 0)  # the first core: the LP rounding only
+        monkeypatch.setattr(welfare_milp, "CORE_MAX_ROUNDS", 1)  # and no room to grow it
+
+        first, second = clear(doc), clear(doc)
+
+        assert (full["status"], full["stopped_by"]) == ("optimal", None)
+        assert (first["status"], first["stopped_by"]) == ("feasible", "work_limit")
+        assert first["welfare"] < full["welfare"]
+        assert second == first
+
+    def test_a_wall_clock_stop_keeps_the_rounding_and_says_time_limit(self, monkeypatch):
+        doc = dict(congested_book(40, 5), payment_rule="none", time_limit_s=45)
+        ticks = iter(range(0, 10**9, 30))  # the LP starts 30 s in (15 s left), the MILP 60 s in (none)
+        monkeypatch.setattr(
+            welfare_milp, "time", types.SimpleNamespace(perf_counter=lambda: float(next(ticks)))
+        )
+
+        result = clear(doc)
+
+        assert result["stopped_by"] == "time_limit"
+        assert result["status"] == "feasible"
+        assert 0 < result["welfare"] <= result["lp_bound"]
