@@ -3,11 +3,15 @@ on a quiet machine and on one whose CPUs are saturated by other processes — an
 answer does not depend on how fast the clock runs, only on work limits (node and round counts).
 
 The load is real: CPU-burning processes (twice as many as the machine has CPUs) run beside the second
-solve of each book. No timing is asserted."""
+solve of each book, in this process and in a fresh interpreter that knows only the documents (as a
+replay does). No timing is asserted."""
 
+import json
+import os
 import subprocess
 import sys
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +20,7 @@ from auctions.mechanisms import clear, price, welfare_milp
 from auctions.mechanisms.canonical import input_sha256
 from tests.unit.mechanisms.test_heterogeneous_pruning import congested_book
 
+ROOT = Path(__file__).resolve().parents[3]
 FAST_CLOCK = 30  # seconds that pass between two readings of the welfare MILP's clock, when patched
 BURN = "import itertools\nfor _ in itertools.count():\n    pass\n"
 
@@ -26,7 +31,7 @@ def cpu_load():
     burners = []
 
     def start():
-        count = 2 * max(1, len(__import__("os").sched_getaffinity(0)))
+        count = 2 * max(1, len(os.sched_getaffinity(0)))
         burners.extend(subprocess.Popen([sys.executable, "-c", BURN]) for _ in range(count))
         return len(burners)
 
@@ -102,12 +107,33 @@ def fast_clock(monkeypatch) -> None:
     monkeypatch.setattr(welfare_milp, "time", clock)
 
 
+AUTOMATIC = {"AUTO_PRUNE_PAIRS": 0, "AUTO_PER_PROVIDER": 1, "AUTO_WIDER_PER_PROVIDER": 2}
+REPLAY = """
+import json
+from auctions.mechanisms import clear, price, welfare_milp
+from auctions.mechanisms.canonical import input_sha256
+from tests.unit.mechanisms.test_replay_under_load import AUTOMATIC, BOOKS, GAMES
+for name, value in AUTOMATIC.items():
+    setattr(welfare_milp, name, value)
+hashes = {name: input_sha256(clear(make())) for name, make in BOOKS.items()}
+hashes.update({name: input_sha256(price(doc)) for name, doc in GAMES.items()})
+print(json.dumps(hashes))
+"""
+
+
+def replay_elsewhere() -> dict:
+    """Result hashes of every book, cleared by a fresh interpreter (a replay knows only the documents)."""
+    done = subprocess.run(
+        [sys.executable, "-c", REPLAY], cwd=ROOT, capture_output=True, text=True, timeout=600, check=True
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 @pytest.fixture
 def automatic_pruning(monkeypatch):
     """Automatic pruning on small books: 1 pair per provider, then 2 in the second round."""
-    monkeypatch.setattr(welfare_milp, "AUTO_PRUNE_PAIRS", 0)
-    monkeypatch.setattr(welfare_milp, "AUTO_PER_PROVIDER", 1)
-    monkeypatch.setattr(welfare_milp, "AUTO_WIDER_PER_PROVIDER", 2)
+    for name, value in AUTOMATIC.items():
+        monkeypatch.setattr(welfare_milp, name, value)
 
 
 class TestReplayUnderLoad:
@@ -119,10 +145,12 @@ class TestReplayUnderLoad:
         assert cpu_load() >= 2
         loaded = {name: clear(doc) for name, doc in books.items()}
         loaded.update({name: price(doc) for name, doc in GAMES.items()})
+        elsewhere = replay_elsewhere()
 
         for name in quiet:
             assert loaded[name] == quiet[name], name
             assert input_sha256(loaded[name]) == input_sha256(quiet[name]), name
+            assert elsewhere[name] == input_sha256(quiet[name]), name
         assert quiet["welfare automatic pruning"]["pruning"]["automatic"] is True
         assert all(quiet[name]["stopped_by"] != "time_limit" for name in BOOKS if "welfare" in name)
 
