@@ -60,9 +60,13 @@ Time (`time_limit_s`) is only a guard against a runaway solve: the allocation �
 generation, every MILP — runs against one wall-clock deadline of `time_limit_s` from the start of the
 call (each HiGHS call gets what is left), and each VCG re-solve has its own `time_limit_s` (the spec's
 "applies to each solve"). Work limits are sized to finish well inside the default, so the guard does
-not fire in normal operation; when it does, the incumbent is kept ("feasible") or, with none, the error
-`time_limit` is raised, and `stopped_by` says "time_limit": that result depends on the machine's speed
-and load, and a replay elsewhere may differ (the one case that cannot be replayed, and it says so).
+not fire in normal operation. When it does, the cut solve counts as one that found nothing — HiGHS's
+incumbent at that moment depends on the machine, so it is dropped — and its caller falls back to a
+deterministic answer (the LP rounding, or an earlier round's assignment; with none, the error
+`time_limit`); the result says `stopped_by: "time_limit"` and lists the cut solves, numbered in solve
+order, in `time_cuts`. Whether the guard fires depends on the machine; what follows from it does not: a
+replay given the recorded `time_cuts` (`clear(doc, replay=result)`) cuts exactly those solves, runs the
+others without a guard, and gives the same result anywhere.
 
 VCG (Vickrey 1961, Clarke 1971, Groves 1973): job j pays bid_j - (W* - W*_-j) and provider k receives
 its cost in the optimum plus (W* - W*_-k), where W*_-i is the optimum without agent i — one extra
@@ -71,6 +75,7 @@ every solve is; a solve stopped at the time limit, or a pruned one, turns `statu
 Marginal contributions are clipped at 0 so that solver tolerances cannot break individual rationality.
 """
 
+import math
 import time
 import warnings
 
@@ -104,37 +109,70 @@ WORK_LIMIT, TIME_LIMIT = "work_limit", "time_limit"  # values of `stopped_by`
 
 
 class Budget:
-    """The limits of one solve: a wall-clock guard `seconds` from now, and a record shared by every solve
-    of a call — branch-and-bound nodes used, and what stopped a solve early (`stopped_by`: None, or
-    WORK_LIMIT, or TIME_LIMIT, which wins because it is the one that does not replay)."""
+    """The limits of one call: a wall-clock guard `seconds` from now, and a record shared by every solve
+    of the call — the solves numbered in order, the ones the guard cut (`time_cuts`), and what stopped a
+    solve early (`stopped_by`: None, or WORK_LIMIT, or TIME_LIMIT, which wins because it is the one a
+    replay must be told about).
 
-    def __init__(self, seconds: float, record: dict | None = None):
+    A cut solve counts as one that found nothing: its caller falls back to a deterministic incumbent
+    (the LP rounding, or an earlier round's answer), never to HiGHS's time-dependent one. So a replay
+    given the same `cuts` (the recorded `time_cuts`) cuts exactly those solves, runs every other one
+    without the guard, and gives the same result on any machine. `cuts=None`: a live run."""
+
+    def __init__(self, seconds: float, record: dict | None = None, cuts=None):
         self.at = time.perf_counter() + seconds
-        self.record = {"nodes": 0, "stopped_by": None} if record is None else record
+        self.record = {"solves": 0, "time_cuts": [], "stopped_by": None} if record is None else record
+        self.cuts = None if cuts is None else frozenset(cuts)
 
     def left(self) -> float:
         return self.at - time.perf_counter()
 
     def another(self, seconds: float) -> "Budget":
-        """A fresh guard of `seconds` (a VCG re-solve) sharing this call's record."""
-        return Budget(seconds, self.record)
+        """A fresh guard of `seconds` (a VCG re-solve) sharing this call's record and cuts."""
+        budget = Budget(seconds, self.record)
+        budget.cuts = self.cuts
+        return budget
+
+    def next_solve(self) -> float | None:
+        """Number the next solve and return the seconds it may take (inf on a replay), or None: cut it."""
+        index = self.record["solves"]
+        self.record["solves"] += 1
+        if self.cuts is not None:
+            if index in self.cuts:
+                self.cut()
+                return None
+            return math.inf
+        left = self.left()
+        if left < MIN_SOLVE_S:
+            self.cut()
+            return None
+        return left
+
+    def cut(self) -> None:
+        """The guard stopped the solve just numbered: record it (its incumbent is discarded)."""
+        self.record["time_cuts"].append(self.record["solves"] - 1)
+        self.stopped(TIME_LIMIT)
 
     def stopped(self, reason: str) -> None:
         if self.record["stopped_by"] != TIME_LIMIT:
             self.record["stopped_by"] = reason
 
 
-def solve_welfare(market, *, payment_rule: str, time_limit: float, per_provider: int | bool | None) -> dict:
+def solve_welfare(
+    market, *, payment_rule: str, time_limit: float, per_provider: int | bool | None, time_cuts=None
+) -> dict:
     """Solve the welfare MILP (exactly, or pruned per provider) and price it by VCG or not at all.
 
     `per_provider`: None (automatic: exact up to `AUTO_PRUNE_PAIRS` pairs, pruned beyond), False (exact
-    at any size), or N (pruned to N per provider).
+    at any size), or N (pruned to N per provider). `time_cuts`: None for a live run, or a replay's
+    recorded `time_cuts` (then no wall-clock guard applies; exactly those solves are cut).
 
     Returns the assignment part of the RESULT plus `lp_bound` (None when no LP could be solved),
-    `pruning` (None on the exact path) and `stopped_by` (None, "work_limit" or "time_limit"). Raises
-    MechanismError `time_limit` (stopped with no solution) or `solver_failed`.
+    `pruning` (None on the exact path), `stopped_by` (None, "work_limit" or "time_limit") and
+    `time_cuts` (the solves the guard cut, in solve order). Raises MechanismError `time_limit` (stopped
+    with no solution) or `solver_failed`.
     """
-    budget = Budget(time_limit)
+    budget = Budget(time_limit, cuts=time_cuts)
     problem = _Problem(market, market.fits_alone)
     dual = problem.lp_dual(budget)
     auto = per_provider is None and problem.size > AUTO_PRUNE_PAIRS
@@ -193,15 +231,16 @@ def solve_welfare(market, *, payment_rule: str, time_limit: float, per_provider:
         "receipts": receipts,
         "pruning": pruning,
         "stopped_by": budget.record["stopped_by"],
+        "time_cuts": budget.record["time_cuts"],
     }
 
 
-def lp_bound(market, *, time_limit: float) -> tuple[float | None, str | None]:
+def lp_bound(market, *, time_limit: float, time_cuts=None) -> tuple[float | None, dict]:
     """The LP-relaxation bound over all pairs that fit (None if the wall-clock guard stopped the LP), and
-    `stopped_by` (None, or "time_limit" when it did)."""
-    budget = Budget(time_limit)
+    the budget's record (`stopped_by`, `time_cuts`; `time_cuts` replays as in `solve_welfare`)."""
+    budget = Budget(time_limit, cuts=time_cuts)
     dual = _Problem(market, market.fits_alone).lp_dual(budget)
-    return (None if dual is None else dual.bound), budget.record["stopped_by"]
+    return (None if dual is None else dual.bound), budget.record
 
 
 def prune_per_provider(
@@ -277,11 +316,12 @@ class _Problem:
         index = np.flatnonzero(columns)
         if len(index) == 0:
             return 0.0, chosen, True
-        time_limit = budget.left()
-        if time_limit < MIN_SOLVE_S:
-            budget.stopped(TIME_LIMIT)
+        time_limit = budget.next_solve()
+        if time_limit is None:
             raise MechanismError("time_limit", "the welfare MILP found no solution within the time limit")
-        options = {"mip_rel_gap": gap, "time_limit": time_limit, "node_limit": nodes}
+        options = {"mip_rel_gap": gap, "node_limit": nodes}
+        if math.isfinite(time_limit):
+            options["time_limit"] = time_limit
         if gap > 0:
             options.update(HIGHS_CAPPED)
         with warnings.catch_warnings():  # options beyond SciPy's list go to HiGHS verbatim, with a warning
@@ -293,15 +333,16 @@ class _Problem:
                 constraints=LinearConstraint(self.matrix[:, index], -np.inf, self.rhs),
                 options=options,
             )
-        budget.record["nodes"] += int(getattr(result, "mip_node_count", 0) or 0)
+        if result.status == 1:  # the guard: whatever HiGHS holds depends on the machine, so it is dropped
+            budget.cut()
+            raise MechanismError("time_limit", f"the welfare MILP was stopped after {time_limit:.3g} s")
         # SciPy reports HiGHS's node limit ("Solution limit reached") as status 4 with the incumbent.
         work_stop = result.status == 4 and "Solution limit" in result.message
-        if result.status == 1 or work_stop:
-            budget.stopped(WORK_LIMIT if work_stop else TIME_LIMIT)
-        if result.status in (0, 1) or work_stop:
+        if work_stop:
+            budget.stopped(WORK_LIMIT)
+        if result.status == 0 or work_stop:
             if result.x is None:
-                within = f"{nodes} nodes" if work_stop else f"{time_limit:.3g} s"
-                raise MechanismError("time_limit", f"the welfare MILP found no solution within {within}")
+                raise MechanismError("time_limit", f"the welfare MILP found no solution within {nodes} nodes")
             exact = result.status == 0 and (gap == 0 or result.mip_gap is not None and result.mip_gap <= 0)
         else:
             raise MechanismError("solver_failed", f"the welfare MILP failed: {result.message}")
@@ -344,22 +385,22 @@ class _Problem:
     def _restricted_lp(self, columns: np.ndarray, budget: Budget) -> "_Dual | None":
         """The LP over `columns`; its capacity duals mu priced over all columns (Lagrangian job duals).
         None when the wall-clock guard stops it (recorded: the LP itself always finishes otherwise)."""
-        left = budget.left()
-        if left < MIN_SOLVE_S:
-            budget.stopped(TIME_LIMIT)
+        left = budget.next_solve()
+        if left is None:
             return None
         index = np.flatnonzero(columns)
+        options = {"presolve": PRESOLVE} | ({"time_limit": left} if math.isfinite(left) else {})
         result = linprog(
             -self.weights[index],
             A_ub=self.matrix[:, index],
             b_ub=self.rhs,
             bounds=(0, 1),
             method="highs",
-            options={"time_limit": left, "presolve": PRESOLVE},
+            options=options,
         )
         if result.status != 0:
             if result.status == 1:
-                budget.stopped(TIME_LIMIT)
+                budget.cut()
             return None
         y_lp = np.maximum(0.0, -np.asarray(result.ineqlin.marginals))
         mu = y_lp.copy()
@@ -403,7 +444,7 @@ def _better_seed(result, seed, weights):
     welfare, chosen, exact = result
     if seed is not None and not exact:
         seeded = float(weights[seed].sum())
-        if seeded > welfare:  # a solve stopped at the limit may hold a worse incumbent than the seed
+        if seeded > welfare:  # a solve stopped by its node limit may hold a worse incumbent than the seed
             return seeded, seed.copy(), False
     return result
 

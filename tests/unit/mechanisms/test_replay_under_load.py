@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from auctions.mechanisms import clear, price, welfare_milp
+from auctions.mechanisms import MechanismError, clear, price, welfare_milp
 from auctions.mechanisms.canonical import input_sha256
 from tests.unit.mechanisms.test_heterogeneous_pruning import congested_book
 
@@ -70,7 +70,7 @@ BOOKS = {
     "sbba": lambda: unit_book("sbba"),
     "sbba_buyer_lottery": lambda: unit_book("sbba_buyer_lottery"),
     "huang": huang_book,
-    "welfare exact + vcg": lambda: dict(congested_book(40, 5), payment_rule="vcg"),
+    "welfare exact + vcg": lambda: dict(congested_book(16, 3), payment_rule="vcg"),
     "welfare pruned per provider": lambda: dict(congested_book(150, 10), pruning={"per_provider": 2}),
     "welfare automatic pruning": welfare_auto_book,
     "greedy + critical": lambda: dict(congested_book(150, 10), mechanism="greedy", payment_rule="critical"),
@@ -110,7 +110,7 @@ def fast_clock(monkeypatch) -> None:
 AUTOMATIC = {"AUTO_PRUNE_PAIRS": 0, "AUTO_PER_PROVIDER": 1, "AUTO_WIDER_PER_PROVIDER": 2}
 REPLAY = """
 import json
-from auctions.mechanisms import clear, price, welfare_milp
+from auctions.mechanisms import MechanismError, clear, price, welfare_milp
 from auctions.mechanisms.canonical import input_sha256
 from tests.unit.mechanisms.test_replay_under_load import AUTOMATIC, BOOKS, GAMES
 for name, value in AUTOMATIC.items():
@@ -186,13 +186,76 @@ class TestWorkLimitsNotTime:
 
     def test_a_wall_clock_stop_keeps_the_rounding_and_says_time_limit(self, monkeypatch):
         doc = dict(congested_book(40, 5), payment_rule="none", time_limit_s=45)
-        ticks = iter(range(0, 10**9, 30))  # the LP starts 30 s in (15 s left), the MILP 60 s in (none)
-        monkeypatch.setattr(
-            welfare_milp, "time", types.SimpleNamespace(perf_counter=lambda: float(next(ticks)))
-        )
+        fast_clock(monkeypatch)  # the LP starts 30 s in (15 s left), the MILP 60 s in (none left)
 
         result = clear(doc)
 
         assert result["stopped_by"] == "time_limit"
+        assert result["time_cuts"] == [1]  # solve 0 is the LP, solve 1 the first MILP
         assert result["status"] == "feasible"
         assert 0 < result["welfare"] <= result["lp_bound"]
+
+
+class TestReplayOfAWallClockStop:
+    def test_a_replay_cuts_the_recorded_solves_and_gives_the_same_result(self, monkeypatch):
+        doc = dict(congested_book(16, 3), payment_rule="vcg", time_limit_s=45)
+        with monkeypatch.context() as patch:
+            fast_clock(patch)
+            original = clear(doc)
+        live = clear(doc)  # a quick machine: the guard does not fire, the answer is the optimum
+
+        replayed = clear(doc, replay=original)
+
+        assert original["time_cuts"] and original["stopped_by"] == "time_limit"
+        assert live["status"] == "optimal" and live["welfare"] > original["welfare"]
+        assert replayed == original
+        assert input_sha256(replayed) == input_sha256(original)
+
+    def test_a_replay_is_not_guarded_so_a_slow_machine_replays_a_full_solve(self, monkeypatch):
+        doc = dict(congested_book(16, 3), payment_rule="vcg", time_limit_s=45)
+        original = clear(doc)
+        fast_clock(monkeypatch)  # the replaying machine is so slow that a live run would be cut
+
+        replayed = clear(doc, replay=original)
+
+        assert "time_cuts" not in original and original["status"] == "optimal"
+        assert replayed == original
+        assert clear(doc)["stopped_by"] == "time_limit"  # what the guard would have done live
+
+    def test_greedy_replays_a_cut_lp_bound(self, monkeypatch):
+        doc = dict(congested_book(40, 5), mechanism="greedy", payment_rule="critical", time_limit_s=20)
+        with monkeypatch.context() as patch:
+            fast_clock(patch)  # the LP starts 30 s in: cut
+            original = clear(doc)
+
+        replayed = clear(doc, replay=original)
+
+        assert (original["lp_bound"], original["time_cuts"]) == (None, [0])
+        assert replayed == original
+        assert clear(doc)["lp_bound"] is not None
+
+    def test_a_list_replays_document_by_document(self, monkeypatch):
+        docs = [unit_book("mcafee"), dict(congested_book(40, 5), payment_rule="none", time_limit_s=45)]
+        with monkeypatch.context() as patch:
+            fast_clock(patch)
+            original = clear(docs)
+
+        assert clear(docs, replay=original) == original
+        assert original[1]["time_cuts"] == [1]
+
+    @pytest.mark.parametrize(
+        "replay",
+        [{"time_cuts": [-1]}, {"time_cuts": "1"}, {"time_cuts": [True]}, "result"],
+        ids=["negative", "string", "boolean", "not a result"],
+    )
+    def test_refuses_a_malformed_replay(self, replay):
+        with pytest.raises(MechanismError) as raised:
+            clear(congested_book(10, 2), replay=replay)
+
+        assert raised.value.code == "bad_input"
+
+    def test_refuses_a_replay_list_of_the_wrong_length(self):
+        with pytest.raises(MechanismError) as raised:
+            clear([congested_book(10, 2)], replay=[])
+
+        assert raised.value.code == "bad_input"
