@@ -272,7 +272,9 @@ def round_replay(*, round_id: int) -> dict:
         report["error"] = "the round has no snapshot (it was never cleared)"
         return report
     try:
-        recomputed = clear(json.loads(round_obj.snapshot))
+        # The stored result tells the engine which solves the wall-clock guard cut (`time_cuts`), so the
+        # replay repeats them and runs the rest unguarded: the same result on any machine, under any load.
+        recomputed = clear(json.loads(round_obj.snapshot), replay=round_obj.result)
     except MechanismError as error:
         report["error"] = f"{error.code}: {error.message}"
         report["match"] = (
