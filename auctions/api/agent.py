@@ -14,6 +14,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from auctions.api import agent_serializers as s
+from auctions.api.long_poll import long_poll_slots
 from auctions.models import Lease
 from auctions.selectors import leases as lease_selectors
 from auctions.services.leases import (
@@ -41,6 +42,12 @@ def _provider(request):
     return provider
 
 
+def _caller_key(request) -> str:
+    """Who holds a long-poll slot: the API key (a browser session counts as its user)."""
+    prefix = getattr(request.auth, "prefix", None)
+    return f"key:{prefix}" if prefix else f"user:{request.user.pk}"
+
+
 def _valid(serializer_class, data) -> dict:
     serializer = serializer_class(data=data)
     serializer.is_valid(raise_exception=True)
@@ -61,7 +68,8 @@ class HeartbeatView(APIView):
 
 class LeasePollView(APIView):
     """The leases offered to the caller (DISPATCHED). `wait=S` holds the request open up to S seconds
-    (at most CPX_AGENT_LONG_POLL_S) until there is one."""
+    (at most CPX_AGENT_LONG_POLL_S) until there is one, within the caps of held polls per key and per
+    process (auctions/api/long_poll.py; beyond them: 429 with Retry-After at once)."""
 
     permission_classes = [IsProvider]
 
@@ -72,10 +80,13 @@ class LeasePollView(APIView):
     def get(self, request):
         provider = _provider(request)
         wait = min(_valid(s.PollSerializer, request.query_params)["wait"], settings.CPX_AGENT_LONG_POLL_S)
-        give_up_at = time.monotonic() + wait
         offers = Lease.objects.filter(provider=provider, status=Lease.Status.DISPATCHED)
-        while not offers.exists() and time.monotonic() < give_up_at:
-            time.sleep(min(LONG_POLL_STEP_S, max(0.0, give_up_at - time.monotonic())))
+        if wait > 0 and not offers.exists():
+            # A waiting poll holds a server thread: only within this process's caps (long_poll.py).
+            with long_poll_slots.hold(_caller_key(request)):
+                give_up_at = time.monotonic() + wait
+                while not offers.exists() and time.monotonic() < give_up_at:
+                    time.sleep(min(LONG_POLL_STEP_S, max(0.0, give_up_at - time.monotonic())))
         leases = lease_poll(provider=provider, now=timezone.now())
         return Response(s.AgentLeaseSerializer(leases, many=True).data)
 

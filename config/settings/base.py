@@ -91,13 +91,26 @@ STATICFILES_DIRS = [BASE_DIR / "static"] if (BASE_DIR / "static").is_dir() else 
 
 # Cache backs the API rate limits; REDIS_URL shares them across processes.
 REDIS_URL = env.str("REDIS_URL", default="")
+# Bounded socket timeouts: a Redis that hangs costs a request at most seconds, then the rate limiter
+# counts in-process for a while (market.api.throttling.CounterCaches).
 CACHES = {
     "default": (
-        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+        {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
+        }
         if REDIS_URL
         else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "cpx"}
     )
 }
+
+# A JSON body nesting deeper than this is refused (400 json_too_deep) before it is decoded: the
+# decoder recurses once per level, and no request of the API needs more than a few.
+CPX_JSON_MAX_DEPTH = env.int("CPX_JSON_MAX_DEPTH", default=32)
+
+# Most rows one page of a list returns (`?limit=` above it is cut to it; `next` links to the rest).
+CPX_API_MAX_LIMIT = env.int("CPX_API_MAX_LIMIT", default=500)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -106,8 +119,10 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],  # STRICT_JSON: NaN and Infinity refused
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    # DRF's JSONParser (STRICT_JSON: NaN and Infinity refused) behind a nesting-depth bound.
+    "DEFAULT_PARSER_CLASSES": ["config.parsers.DepthLimitedJSONParser"],
+    # limit/offset checked (400 `invalid` on anything but an integer in range), limit capped.
+    "DEFAULT_PAGINATION_CLASS": "config.pagination.BoundedLimitOffsetPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_THROTTLE_CLASSES": ["market.api.throttling.ApiKeyRateThrottle"],
@@ -191,6 +206,11 @@ CPX_SLA_PENALTY_RATE = Decimal(env.str("CPX_SLA_PENALTY_RATE", default="0.10"))
 CPX_SLA_REPUTATION_STEP = Decimal(env.str("CPX_SLA_REPUTATION_STEP", default="0.05"))
 # Longest an agent's GET /api/v1/agent/leases?wait=S is held open.
 CPX_AGENT_LONG_POLL_S = env.int("CPX_AGENT_LONG_POLL_S", default=20)
+# Long-polls one process holds open at once, per API key and in all; beyond: 429 with Retry-After at
+# once. Keep the total below a web worker's threads (gunicorn --threads) so the rest of the API always
+# has a thread.
+CPX_AGENT_LONG_POLLS_PER_KEY = env.int("CPX_AGENT_LONG_POLLS_PER_KEY", default=1)
+CPX_AGENT_LONG_POLLS_TOTAL = env.int("CPX_AGENT_LONG_POLLS_TOTAL", default=2)
 # The simulate backend runs a lease for expected_device_hours × 3600 / this many seconds; a lease
 # accepted as a simulation may report this many times its wall time (set 1 to hold it to real time).
 CPX_SIMULATION_SPEEDUP = env.float("CPX_SIMULATION_SPEEDUP", default=600.0)
@@ -253,6 +273,9 @@ CELERY_TASK_DEFAULT_QUEUE = env.str("CELERY_TASK_DEFAULT_QUEUE", default="cpx")
 # next beat tick picks the OPEN round up instead.
 CELERY_TASK_REJECT_ON_WORKER_LOST = False
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
+# Celery's consumer, closing a lost broker connection before collecting it: in Celery's order a Redis
+# restart with an unacknowledged task killed the worker (workers/consumer.py says how).
+CELERY_WORKER_CONSUMER = "workers.consumer:Consumer"
 # Redis redelivers a message a dead worker never acknowledged after this many seconds; it must exceed
 # the longest hard time limit (150 s), or a task still running would be delivered twice.
 CPX_BROKER_VISIBILITY_TIMEOUT_S = env.int("CPX_BROKER_VISIBILITY_TIMEOUT_S", default=300)

@@ -7,6 +7,7 @@ from rest_framework import serializers
 
 from auctions.mechanisms.llm_sizing import SUPPORTED_BITS
 from market.models import JobRequest, LedgerTransfer, Provider, Resource, User
+from market.models.providers import region_validator
 from market.money import DECIMAL_PLACES, MAX_AMOUNT, MAX_DIGITS
 
 
@@ -47,7 +48,7 @@ class ProviderSerializer(StrictSerializerMixin, serializers.ModelSerializer):
             "created_at",
         ]
         read_only_fields = ["id", "status", "reputation", "stake", "last_heartbeat_at", "created_at"]
-        extra_kwargs = {"wallet_address": {"validators": []}}
+        extra_kwargs = {"wallet_address": {"validators": []}, "region": {"validators": [region_validator]}}
 
 
 class ResourceSerializer(StrictSerializerMixin, serializers.ModelSerializer):
@@ -109,7 +110,7 @@ class JobSubmitSerializer(StrictSerializerMixin, serializers.Serializer):
     budget = money_field(min_value=Decimal("0.000001"))
     deadline = serializers.DateTimeField()
     latency_sla_ms = serializers.IntegerField(min_value=1, max_value=600_000, required=False)
-    region = serializers.CharField(max_length=32)
+    region = serializers.CharField(max_length=32, validators=[region_validator])
     requested_memory_per_device_gib = serializers.DecimalField(
         max_digits=8, decimal_places=2, min_value=Decimal("0.01"), required=False
     )
