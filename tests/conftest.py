@@ -132,3 +132,14 @@ def shared_db(transactional_db):
     yield db
     if db.shared:
         db.connection.dec_thread_sharing()
+
+
+@pytest.fixture
+def file_storage(settings, tmp_path):
+    """Files (issue 10) go to a temporary directory of this test, through the default storage."""
+    location = tmp_path / "files"
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "default": {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": location}},
+    }
+    return location

@@ -16,6 +16,7 @@ from rest_framework.views import APIView
 from auctions.api import agent_serializers as s
 from auctions.models import Lease
 from auctions.selectors import leases as lease_selectors
+from auctions.services.batches import lease_batch_record, lease_batch_state, lease_input_file
 from auctions.services.leases import (
     LeaseNotFound,
     lease_accept,
@@ -29,6 +30,7 @@ from config.errors import NotFound
 from contracts.selectors import lease_chain_status
 from market import selectors
 from market.api.permissions import IsConsumer, IsProvider
+from market.api.views import file_download
 
 # How often a long-poll looks for new offers: short enough to feel instant, long enough to be cheap.
 LONG_POLL_STEP_S = 0.25
@@ -141,6 +143,43 @@ class LeaseFailView(APIView):
         return Response(s.AgentLeaseSerializer(lease).data)
 
 
+class LeaseInputView(APIView):
+    """The job's input file, for the provider holding a live lease on it (403 once the lease is
+    closed, 404 for another provider's lease); its sha256 in X-CPX-SHA256."""
+
+    permission_classes = [IsProvider]
+
+    @extend_schema(responses={(200, "application/octet-stream"): bytes})
+    def get(self, request, pk):
+        return file_download(lease_input_file(provider=_provider(request), lease_id=pk))
+
+
+class LeaseBatchView(APIView):
+    """A batch lease's state: the input file (id, sha256, bytes, lines) and the custom_ids already
+    answered for the job, so a restarted or failed-over agent runs only the rest."""
+
+    permission_classes = [IsProvider]
+
+    @extend_schema(responses=s.BatchStateSerializer)
+    def get(self, request, pk):
+        return Response(lease_batch_state(provider=_provider(request), lease_id=pk))
+
+
+class LeaseResultsView(APIView):
+    """Record answered requests (OpenAI Batch output lines, at most 1000 per call); each request is
+    kept once per job. An implausible usage block answers 422 and records nothing."""
+
+    permission_classes = [IsProvider]
+
+    @extend_schema(request=s.BatchResultsSerializer, responses=s.BatchRecordedSerializer)
+    def post(self, request, pk):
+        data = _valid(s.BatchResultsSerializer, request.data)
+        answer = lease_batch_record(
+            provider=_provider(request), lease_id=pk, results=data["results"], now=timezone.now()
+        )
+        return Response(answer)
+
+
 class JobLeaseListView(APIView):
     """Every lease of one of the caller's jobs, oldest first, with how and why each ended."""
 
@@ -164,5 +203,8 @@ urlpatterns = [
     path("agent/leases/<int:pk>/progress", LeaseProgressView.as_view(), name="agent-lease-progress"),
     path("agent/leases/<int:pk>/complete", LeaseCompleteView.as_view(), name="agent-lease-complete"),
     path("agent/leases/<int:pk>/fail", LeaseFailView.as_view(), name="agent-lease-fail"),
+    path("agent/leases/<int:pk>/input", LeaseInputView.as_view(), name="agent-lease-input"),
+    path("agent/leases/<int:pk>/batch", LeaseBatchView.as_view(), name="agent-lease-batch"),
+    path("agent/leases/<int:pk>/results", LeaseResultsView.as_view(), name="agent-lease-results"),
     path("jobs/<int:pk>/leases", JobLeaseListView.as_view(), name="job-leases"),
 ]

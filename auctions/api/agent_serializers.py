@@ -61,6 +61,11 @@ class FailSerializer(StrictSerializerMixin, serializers.Serializer):
 
 
 class LeaseJobSerializer(serializers.ModelSerializer):
+    input_file = serializers.SerializerMethodField(help_text="batch or dataset file id (read with the lease)")
+
+    def get_input_file(self, job) -> str | None:
+        return f"file-{job.input_file_id}" if job.input_file_id else None
+
     class Meta:
         model = JobRequest
         fields = [
@@ -74,6 +79,7 @@ class LeaseJobSerializer(serializers.ModelSerializer):
             "workload_tokens",
             "workload_device_hours",
             "deadline",
+            "input_file",
         ]
         read_only_fields = fields
 
@@ -168,3 +174,26 @@ class ConsumerLeaseSerializer(serializers.ModelSerializer):
 
     def get_settlement_on_chain(self, lease) -> dict | None:
         return self.context.get("chain", {}).get(lease.pk)
+
+
+class BatchFileSerializer(serializers.Serializer):
+    id = serializers.CharField()
+    sha256 = serializers.CharField()
+    bytes = serializers.IntegerField()
+    lines = serializers.IntegerField()
+
+
+class BatchStateSerializer(serializers.Serializer):
+    input_file = BatchFileSerializer()
+    done = serializers.ListField(child=serializers.CharField())
+
+
+class BatchResultsSerializer(StrictSerializerMixin, serializers.Serializer):
+    results = serializers.ListField(child=serializers.DictField(), max_length=1000)
+
+
+class BatchRecordedSerializer(serializers.Serializer):
+    recorded = serializers.IntegerField()
+    duplicates = serializers.IntegerField()
+    done = serializers.IntegerField()
+    lines = serializers.IntegerField()
