@@ -186,6 +186,7 @@ class BatchFileSerializer(serializers.Serializer):
 class BatchStateSerializer(serializers.Serializer):
     input_file = BatchFileSerializer()
     done = serializers.ListField(child=serializers.CharField())
+    default_max_tokens = serializers.IntegerField()
 
 
 class BatchResultsSerializer(StrictSerializerMixin, serializers.Serializer):

@@ -20,6 +20,7 @@ import json
 from datetime import datetime
 from decimal import ROUND_DOWN, Decimal
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Count, Q, Sum
 
@@ -79,7 +80,8 @@ def lease_input_file(*, provider: Provider, lease_id: int) -> DataFile:
 
 def lease_batch_state(*, provider: Provider, lease_id: int) -> dict:
     """What the agent needs to (re)start a batch lease: the input file's id, sha256 and size, and the
-    custom_ids already answered for the job (by this lease or one before it)."""
+    custom_ids already answered for the job (by this lease or one before it), and the max_tokens to
+    send for a request that states none."""
     lease = _live_lease(provider=provider, lease_id=lease_id)
     data_file = lease.job.input_file
     done = list(
@@ -93,6 +95,7 @@ def lease_batch_state(*, provider: Provider, lease_id: int) -> dict:
             "lines": data_file.lines,
         },
         "done": done,
+        "default_max_tokens": settings.CPX_BATCH_DEFAULT_MAX_TOKENS,
     }
 
 

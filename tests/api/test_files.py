@@ -29,7 +29,9 @@ def client(consumer):
 
 
 def upload(client, data: bytes, *, purpose="batch", name="requests.jsonl"):
-    return client.post(FILES, {"file": SimpleUploadedFile(name, data), "purpose": purpose}, format="multipart")
+    return client.post(
+        FILES, {"file": SimpleUploadedFile(name, data), "purpose": purpose}, format="multipart"
+    )
 
 
 def stored(location) -> list:
@@ -130,7 +132,8 @@ class TestJobWithInputFile:
         file_body = upload(client, batch_jsonl(10, max_tokens=32)).json()
 
         response = client.post(
-            "/api/v1/jobs", job_body(model_name=MODEL, workload_tokens=None, input_file_id=file_body["id"]),
+            "/api/v1/jobs",
+            job_body(model_name=MODEL, workload_tokens=None, input_file_id=file_body["id"]),
             format="json",
         )
 
@@ -151,7 +154,9 @@ class TestJobWithInputFile:
         other = bearer_client(ConsumerFactory())
         file_id = upload(other, batch_jsonl(2)).json()["id"]
 
-        response = client.post("/api/v1/jobs", job_body(model_name=MODEL, input_file_id=file_id), format="json")
+        response = client.post(
+            "/api/v1/jobs", job_body(model_name=MODEL, input_file_id=file_id), format="json"
+        )
 
         assert_error(response, 404, "file_not_found")
         assert not JobRequest.objects.filter(consumer=consumer).exists()

@@ -37,6 +37,8 @@ class Agent:
     ):
         self.client = client
         self.backend = backend
+        if hasattr(backend, "bind"):
+            backend.bind(client)
         self.poll_wait_s = poll_wait_s
         self.heartbeat_s = heartbeat_s
         self.once = once
