@@ -12,7 +12,7 @@ from auctions.services.batches import lease_batch_metered
 from market.models import JobRequest, LedgerAccount, LedgerTransfer
 from market.money import to_money
 from market.selectors import ledger_is_balanced
-from tests.batches import answer, batch_jsonl, batch_job
+from tests.batches import answer, batch_job, batch_jsonl
 from tests.conftest import NOW, assert_error, bearer_client
 from tests.factories import ConsumerFactory, ResourceFactory
 from tests.integration.test_leases import make_lease
