@@ -60,3 +60,15 @@ def answer(custom_id: str, *, prompt_tokens=10, completion_tokens=8, status_code
         "response": {"status_code": status_code, "request_id": "", "body": body},
         "error": None,
     }
+
+
+def expected_charge(lease) -> Decimal:
+    """The stated metering rule, computed here independently of the service: billable device-hours =
+    expected_device_hours × metered tokens / workload_tokens (seconds to 1e-3 s, rounded down;
+    hours to 1e-6 h), charge = unit_price_paid × that, to the money quantum."""
+    tokens = lease.tokens_in + lease.tokens_out
+    seconds = (lease.expected_device_hours * 3600 * tokens / lease.job.workload_tokens).quantize(
+        Decimal("0.001"), rounding="ROUND_DOWN"
+    )
+    hours = (seconds / 3600).quantize(Decimal("0.000001"), rounding="ROUND_HALF_EVEN")
+    return (lease.unit_price_paid * hours).quantize(Decimal("0.000001"), rounding="ROUND_HALF_EVEN")

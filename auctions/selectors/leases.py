@@ -52,7 +52,8 @@ def lease_get_for_provider(*, provider: Provider, lease_id: int) -> Lease | None
 
 
 def job_for_consumer(*, consumer: User, job_id: int) -> JobRequest | None:
-    return JobRequest.objects.filter(pk=job_id, consumer=consumer).first()
+    files = ("input_file", "output_file", "error_file")  # the batch card of the job's page
+    return JobRequest.objects.select_related(*files).filter(pk=job_id, consumer=consumer).first()
 
 
 def lease_list_for_job(*, job: JobRequest) -> QuerySet[Lease]:

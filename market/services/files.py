@@ -41,10 +41,12 @@ class FileExpired(DomainError):
     status = 410
 
 
-def file_upload(*, owner: User, purpose: str, upload, now: datetime) -> DataFile:
+def file_upload(*, owner: User, purpose: str, upload, now: datetime, reuse: bool = False) -> DataFile:
     """Check an uploaded file and keep it: a batch file must pass `batch_parse` line by line, a
     dataset is opaque; either is at most CPX_FILE_MAX_BYTES. A refused upload leaves nothing behind
     (no bytes in storage, no row). `upload` is a Django UploadedFile (or any file object with a name).
+    With `reuse`, the owner's live file of the same purpose and sha256 is returned instead of a copy
+    (a form posted twice keeps one file).
 
     Raises InvalidInput (purpose, name), FileTooLarge, BatchLineInvalid, BatchTooManyLines, BatchEmpty.
     """
@@ -58,6 +60,10 @@ def file_upload(*, owner: User, purpose: str, upload, now: datetime) -> DataFile
     digest, size = _sha256(upload, limit)
     if size == 0:
         raise InvalidInput("The file is empty.", field="file")
+    if reuse:
+        same = DataFile.objects.filter(owner=owner, purpose=purpose, sha256=digest, deleted_at__isnull=True)
+        if (found := same.order_by("id").first()) is not None:
+            return found
     summary = None
     if purpose == Purpose.BATCH:
         upload.seek(0)

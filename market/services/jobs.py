@@ -13,7 +13,7 @@ from auctions.mechanisms.llm_sizing import size_llm_job
 from auctions.models import Lease
 from config.errors import Conflict, InvalidInput, NotFound
 from market.models import DataFile, JobRequest, LedgerAccount, LedgerTransfer, User
-from market.services.files import file_get_for_owner
+from market.services.files import file_get_for_owner, file_upload
 from market.services.ledger import InsufficientFunds, ledger_transfer
 
 Status = JobRequest.Status
@@ -56,6 +56,20 @@ def job_request_submit(
         if not existing:
             raise
         return existing, False
+
+
+def job_request_submit_with_upload(
+    *, consumer: User, spec: dict, upload, now: datetime, idempotency_key: str | None = None
+) -> tuple[JobRequest, bool]:
+    """The submit page's path: keep the attached file (a batch file for inference, a dataset
+    otherwise; the same bytes kept before are reused, so a form posted twice is one file and one
+    job) and submit the job with it. Raises what file_upload and job_request_submit raise."""
+    purpose = (
+        DataFile.Purpose.BATCH if spec["kind"] == JobRequest.Kind.INFERENCE else DataFile.Purpose.DATASET
+    )
+    data_file = file_upload(owner=consumer, purpose=purpose, upload=upload, now=now, reuse=True)
+    spec = {**spec, "input_file_id": data_file.public_id}
+    return job_request_submit(consumer=consumer, spec=spec, now=now, idempotency_key=idempotency_key)
 
 
 @transaction.atomic

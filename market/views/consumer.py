@@ -3,6 +3,7 @@
 import uuid
 from datetime import timedelta
 from decimal import Decimal
+from functools import partial
 
 from django.conf import settings
 from django.contrib import messages
@@ -16,9 +17,9 @@ from auctions.selectors import leases as lease_selectors
 from auctions.services.pricing import job_quote
 from config.errors import DomainError, NotFound
 from market import selectors
-from market.forms import JobForm
+from market.forms import JobForm, JobWithFileForm
 from market.models import LedgerTransfer
-from market.services.jobs import job_request_cancel, job_request_submit
+from market.services.jobs import job_request_cancel, job_request_submit, job_request_submit_with_upload
 from market.views.common import TERMINAL_JOB_STATUSES, consumer_required, is_htmx, now
 
 JOBS_PER_PAGE = 25
@@ -77,13 +78,15 @@ def _job_defaults() -> dict:
 
 @consumer_required
 def job_new(request):
-    form = JobForm(request.POST or None, initial=_job_defaults())
+    form = JobWithFileForm(request.POST or None, files=request.FILES or None, initial=_job_defaults())
     key = _idempotency_key(request.POST.get("idempotency_key")) or str(uuid.uuid4())
     status = 200
     if request.method == "POST":
         if form.is_valid():
+            upload = form.cleaned_data.get("input_file")
+            submit = partial(job_request_submit_with_upload, upload=upload) if upload else job_request_submit
             try:
-                job, created = job_request_submit(
+                job, created = submit(
                     consumer=request.user, spec=form.validated_data, now=now(), idempotency_key=key
                 )
             except DomainError as error:

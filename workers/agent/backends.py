@@ -130,6 +130,8 @@ class OpenAIBackend:
     ):
         self.client = None
         self.concurrency = concurrency
+        self.batch_requests_sent = 0  # batch requests sent to the server (resumption skips the rest)
+        self._count_lock = threading.Lock()
         self.url = url.rstrip("/")
         if self.url.endswith("/v1"):
             self.url = self.url[: -len("/v1")]

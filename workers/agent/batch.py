@@ -115,6 +115,8 @@ class BatchRunner:
         if self.backend.model:
             body["model"] = self.backend.model
         url = self.backend.url + item["url"]
+        with self.backend._count_lock:
+            self.backend.batch_requests_sent += 1
         last = ""
         response = None
         for attempt in range(self.backend.retries + 1):
