@@ -185,7 +185,8 @@ class BatchResult(models.Model):
     body = models.JSONField(null=True, blank=True)
     error = models.JSONField(null=True, blank=True)
     prompt_tokens = models.PositiveIntegerField(default=0)
-    completion_tokens = models.PositiveIntegerField(default=0)
+    completion_tokens = models.PositiveIntegerField(default=0, help_text="billed: at most max_tokens")
+    reported_completion_tokens = models.PositiveIntegerField(default=0, help_text="as the server said")
     created_at = models.DateTimeField()
 
     class Meta:

@@ -3,8 +3,9 @@ records results as it goes (each request once per job, usage checked), and the c
 metered by the tokens its own results used; the job gets its output and error files.
 
 Metering (stated rule): a request's usage is the `usage` block of the server's answer, accepted only
-if completion_tokens ≤ the request's max_tokens and 1 ≤ prompt_tokens ≤ its prompt bound
-(market.services.batch_input). A lease is billed the device-hour equivalent of its tokens at the
+if 1 ≤ prompt_tokens ≤ its prompt bound (market.services.batch_input), else the upload is refused;
+the completion tokens billed are min(completion_tokens, the request's max_tokens) (a count past
+max_tokens is kept and shown, never billed). A lease is billed the device-hour equivalent of its tokens at the
 rate its round priced the job:
 
     billable device-hours = expected_device_hours × (prompt + completion tokens) / workload_tokens
@@ -134,14 +135,6 @@ def _result_row(item, *, summary: BatchSummary, index: dict, lease: Lease, now: 
     completion = usage.get("completion_tokens") if isinstance(usage, dict) else None
     if any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in (prompt, completion)):
         raise UsageImplausible("A result has no usage block with whole token counts.", custom_id=custom_id)
-    if completion > request.max_tokens:
-        raise UsageImplausible(
-            f"Request {custom_id}: {completion} completion tokens, "
-            f"more than its max_tokens {request.max_tokens}.",
-            custom_id=custom_id,
-            completion_tokens=completion,
-            max_tokens=request.max_tokens,
-        )
     if not 1 <= prompt <= request.prompt_bound:
         raise UsageImplausible(
             f"Request {custom_id}: {prompt} prompt tokens, outside 1..{request.prompt_bound} for its input.",
@@ -149,7 +142,11 @@ def _result_row(item, *, summary: BatchSummary, index: dict, lease: Lease, now: 
             prompt_tokens=prompt,
             prompt_bound=request.prompt_bound,
         )
-    row.prompt_tokens, row.completion_tokens = prompt, completion
+    # Billed completion tokens never exceed max_tokens. A server may report more: llama.cpp's keeps
+    # generating past max_tokens while the text ends inside a UTF-8 character. That is kept (in the
+    # body and `reported_completion_tokens`, summed on the job) but never billed.
+    row.prompt_tokens, row.completion_tokens = prompt, min(completion, request.max_tokens)
+    row.reported_completion_tokens = completion
     return row
 
 
@@ -194,6 +191,7 @@ def _sums(queryset) -> dict:
         failed=Count("id", filter=~Q(status_code=200) | Q(error__isnull=False)),
         prompt_tokens=Sum("prompt_tokens", default=0),
         completion_tokens=Sum("completion_tokens", default=0),
+        completion_tokens_reported=Sum("reported_completion_tokens", default=0),
     )
 
 

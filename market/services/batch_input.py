@@ -10,8 +10,9 @@ CPX_BATCH_DEFAULT_MAX_TOKENS when absent) is a whole number ≥ 1; `n` is 1 and 
 Prompt tokens, before any tokenizer is known (a stated estimate, used for sizing and the quote):
     estimate = ceil(UTF-8 bytes of the prompt text / 4) + 4 per message
 and the bound a provider's reported `usage.prompt_tokens` must respect (no tokenizer makes more than
-one token per byte; chat templates add a few tokens per message):
-    bound    = UTF-8 bytes of the prompt text + 32 per message + 64
+one token per byte; a chat template adds its markers per message and a preamble and reply primer per
+request — ChatML spelled out byte by byte, the worst case, adds 93 tokens to a one-message chat):
+    bound    = UTF-8 bytes of the prompt text + 48 per message + 128
 Pure functions: no database, no storage.
 """
 
@@ -29,8 +30,8 @@ MAX_CUSTOM_ID = 64
 MAX_TOKENS_LIMIT = 1_000_000
 ESTIMATE_BYTES_PER_TOKEN = 4
 ESTIMATE_PER_MESSAGE = 4
-BOUND_PER_MESSAGE = 32
-BOUND_PER_REQUEST = 64
+BOUND_PER_MESSAGE = 48
+BOUND_PER_REQUEST = 128
 
 
 class BatchLineInvalid(DomainError):

@@ -96,7 +96,6 @@ class TestLeaseResults:
     @pytest.mark.parametrize(
         ("line", "code"),
         [
-            (answer("request-2", completion_tokens=9), "usage_implausible"),  # max_tokens is 8
             (answer("request-2", prompt_tokens=10_000), "usage_implausible"),  # above the prompt bound
             (answer("request-2", prompt_tokens=0), "usage_implausible"),
             ({**answer("request-2"), "response": {"status_code": 200, "body": {}}}, "usage_implausible"),
@@ -111,6 +110,18 @@ class TestLeaseResults:
 
         assert_error(response, 422 if code == "usage_implausible" else 400, code)
         assert not BatchResult.objects.filter(job=job).exists()
+
+    def test_completion_tokens_past_max_tokens_are_never_billed(self, setup):
+        # llama.cpp goes on past max_tokens while its text ends inside a UTF-8 character.
+        _, job, lease, agent, _ = setup
+        accept(agent, lease)
+
+        response = results(agent, lease, [answer("request-1", completion_tokens=11)])
+
+        assert response.status_code == 200
+        assert BatchResult.objects.get(job=job, custom_id="request-1").completion_tokens == 8
+        assert BatchResult.objects.get(job=job, custom_id="request-1").reported_completion_tokens == 11
+        assert JobRequest.objects.get(pk=job.pk).batch_totals["completion_tokens_reported"] == 11
 
     def test_results_need_a_running_lease(self, setup):
         _, _, lease, agent, _ = setup

@@ -108,9 +108,10 @@ class TestBatchOnLlamaCpp:
         assert errors == []
         usages = [line["response"]["body"]["usage"] for line in output]
         assert all(line["response"]["status_code"] == 200 for line in output)
-        assert all(1 <= u["completion_tokens"] <= 12 for u in usages)
+        assert all(u["completion_tokens"] >= 1 for u in usages)
         assert lease.tokens_in == sum(u["prompt_tokens"] for u in usages) > REQUESTS
-        assert lease.tokens_out == sum(u["completion_tokens"] for u in usages)
+        # billed completion tokens: the server's count, never past each request's max_tokens
+        assert lease.tokens_out == sum(min(u["completion_tokens"], 12) for u in usages)
         assert backend.batch_requests_sent == REQUESTS
         charge = expected_charge(lease)
         assert charge > 0
