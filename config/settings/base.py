@@ -273,6 +273,7 @@ CELERY_BEAT_SCHEDULE = {
     "settlement-deposits": _every("contracts.sync_deposits", CPX_DEPOSIT_SYNC_INTERVAL_S),
     "settlement-reconcile": _every("contracts.reconcile", CPX_RECONCILE_INTERVAL_S),
     # --- end Settlement on chain (issue 5)
+    "expire-files": _every("market.expire_files", 3600),  # issue 10: CPX_FILE_TTL_DAYS
 }
 # The schedule is all intervals of seconds: nothing worth a schedule file on disk.
 CELERY_BEAT_SCHEDULER = "celery.beat:Scheduler"

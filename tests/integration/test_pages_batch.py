@@ -2,6 +2,7 @@
 API's upload), and on the job's page the requests answered, metered tokens, sha256s and the
 download buttons."""
 
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
@@ -10,12 +11,14 @@ from django.urls import reverse
 
 from auctions.services.leases import lease_accept, lease_complete
 from market.models import DataFile, JobRequest
+from market.services.files import file_expire
 from tests.batches import MODEL, answer, batch_job, batch_jsonl
 from tests.conftest import NOW, bearer_client
 from tests.factories import ConsumerFactory
 from tests.integration.pages import signed_in
 from tests.integration.test_leases import make_lease
 from tests.integration.test_pages_consumer import job_form
+from workers.tasks import expire_files
 
 pytestmark = pytest.mark.django_db
 
@@ -80,3 +83,28 @@ class TestBatchJobPage:
         assert job.output_file.sha256 in page and job.error_file.sha256 in page
         assert "2 of 2" in page and "1 with errors" in page
         assert output.status_code == 200 and b"request-1" in b"".join(output.streaming_content)
+
+
+class TestFileExpiry:
+    def test_deletes_the_bytes_of_expired_files_but_keeps_a_live_jobs_input(self, file_storage):
+        consumer = ConsumerFactory(balance=Decimal("100"))
+        job = batch_job(consumer=consumer, data=batch_jsonl(2), now=NOW, deadline=NOW.replace(year=2099))
+        idle = batch_job(consumer=consumer, data=batch_jsonl(3), now=NOW, deadline=NOW.replace(year=2099))
+        JobRequest.objects.filter(pk=idle.pk).update(status="CANCELLED")
+        later = NOW + timedelta(days=31)
+
+        assert file_expire(now=later) == 1
+
+        idle.input_file.refresh_from_db()
+        job.input_file.refresh_from_db()
+        assert idle.input_file.deleted_at == later and job.input_file.deleted_at is None
+        assert [p.name for p in file_storage.rglob("*.jsonl")] == [
+            job.input_file.content.name.rsplit("/", 1)[1]
+        ]
+        owner = bearer_client(consumer)
+        gone = owner.get(f"/api/v1/files/{idle.input_file.public_id}/content")
+        assert gone.status_code == 410 and gone.json()["code"] == "file_expired"
+        assert (
+            owner.get(f"/api/v1/files/{idle.input_file.public_id}").json()["sha256"] == idle.input_file.sha256
+        )
+        assert expire_files() == {"expired": 0}  # the task: the rest is not due yet by the real clock
