@@ -185,5 +185,6 @@ class TestBatchCompletion:
             job.error_file.sha256,
         )
         assert_error(bearer_client(ConsumerFactory()).get(f"{BASE}/jobs/{job.pk}/output"), 404, "not_found")
-        assert LedgerTransfer.objects.filter(reference=f"lease:{lease.pk}:payment").count() == 1
+        payment = LedgerTransfer.objects.get(reference=f"lease:{lease.pk}:payment")
+        assert payment.memo.endswith(f"results sha256 {job.output_file.sha256}")
         assert JobRequest.objects.get(pk=job.pk).output_file.owner_id == consumer.pk
