@@ -10,13 +10,19 @@ from django.conf import settings
 from django.urls import path
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework.parsers import BaseParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from auctions.api import agent_serializers as s
 from auctions.models import Lease
 from auctions.selectors import leases as lease_selectors
-from auctions.services.batches import lease_batch_record, lease_batch_state, lease_input_file
+from auctions.services.batches import (
+    lease_artifact_store,
+    lease_batch_record,
+    lease_batch_state,
+    lease_input_file,
+)
 from auctions.services.leases import (
     LeaseNotFound,
     lease_accept,
@@ -30,6 +36,7 @@ from config.errors import NotFound
 from contracts.selectors import lease_chain_status
 from market import selectors
 from market.api.permissions import IsConsumer, IsProvider
+from market.api.serializers import FileSerializer
 from market.api.views import file_download
 
 # How often a long-poll looks for new offers: short enough to feel instant, long enough to be cheap.
@@ -180,6 +187,34 @@ class LeaseResultsView(APIView):
         return Response(answer)
 
 
+class OctetStreamParser(BaseParser):
+    """Raw bytes, read up to one byte past the limit (the service refuses what is over it)."""
+
+    media_type = "application/octet-stream"
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        return stream.read(settings.CPX_FILE_MAX_BYTES + 1) if stream is not None else b""
+
+
+class LeaseArtifactView(APIView):
+    """A training or fine-tuning lease's artifact (raw bytes, `X-Filename` names it): kept as the
+    job's output file, for its consumer (`GET /jobs/{id}/output`)."""
+
+    permission_classes = [IsProvider]
+    parser_classes = [OctetStreamParser]
+
+    @extend_schema(request={"application/octet-stream": bytes}, responses={201: FileSerializer})
+    def post(self, request, pk):
+        artifact = lease_artifact_store(
+            provider=_provider(request),
+            lease_id=pk,
+            data=request.data or b"",
+            filename=request.headers.get("X-Filename", ""),
+            now=timezone.now(),
+        )
+        return Response(FileSerializer(artifact).data, status=201)
+
+
 class JobLeaseListView(APIView):
     """Every lease of one of the caller's jobs, oldest first, with how and why each ended."""
 
@@ -206,5 +241,6 @@ urlpatterns = [
     path("agent/leases/<int:pk>/input", LeaseInputView.as_view(), name="agent-lease-input"),
     path("agent/leases/<int:pk>/batch", LeaseBatchView.as_view(), name="agent-lease-batch"),
     path("agent/leases/<int:pk>/results", LeaseResultsView.as_view(), name="agent-lease-results"),
+    path("agent/leases/<int:pk>/artifact", LeaseArtifactView.as_view(), name="agent-lease-artifact"),
     path("jobs/<int:pk>/leases", JobLeaseListView.as_view(), name="job-leases"),
 ]

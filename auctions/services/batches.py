@@ -29,7 +29,7 @@ from auctions.models import BatchResult, Lease
 from config.errors import Conflict, DomainError, InvalidInput, NotFound
 from market.models import DataFile, JobRequest, Provider
 from market.services.batch_input import BatchSummary
-from market.services.files import batch_file_summary, file_store
+from market.services.files import FileTooLarge, batch_file_summary, file_store
 
 MAX_RESULTS_PER_UPLOAD = 1000
 SECONDS = Decimal("0.001")
@@ -261,3 +261,33 @@ def lease_batch_close(*, lease: Lease, now: datetime) -> tuple[int, int, Decimal
     )
     JobRequest.objects.filter(pk=job.pk).update(output_file=output_file, error_file=error_file)
     return lease_batch_metered(lease)
+
+
+@transaction.atomic
+def lease_artifact_store(
+    *, provider: Provider, lease_id: int, data: bytes, filename: str, now: datetime
+) -> DataFile:
+    """Keep the opaque artifact (e.g. a LoRA adapter) a training or fine-tuning lease produced as
+    its job's output file, owned by the consumer; a second upload replaces the first. Only the
+    provider of a RUNNING lease may; at most CPX_FILE_MAX_BYTES. Raises NotFound, LeaseNotLive,
+    FileTooLarge, InvalidInput (an inference job's output is its batch results, or no bytes)."""
+    lease = Lease.objects.select_for_update(of=("self",)).select_related("job", "job__consumer")
+    lease = lease.filter(pk=lease_id, provider=provider).first()
+    if lease is None:
+        raise NotFound("No such lease.", lease=lease_id)
+    if lease.status != Lease.Status.RUNNING:
+        raise LeaseNotLive("Only a running lease stores an artifact.", lease=lease_id, status=lease.status)
+    if lease.job.kind == JobRequest.Kind.INFERENCE:
+        raise InvalidInput("An inference job returns its results, not an artifact.", lease=lease_id)
+    if len(data) > settings.CPX_FILE_MAX_BYTES:
+        raise FileTooLarge(
+            f"A file is at most {settings.CPX_FILE_MAX_BYTES} bytes.", max_bytes=settings.CPX_FILE_MAX_BYTES
+        )
+    if not data:
+        raise InvalidInput("The artifact is empty.", field="body")
+    name = (filename or f"job-{lease.job_id}-artifact.bin").replace("/", "_")[:255]
+    artifact = file_store(
+        owner=lease.job.consumer, purpose=DataFile.Purpose.ARTIFACT, filename=name, data=data, now=now
+    )
+    JobRequest.objects.filter(pk=lease.job_id).update(output_file=artifact)
+    return artifact

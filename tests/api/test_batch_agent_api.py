@@ -6,15 +6,17 @@ import json
 from decimal import Decimal
 
 import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
 
 from auctions.models import BatchResult, Lease
 from auctions.services.batches import lease_batch_metered
 from market.models import JobRequest, LedgerAccount, LedgerTransfer
 from market.money import to_money
 from market.selectors import ledger_is_balanced
+from market.services.files import file_upload
 from tests.batches import answer, batch_job, batch_jsonl
 from tests.conftest import NOW, assert_error, bearer_client
-from tests.factories import ConsumerFactory, ResourceFactory
+from tests.factories import ConsumerFactory, ResourceFactory, job_submit
 from tests.integration.test_leases import make_lease
 
 pytestmark = pytest.mark.django_db
@@ -188,3 +190,57 @@ class TestBatchCompletion:
         payment = LedgerTransfer.objects.get(reference=f"lease:{lease.pk}:payment")
         assert payment.memo.endswith(f"results sha256 {job.output_file.sha256}")
         assert JobRequest.objects.get(pk=job.pk).output_file.owner_id == consumer.pk
+
+
+class TestTrainingArtifact:
+    @pytest.fixture
+    def training(self, file_storage):
+        consumer = ConsumerFactory(balance=Decimal("100"))
+        dataset = file_upload(
+            owner=consumer,
+            purpose="dataset",
+            upload=SimpleUploadedFile("train.bin", b"\x00\x01" * 512),
+            now=NOW,
+        )
+        job = job_submit(
+            consumer=consumer,
+            now=NOW,
+            kind="TRAINING",
+            workload_tokens=None,
+            workload_device_hours=Decimal("1"),
+            input_file_id=dataset.public_id,
+            deadline=NOW.replace(year=2099),
+        )
+        lease = make_lease(job=job, now=NOW, expected_hours=Decimal("1"))
+        return consumer, job, lease, bearer_client(lease.provider.user, "provider")
+
+    def post_artifact(self, agent, lease, data: bytes):
+        return agent.generic(
+            "POST",
+            f"{BASE}/agent/leases/{lease.pk}/artifact",
+            data,
+            content_type="application/octet-stream",
+            HTTP_X_FILENAME="adapter.safetensors",
+        )
+
+    def test_the_dataset_is_read_with_the_lease_and_the_artifact_goes_to_the_consumer(self, training):
+        consumer, job, lease, agent = training
+        accept(agent, lease)
+
+        dataset = agent.get(f"{BASE}/agent/leases/{lease.pk}/input")
+        stored = self.post_artifact(agent, lease, b"LoRA" * 100)
+        output = bearer_client(consumer).get(f"{BASE}/jobs/{job.pk}/output")
+
+        assert b"".join(dataset.streaming_content) == b"\x00\x01" * 512
+        assert stored.status_code == 201 and stored.json()["purpose"] == "artifact"
+        assert b"".join(output.streaming_content) == b"LoRA" * 100
+        assert output["X-CPX-SHA256"] == stored.json()["sha256"]
+
+    def test_an_artifact_needs_a_running_lease_and_fits_the_limit(self, training, settings):
+        _, job, lease, agent = training
+        assert_error(self.post_artifact(agent, lease, b"x"), 403, "lease_not_live")
+        accept(agent, lease)
+        settings.CPX_FILE_MAX_BYTES = 10
+
+        assert_error(self.post_artifact(agent, lease, b"x" * 11), 413, "file_too_large")
+        assert JobRequest.objects.get(pk=job.pk).output_file is None
