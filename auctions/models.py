@@ -202,3 +202,38 @@ class BatchResult(models.Model):
     @property
     def succeeded(self) -> bool:
         return self.status_code == 200 and self.error is None
+
+
+class Verification(models.Model):
+    """A spot check of a completed batch lease: k of its greedy (temperature 0) requests re-run by a
+    different provider serving the same model, their texts compared exactly with what the lease
+    returned (auctions.services.verification states the rule and the consequences).
+
+    PENDING (waiting for a verifier) → ASSIGNED (a verifier's agent took it) → PASSED | FAILED.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "PENDING", "Waiting for a verifier"
+        ASSIGNED = "ASSIGNED", "Being re-run"
+        PASSED = "PASSED", "Passed"
+        FAILED = "FAILED", "Failed"
+
+    job = models.ForeignKey(JobRequest, on_delete=models.PROTECT, related_name="verifications")
+    lease = models.OneToOneField(Lease, on_delete=models.PROTECT, related_name="verification")
+    verifier = models.ForeignKey(
+        Provider, on_delete=models.PROTECT, null=True, blank=True, related_name="verifications_run"
+    )
+    custom_ids = models.JSONField(default=list, help_text="the sampled requests")
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.PENDING)
+    mismatches = models.JSONField(default=list, help_text="custom_ids whose text differed")
+    refunded = MoneyField(default=0)
+    created_at = models.DateTimeField()
+    assigned_at = models.DateTimeField(null=True, blank=True)
+    decided_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["status", "id"])]
+
+    def __str__(self) -> str:
+        return f"verification {self.pk} of lease {self.lease_id} {self.status}"

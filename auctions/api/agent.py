@@ -32,6 +32,7 @@ from auctions.services.leases import (
     lease_report_progress,
     provider_heartbeat,
 )
+from auctions.services.verification import verification_decide, verification_poll
 from config.errors import NotFound
 from contracts.selectors import lease_chain_status
 from market import selectors
@@ -215,6 +216,35 @@ class LeaseArtifactView(APIView):
         return Response(FileSerializer(artifact).data, status=201)
 
 
+class VerificationPollView(APIView):
+    """Spot checks for a verifier: `models=a,b` names the models the caller's server serves; each
+    check handed out is ASSIGNED to the caller, with the requests to re-run at temperature 0."""
+
+    permission_classes = [IsProvider]
+
+    @extend_schema(
+        parameters=[OpenApiParameter("models", str, description="comma-separated model names")],
+        responses=s.VerificationOfferSerializer(many=True),
+    )
+    def get(self, request):
+        models = [m.strip() for m in request.query_params.get("models", "").split(",") if m.strip()][:20]
+        return Response(verification_poll(provider=_provider(request), models=models, now=timezone.now()))
+
+
+class VerificationResultsView(APIView):
+    """The verifier's answers (OpenAI Batch output lines); the check is decided at once."""
+
+    permission_classes = [IsProvider]
+
+    @extend_schema(request=s.BatchResultsSerializer, responses=s.VerificationSerializer)
+    def post(self, request, pk):
+        data = _valid(s.BatchResultsSerializer, request.data)
+        verification = verification_decide(
+            provider=_provider(request), verification_id=pk, results=data["results"], now=timezone.now()
+        )
+        return Response(s.VerificationSerializer(verification).data)
+
+
 class JobLeaseListView(APIView):
     """Every lease of one of the caller's jobs, oldest first, with how and why each ended."""
 
@@ -242,5 +272,11 @@ urlpatterns = [
     path("agent/leases/<int:pk>/batch", LeaseBatchView.as_view(), name="agent-lease-batch"),
     path("agent/leases/<int:pk>/results", LeaseResultsView.as_view(), name="agent-lease-results"),
     path("agent/leases/<int:pk>/artifact", LeaseArtifactView.as_view(), name="agent-lease-artifact"),
+    path("agent/verifications", VerificationPollView.as_view(), name="agent-verifications"),
+    path(
+        "agent/verifications/<int:pk>/results",
+        VerificationResultsView.as_view(),
+        name="agent-verification-results",
+    ),
     path("jobs/<int:pk>/leases", JobLeaseListView.as_view(), name="job-leases"),
 ]

@@ -5,7 +5,7 @@ from decimal import Decimal
 
 from rest_framework import serializers
 
-from auctions.models import Lease
+from auctions.models import Lease, Verification
 from auctions.services.leases import AGENT_FAIL_REASONS, MAX_TOKENS, lease_allocated_device_seconds
 from market.api.serializers import StrictSerializerMixin
 from market.models import JobRequest
@@ -198,3 +198,34 @@ class BatchRecordedSerializer(serializers.Serializer):
     duplicates = serializers.IntegerField()
     done = serializers.IntegerField()
     lines = serializers.IntegerField()
+
+
+class VerificationOfferSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    requests = serializers.ListField(child=serializers.DictField())
+
+
+class VerificationSerializer(serializers.ModelSerializer):
+    """A spot check: which lease, who re-ran it, the sampled requests, the outcome."""
+
+    provider = serializers.CharField(source="lease.provider.display_name", read_only=True)
+    verifier_name = serializers.CharField(source="verifier.display_name", default=None, read_only=True)
+
+    class Meta:
+        model = Verification
+        fields = [
+            "id",
+            "job",
+            "lease",
+            "provider",
+            "verifier",
+            "verifier_name",
+            "custom_ids",
+            "status",
+            "mismatches",
+            "refunded",
+            "created_at",
+            "assigned_at",
+            "decided_at",
+        ]
+        read_only_fields = fields

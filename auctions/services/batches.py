@@ -26,6 +26,7 @@ from django.db import transaction
 from django.db.models import Count, Q, Sum
 
 from auctions.models import BatchResult, Lease
+from auctions.services.verification import verification_maybe_open
 from config.errors import Conflict, DomainError, InvalidInput, NotFound
 from market.models import DataFile, JobRequest, Provider
 from market.services.batch_input import BatchSummary
@@ -260,6 +261,7 @@ def lease_batch_close(*, lease: Lease, now: datetime) -> tuple[int, int, Decimal
         now=now,
     )
     JobRequest.objects.filter(pk=job.pk).update(output_file=output_file, error_file=error_file)
+    verification_maybe_open(lease=lease, now=now)
     return lease_batch_metered(lease)
 
 

@@ -124,6 +124,14 @@ CPX_BATCH_DEFAULT_MAX_TOKENS = env.int("CPX_BATCH_DEFAULT_MAX_TOKENS", default=2
 # A file's bytes are deleted this many days after upload (results: after they are written).
 CPX_FILE_TTL_DAYS = env.int("CPX_FILE_TTL_DAYS", default=30)
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024  # form fields; uploaded files stream to temp files
+# Spot checks of batch leases (auctions.services.verification): the share of completed batch leases
+# checked, requests re-run per check, the verifier's fee per request (from the platform's fees), and
+# what a failed check costs the provider (reputation points, share of its stake).
+CPX_VERIFY_FRACTION = env.float("CPX_VERIFY_FRACTION", default=0.1)
+CPX_VERIFY_SAMPLE = env.int("CPX_VERIFY_SAMPLE", default=3)
+CPX_VERIFICATION_FEE = Decimal(env.str("CPX_VERIFICATION_FEE", default="0.0001"))
+CPX_VERIFY_REPUTATION_STEP = Decimal(env.str("CPX_VERIFY_REPUTATION_STEP", default="0.25"))
+CPX_VERIFY_STAKE_SLASH_RATE = Decimal(env.str("CPX_VERIFY_STAKE_SLASH_RATE", default="0.5"))
 
 # Cache backs the API rate limits; REDIS_URL shares them across processes.
 REDIS_URL = env.str("REDIS_URL", default="")

@@ -59,6 +59,7 @@ class BatchRequest:
     max_tokens: int
     prompt_bytes: int
     messages: int
+    greedy: bool = False  # temperature 0 stated: its output is reproducible, so spot-checkable
 
     @property
     def prompt_estimate(self) -> int:
@@ -177,7 +178,8 @@ def _parse_line(number: int, text: bytes, summary: BatchSummary, seen: dict, def
         if not isinstance(prompt, str) or not prompt:
             raise _bad(number, "body.prompt is a non-empty string.")
         prompt_bytes, messages = len(prompt.encode()), 0
-    return BatchRequest(number, custom_id, url, max_tokens, prompt_bytes, messages)
+    greedy = body.get("temperature") == 0 and not isinstance(body.get("temperature"), bool)
+    return BatchRequest(number, custom_id, url, max_tokens, prompt_bytes, messages, greedy)
 
 
 def _chat_size(number: int, messages) -> tuple[int, int]:

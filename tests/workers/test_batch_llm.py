@@ -27,11 +27,9 @@ from market.models import JobRequest, LedgerAccount, LedgerTransfer
 from market.selectors import ledger_is_balanced
 from market.services.accounts import api_key_create
 from tests.batches import MODEL, batch_jsonl, expected_charge
-from tests.conftest import service_unavailable
 from tests.factories import ConsumerFactory, job_body
 from tests.integration.test_leases import make_lease
 from tests.live import wait_for
-from tests.llm import llama_cpp_available, llama_server, write_tiny_gguf
 from workers.agent.backends import OpenAIBackend
 from workers.agent.client import AgentClient
 from workers.agent.runner import Agent
@@ -39,16 +37,6 @@ from workers.agent.runner import Agent
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.llm, pytest.mark.services]
 
 REQUESTS = 200
-
-
-@pytest.fixture(scope="module")
-def llm_url(tmp_path_factory):
-    if not llama_cpp_available():
-        service_unavailable("needs llama-cpp-python[server] and gguf (pip install -r requirements-llm.txt)")
-    folder = tmp_path_factory.mktemp("llm")
-    model = write_tiny_gguf(folder / "tiny.gguf", seed=1)
-    with llama_server(model, alias=MODEL, log=folder / "server.log") as url:
-        yield url
 
 
 def key(user, role) -> str:

@@ -27,6 +27,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--concurrency", type=int, default=4, help="batch jobs: requests in flight to the server at once"
     )
+    parser.add_argument(
+        "--verify-models",
+        default="",
+        help="comma-separated models this server serves: also re-run other providers' spot checks of them",
+    )
     parser.add_argument("--once", action="store_true", help="one poll; run what it offers; exit")
     parser.add_argument("--poll-wait", type=float, default=20.0, help="long-poll seconds")
     parser.add_argument("--heartbeat", type=float, default=None, help="seconds between heartbeats")
@@ -65,6 +70,7 @@ def main(argv=None) -> int:
         poll_wait_s=args.poll_wait,
         heartbeat_s=args.heartbeat,
         once=args.once,
+        verify_models=tuple(m.strip() for m in args.verify_models.split(",") if m.strip()),
     )
 
     def shut_down(signum, frame):

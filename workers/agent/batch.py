@@ -109,6 +109,10 @@ class BatchRunner:
             session = self._local.session = requests.Session()
         return session
 
+    def run_request(self, item: dict, default_max_tokens: int) -> dict:
+        """One batch request against the server: its OpenAI Batch output line. Raises ProviderFault."""
+        return self._one(item, default_max_tokens)
+
     def _one(self, item: dict, default_max_tokens: int) -> dict:
         body = dict(item["body"])
         body.setdefault("max_tokens", default_max_tokens)
@@ -145,3 +149,16 @@ class BatchRunner:
             },
             "error": None,
         }
+
+
+def run_verifications(client, backend, models: list[str]) -> int:
+    """Act as a verifier: take the spot checks of jobs naming one of `models` (see
+    auctions.services.verification), re-run their requests (temperature 0, as sent) against this
+    provider's server and return the answers. Returns how many checks were answered."""
+    runner = BatchRunner(backend, client, concurrency=1)
+    answered = 0
+    for check in client.verifications(models):
+        lines = [runner.run_request(item, 256) for item in check["requests"]]
+        client.verification_results(check["id"], lines)
+        answered += 1
+    return answered

@@ -135,3 +135,11 @@ class AgentClient:
 
     def batch_results(self, lease_id: int, results: list[dict]) -> dict:
         return self.request("POST", f"/agent/leases/{lease_id}/results", json={"results": results})
+
+    def verifications(self, models: list[str]) -> list[dict]:
+        return self.request("GET", "/agent/verifications", params={"models": ",".join(models)})
+
+    def verification_results(self, verification_id: int, results: list[dict]) -> dict:
+        return self.request(
+            "POST", f"/agent/verifications/{verification_id}/results", json={"results": results}
+        )
