@@ -10,6 +10,7 @@ from django.conf import settings
 from django.urls import path
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import generics
 from rest_framework.parsers import BaseParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -36,7 +37,7 @@ from auctions.services.verification import verification_decide, verification_pol
 from config.errors import NotFound
 from contracts.selectors import lease_chain_status
 from market import selectors
-from market.api.permissions import IsConsumer, IsProvider
+from market.api.permissions import IsConsumer, IsOperator, IsProvider
 from market.api.serializers import FileSerializer
 from market.api.views import file_download
 
@@ -245,6 +246,17 @@ class VerificationResultsView(APIView):
         return Response(s.VerificationSerializer(verification).data)
 
 
+class OperatorVerificationListView(generics.ListAPIView):
+    """Every spot check, newest first (operator); filter `status`."""
+
+    permission_classes = [IsOperator]
+    serializer_class = s.VerificationSerializer
+    filterset_fields = ["status"]
+
+    def get_queryset(self):
+        return lease_selectors.verification_list()
+
+
 class JobLeaseListView(APIView):
     """Every lease of one of the caller's jobs, oldest first, with how and why each ended."""
 
@@ -278,5 +290,6 @@ urlpatterns = [
         VerificationResultsView.as_view(),
         name="agent-verification-results",
     ),
+    path("operator/verifications", OperatorVerificationListView.as_view(), name="operator-verifications"),
     path("jobs/<int:pk>/leases", JobLeaseListView.as_view(), name="job-leases"),
 ]

@@ -59,10 +59,16 @@ def _draw(lease_id: int) -> tuple[float, random.Random]:
     return int.from_bytes(digest[:8], "big") / 2**64, random.Random(digest)
 
 
+def verification_sample(*, lease_id: int, eligible: list[str], k: int) -> list[str]:
+    """The k custom_ids (of the sorted eligible ones) a check of this lease re-runs, sorted."""
+    _, rng = _draw(lease_id)
+    return sorted(rng.sample(sorted(eligible), min(k, len(eligible))))
+
+
 def verification_maybe_open(*, lease: Lease, now: datetime) -> Verification | None:
     """Open a spot check of a completing batch lease if the draw selects it (see the module rule)."""
     fraction = settings.CPX_VERIFY_FRACTION
-    draw, rng = _draw(lease.pk)
+    draw, _ = _draw(lease.pk)
     if fraction <= 0 or draw >= fraction:
         return None
     summary = batch_file_summary(data_file=lease.job.input_file)
@@ -76,7 +82,7 @@ def verification_maybe_open(*, lease: Lease, now: datetime) -> Verification | No
     )
     if not eligible:
         return None
-    sample = rng.sample(eligible, min(settings.CPX_VERIFY_SAMPLE, len(eligible)))
+    sample = verification_sample(lease_id=lease.pk, eligible=eligible, k=settings.CPX_VERIFY_SAMPLE)
     return Verification.objects.create(job=lease.job, lease=lease, custom_ids=sorted(sample), created_at=now)
 
 

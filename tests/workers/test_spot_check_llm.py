@@ -18,7 +18,7 @@ from market.selectors import ledger_is_balanced
 from market.services.accounts import api_key_create
 from tests.batches import batch_job, batch_jsonl
 from tests.conftest import bearer_client
-from tests.factories import ConsumerFactory, ResourceFactory
+from tests.factories import ConsumerFactory, OperatorFactory, ResourceFactory
 from tests.integration.test_leases import make_lease
 from workers.agent.backends import OpenAIBackend
 from workers.agent.client import AgentClient
@@ -134,3 +134,15 @@ class TestSpotChecks:
         assert decided.status == "FAILED" and sorted(decided.mismatches) == sorted(decided.custom_ids)
         assert balance(consumer) == Decimal("100")
         assert Provider.objects.get(pk=lease.provider_id).reputation == Decimal("0.75")
+
+
+def test_operators_see_the_checks(live_server, llm_url, llm_url_verifier):
+    consumer, job, lease = greedy_batch_lease(count=3)
+    run(agent(live_server, lease.provider, llm_url))
+    decided = verify(live_server, llm_url_verifier)
+    operator = bearer_client(OperatorFactory())
+
+    listed = operator.get("/api/v1/operator/verifications?status=PASSED").json()["results"]
+
+    assert [(v["id"], v["lease"], v["status"]) for v in listed] == [(decided.pk, lease.pk, "PASSED")]
+    assert bearer_client(consumer).get("/api/v1/operator/verifications").status_code == 403
