@@ -10,6 +10,7 @@ import threading
 from decimal import Decimal
 
 import pytest
+from django.urls import reverse
 from django.utils import timezone
 
 from auctions.models import Verification
@@ -19,6 +20,7 @@ from market.services.accounts import api_key_create
 from tests.batches import batch_job, batch_jsonl
 from tests.conftest import bearer_client
 from tests.factories import ConsumerFactory, OperatorFactory, ResourceFactory
+from tests.integration.pages import signed_in
 from tests.integration.test_leases import make_lease
 from workers.agent.backends import OpenAIBackend
 from workers.agent.client import AgentClient
@@ -140,9 +142,12 @@ def test_operators_see_the_checks(live_server, llm_url, llm_url_verifier):
     consumer, job, lease = greedy_batch_lease(count=3)
     run(agent(live_server, lease.provider, llm_url))
     decided = verify(live_server, llm_url_verifier)
-    operator = bearer_client(OperatorFactory())
+    operator_user = OperatorFactory()
+    operator = bearer_client(operator_user)
 
     listed = operator.get("/api/v1/operator/verifications?status=PASSED").json()["results"]
 
     assert [(v["id"], v["lease"], v["status"]) for v in listed] == [(decided.pk, lease.pk, "PASSED")]
     assert bearer_client(consumer).get("/api/v1/operator/verifications").status_code == 403
+    page = signed_in(operator_user).get(reverse("ops:market-live")).content.decode()
+    assert 'id="spot-checks"' in page and f"#{decided.pk}" in page and "Passed" in page
