@@ -7,8 +7,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 
 from market.services.files import file_upload
 from tests.factories import job_submit
-
-MODEL = "tiny-llama"
+from tests.llm import MODEL
 
 
 def batch_line(

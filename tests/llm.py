@@ -18,6 +18,7 @@ from pathlib import Path
 
 import requests
 
+MODEL = "tiny-llama"  # the name the servers answer to, and the batch files' model
 N_VOCAB = 3 + 256
 N_EMBD = 64
 N_HEAD = 4
