@@ -160,3 +160,18 @@ class TestJobWithInputFile:
 
         assert_error(response, 404, "file_not_found")
         assert not JobRequest.objects.filter(consumer=consumer).exists()
+
+    def test_the_quote_takes_the_file_too(self, client, file_storage):
+        file_id = upload(client, batch_jsonl(10, max_tokens=32)).json()["id"]
+
+        quoted = client.post(
+            "/api/v1/quote",
+            job_body(model_name=MODEL, workload_tokens=None, input_file_id=file_id),
+            format="json",
+        )
+        unsized = client.post(
+            "/api/v1/quote", job_body(model_name=MODEL, workload_tokens=None), format="json"
+        )
+
+        assert quoted.status_code == 200, quoted.json()
+        assert_error(unsized, 400, "invalid")  # without the file an inference job must state its tokens
