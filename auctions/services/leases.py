@@ -38,6 +38,7 @@ from django.db.models import Q
 
 from auctions.models import Lease
 from auctions.selectors.leases import provider_online_since
+from auctions.services.batches import lease_batch_close
 from auctions.services.settlement import LeaseSettlement, job_refund, lease_settle, provider_penalise
 from config.errors import Conflict, DomainError, InvalidInput, NotFound
 from market.models import JobRequest, Provider
@@ -364,16 +365,29 @@ def lease_complete(
     the escrow settled in the same transaction (the provider paid by metered usage, the platform's
     fee, the rest refunded).
 
-    A replayed completion is refused with LeaseAlreadyClosed (409) and pays nothing: the lease's
-    compare-and-set lets exactly one completion through. Raises InvalidInput, LeaseNotFound,
-    LeaseNotRunning, LeaseAlreadyClosed, UsageExceedsAllocation, UsageExceedsElapsedTime,
-    UsageWentBackwards, LeaseJobOutOfStep.
+    A batch job's lease (an inference job with an input file) must have every request answered;
+    its usage is metered from its recorded results (auctions.services.batches), and the job's output
+    and error files are written. A replayed completion is refused with LeaseAlreadyClosed (409) and
+    pays nothing: the lease's compare-and-set lets exactly one completion through. Raises
+    InvalidInput, LeaseNotFound, LeaseNotRunning, LeaseAlreadyClosed, UsageExceedsAllocation,
+    UsageExceedsElapsedTime, UsageWentBackwards, LeaseJobOutOfStep, BatchIncomplete.
     """
     usage = Usage.checked(tokens_in=tokens_in, tokens_out=tokens_out, device_seconds=device_seconds)
     lease = _own_lease(provider=provider, lease_id=lease_id)
-    _check_allocation(lease, usage)
-    _check_elapsed(lease, usage, now)
     _lock_job(lease)
+    batch = (
+        lease.job.input_file_id
+        and lease.job.kind == JobRequest.Kind.INFERENCE
+        and lease.status == Status.RUNNING
+    )
+    if batch:
+        # A batch lease is metered by the results it recorded, not by what the agent reports: the
+        # device-seconds are CPX's own figure from the tokens, so the wall-time bound (a check on the
+        # agent's word) does not apply to them.
+        usage = Usage(*lease_batch_close(lease=lease, now=now))
+    _check_allocation(lease, usage)
+    if not batch:
+        _check_elapsed(lease, usage, now)
     won = (
         Lease.objects.filter(pk=lease.pk, status=Status.RUNNING)
         .filter(_monotonic(usage))

@@ -94,6 +94,10 @@ def lease_settle(*, lease: Lease, now: datetime) -> LeaseSettlement:
     provider_account = ledger_account_for_user(user=lease.provider.user, kind=LedgerAccount.Kind.PROVIDER)
     platform_account = ledger_house_account(kind=LedgerAccount.Kind.PLATFORM_FEE)
     consumer_account = ledger_account_for_user(user=job.consumer, kind=LedgerAccount.Kind.CONSUMER)
+    memo = f"lease {lease.pk}: {hours} device-hours"
+    output = JobRequest.objects.filter(pk=job.pk).values_list("output_file__sha256", flat=True).first()
+    if output:  # a batch job: the settlement record names the results it paid for (issue 10)
+        memo += f"; results sha256 {output}"
     moves = [
         (provider_account, provider_net, LedgerTransfer.Kind.PAYMENT, f"lease:{lease.pk}:payment"),
         (platform_account, platform, LedgerTransfer.Kind.FEE, f"lease:{lease.pk}:fee"),
@@ -109,7 +113,7 @@ def lease_settle(*, lease: Lease, now: datetime) -> LeaseSettlement:
                 now=now,
                 job=job,
                 reference=reference,
-                memo=f"lease {lease.pk}: {hours} device-hours",
+                memo=memo,
             )
     return LeaseSettlement(lease.pk, hours, charge, provider_net, platform, refund)
 

@@ -89,6 +89,50 @@ STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
 STATICFILES_DIRS = [BASE_DIR / "static"] if (BASE_DIR / "static").is_dir() else []
 
+# --- Files (issue 10): batch inputs, results, datasets and artifacts through Django's storage API.
+# Local files under CPX_DATA_DIR by default; S3-compatible object storage (AWS S3, MinIO, R2, …)
+# through django-storages when CPX_FILES_S3_BUCKET is set (boto3 from requirements-s3.txt).
+CPX_DATA_DIR = Path(env.str("CPX_DATA_DIR", default=str(BASE_DIR / "data")))
+MEDIA_ROOT = CPX_DATA_DIR / "files"
+MEDIA_URL = "/media/"  # never served: files leave only through the owner's or a lease's endpoint
+CPX_FILES_S3_BUCKET = env.str("CPX_FILES_S3_BUCKET", default="")
+STORAGES = {
+    "default": (
+        {
+            "BACKEND": "storages.backends.s3.S3Storage",
+            "OPTIONS": {
+                "bucket_name": CPX_FILES_S3_BUCKET,
+                "endpoint_url": env.str("CPX_FILES_S3_ENDPOINT_URL", default="") or None,
+                "region_name": env.str("CPX_FILES_S3_REGION", default="") or None,
+                "access_key": env.str("CPX_FILES_S3_ACCESS_KEY", default="") or None,
+                "secret_key": env.str("CPX_FILES_S3_SECRET_KEY", default="") or None,
+                "default_acl": "private",
+                "querystring_auth": True,
+                "file_overwrite": False,
+            },
+        }
+        if CPX_FILES_S3_BUCKET
+        else {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": MEDIA_ROOT}}
+    ),
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+# Upload limits: bytes of one upload (batch input or dataset), requests in one batch file, and the
+# max_tokens a request gets when it states none (the agent sends it, so the bound is checked).
+CPX_FILE_MAX_BYTES = env.int("CPX_FILE_MAX_BYTES", default=100 * 1024 * 1024)
+CPX_BATCH_MAX_LINES = env.int("CPX_BATCH_MAX_LINES", default=50_000)
+CPX_BATCH_DEFAULT_MAX_TOKENS = env.int("CPX_BATCH_DEFAULT_MAX_TOKENS", default=256)
+# A file's bytes are deleted this many days after upload (results: after they are written).
+CPX_FILE_TTL_DAYS = env.int("CPX_FILE_TTL_DAYS", default=30)
+DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024  # form fields; uploaded files stream to temp files
+# Spot checks of batch leases (auctions.services.verification): the share of completed batch leases
+# checked, requests re-run per check, the verifier's fee per request (from the platform's fees), and
+# what a failed check costs the provider (reputation points, share of its stake).
+CPX_VERIFY_FRACTION = env.float("CPX_VERIFY_FRACTION", default=0.1)
+CPX_VERIFY_SAMPLE = env.int("CPX_VERIFY_SAMPLE", default=3)
+CPX_VERIFICATION_FEE = Decimal(env.str("CPX_VERIFICATION_FEE", default="0.0001"))
+CPX_VERIFY_REPUTATION_STEP = Decimal(env.str("CPX_VERIFY_REPUTATION_STEP", default="0.25"))
+CPX_VERIFY_STAKE_SLASH_RATE = Decimal(env.str("CPX_VERIFY_STAKE_SLASH_RATE", default="0.5"))
+
 # Cache backs the API rate limits; REDIS_URL shares them across processes.
 REDIS_URL = env.str("REDIS_URL", default="")
 # Bounded socket timeouts: a Redis that hangs costs a request at most seconds, then the rate limiter
@@ -263,6 +307,7 @@ CELERY_BEAT_SCHEDULE = {
     "settlement-deposits": _every("contracts.sync_deposits", CPX_DEPOSIT_SYNC_INTERVAL_S),
     "settlement-reconcile": _every("contracts.reconcile", CPX_RECONCILE_INTERVAL_S),
     # --- end Settlement on chain (issue 5)
+    "expire-files": _every("market.expire_files", 3600),  # issue 10: CPX_FILE_TTL_DAYS
 }
 # The schedule is all intervals of seconds: nothing worth a schedule file on disk.
 CELERY_BEAT_SCHEDULER = "celery.beat:Scheduler"

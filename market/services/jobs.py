@@ -15,7 +15,8 @@ from django.db import IntegrityError, transaction
 from auctions.mechanisms.errors import MechanismError
 from auctions.mechanisms.llm_sizing import size_llm_job
 from config.errors import Conflict, InvalidInput
-from market.models import JobRequest, LedgerAccount, LedgerTransfer, User
+from market.models import DataFile, JobRequest, LedgerAccount, LedgerTransfer, User
+from market.services.files import file_get_for_owner, file_upload
 from market.services.ledger import InsufficientFunds, ledger_transfer
 
 Status = JobRequest.Status
@@ -44,7 +45,7 @@ def job_request_submit(
     """
     fingerprint = _fingerprint(spec)
     try:
-        fields = job_request_size(spec=spec, now=now)
+        fields = job_request_size(spec=job_spec_with_input(consumer=consumer, spec=spec), now=now)
         job = _create_funded(
             consumer=consumer,
             fields=fields,
@@ -63,6 +64,20 @@ def job_request_submit(
         if not existing:
             raise
         return existing, False
+
+
+def job_request_submit_with_upload(
+    *, consumer: User, spec: dict, upload, now: datetime, idempotency_key: str | None = None
+) -> tuple[JobRequest, bool]:
+    """The submit page's path: keep the attached file (a batch file for inference, a dataset
+    otherwise; the same bytes kept before are reused, so a form posted twice is one file and one
+    job) and submit the job with it. Raises what file_upload and job_request_submit raise."""
+    purpose = (
+        DataFile.Purpose.BATCH if spec["kind"] == JobRequest.Kind.INFERENCE else DataFile.Purpose.DATASET
+    )
+    data_file = file_upload(owner=consumer, purpose=purpose, upload=upload, now=now, reuse=True)
+    spec = {**spec, "input_file_id": data_file.public_id}
+    return job_request_submit(consumer=consumer, spec=spec, now=now, idempotency_key=idempotency_key)
 
 
 @transaction.atomic
@@ -102,6 +117,50 @@ def _existing(*, consumer, idempotency_key, fingerprint) -> JobRequest | None:
 def _fingerprint(spec: dict) -> str:
     text = json.dumps(spec, sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+class BatchModelMismatch(InvalidInput):
+    code = "batch_model_mismatch"
+
+
+class InputFileUnsuitable(InvalidInput):
+    code = "input_file_unsuitable"
+
+
+def job_spec_with_input(*, consumer: User, spec: dict) -> dict:
+    """Resolve `input_file_id` into the job's input file and what it implies.
+
+    An inference job takes a batch file (purpose `batch`) whose model is the job's `model_name`;
+    its workload_tokens become the file's prompt-token estimate plus the sum of its max_tokens (the
+    most it can use), whatever the spec stated. A training or fine-tuning job takes a dataset
+    (purpose `dataset`), carried as an opaque file. Raises FileNotFound (not the consumer's),
+    InputFileUnsuitable, BatchModelMismatch.
+    """
+    if not spec.get("input_file_id"):
+        return {key: value for key, value in spec.items() if key != "input_file_id"}
+    spec = dict(spec)
+    data_file = file_get_for_owner(owner=consumer, file_id=spec.pop("input_file_id"))
+    if data_file.deleted_at is not None:
+        raise InputFileUnsuitable("The input file has expired.", field="input_file_id")
+    if spec["kind"] == JobRequest.Kind.INFERENCE:
+        if data_file.purpose != DataFile.Purpose.BATCH:
+            raise InputFileUnsuitable(
+                "An inference job takes a file of purpose batch.", field="input_file_id"
+            )
+        if data_file.model_name != spec["model_name"]:
+            raise BatchModelMismatch(
+                f"The batch file's requests name the model {data_file.model_name!r}, "
+                f"the job {spec['model_name']!r}.",
+                field="model_name",
+                file_model=data_file.model_name,
+            )
+        spec["workload_tokens"] = data_file.prompt_tokens_estimate + data_file.max_tokens_total
+    elif data_file.purpose != DataFile.Purpose.DATASET:
+        raise InputFileUnsuitable(
+            "A training or fine-tuning job takes a file of purpose dataset.", field="input_file_id"
+        )
+    spec["input_file"] = data_file
+    return spec
 
 
 def job_request_size(*, spec: dict, now: datetime) -> dict:

@@ -6,6 +6,7 @@ A job's own page (with its leases), its cancel and the form's quote show auction
 
 import uuid
 from datetime import timedelta
+from functools import partial
 
 from django.conf import settings
 from django.contrib import messages
@@ -14,8 +15,8 @@ from django.shortcuts import redirect, render
 
 from config.errors import DomainError
 from market import selectors
-from market.forms import JobForm
-from market.services.jobs import job_request_submit
+from market.forms import JobWithFileForm
+from market.services.jobs import job_request_submit, job_request_submit_with_upload
 from market.views.common import TERMINAL_JOB_STATUSES, consumer_required, now
 
 JOBS_PER_PAGE = 25
@@ -72,13 +73,15 @@ def _job_defaults() -> dict:
 
 @consumer_required
 def job_new(request):
-    form = JobForm(request.POST or None, initial=_job_defaults())
+    form = JobWithFileForm(request.POST or None, files=request.FILES or None, initial=_job_defaults())
     key = _idempotency_key(request.POST.get("idempotency_key")) or str(uuid.uuid4())
     status = 200
     if request.method == "POST":
         if form.is_valid():
+            upload = form.cleaned_data.get("input_file")
+            submit = partial(job_request_submit_with_upload, upload=upload) if upload else job_request_submit
             try:
-                job, created = job_request_submit(
+                job, created = submit(
                     consumer=request.user, spec=form.validated_data, now=now(), idempotency_key=key
                 )
             except DomainError as error:
