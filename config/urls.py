@@ -5,6 +5,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 urlpatterns = [
+    path("", include("ops.urls")),  # /healthz, /readyz, /metrics (issue 13)
     path("admin/", admin.site.urls),
     path("api/v1/", include("market.api.urls")),
     path("api/v1/", include("auctions.api.urls")),
