@@ -16,3 +16,7 @@ urlpatterns = [
     path("ops/", include("auctions.urls")),
     path("", include("market.urls")),
 ]
+
+# JSON for unknown API paths and crashes under /api/; HTML pages elsewhere (config.exception_handler).
+handler404 = "config.exception_handler.not_found"
+handler500 = "config.exception_handler.server_error"

@@ -52,6 +52,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # /api/v1/?name= with an empty value is a 400, not "no filter" (issue 13)
+    "config.query_params.EmptyQueryParameterMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -148,7 +150,7 @@ REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_CLASSES": ["market.api.throttling.ApiKeyRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {"api_key": env.str("CPX_API_RATE", default="6000/min")},
     "EXCEPTION_HANDLER": "config.exception_handler.render_error",
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "config.openapi.CpxAutoSchema",
     "COERCE_DECIMAL_TO_STRING": True,
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
