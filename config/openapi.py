@@ -7,14 +7,15 @@ view is documented right without a decorator:
 - 400 `invalid` when the operation takes a body or query parameters (validation, filters, paging),
   and on every write (a service's InvalidInput);
 - 401 and 403 when it needs authentication (no or a bad key; a key of another role);
-- 404 when its path names an object (missing, or someone else's: both answer the same);
+- 404 when its path names an object (missing, or someone else's: both answer the same), or when
+  its role needs a profile first (a permission class with `missing_profile_is_404`);
 - 409 on every write (a compare-and-set lost, an idempotency key reused with another body, a state
   that does not allow the change);
 - 415 when it reads a body (anything but application/json);
 - 429 when it is rate limited, with Retry-After.
 
-A view that answers another status declares it with `@extend_schema(responses={...})`; entries it
-declares itself are kept as they are.
+A view that answers another status declares it: `@extend_schema(responses={200: X, 404: ErrorSerializer})`;
+entries it declares itself are kept.
 """
 
 from drf_spectacular.openapi import AutoSchema
@@ -53,6 +54,12 @@ class CpxAutoSchema(AutoSchema):
                 responses[code] = self._error_response(code)
         return operation
 
+    def _get_response_for_code(self, serializer, status_code, media_types=None, direction="response"):
+        response = super()._get_response_for_code(serializer, status_code, media_types, direction)
+        if serializer is ErrorSerializer and status_code in DESCRIPTIONS:
+            response["description"] = DESCRIPTIONS[status_code]
+        return response
+
     def _error_statuses(self, operation) -> list[str]:
         parameters = operation.get("parameters", [])
         codes = []
@@ -61,7 +68,7 @@ class CpxAutoSchema(AutoSchema):
             codes.append("400")
         if self._needs_authentication():
             codes += ["401", "403"]
-        if any(p["in"] == "path" for p in parameters):
+        if any(p["in"] == "path" for p in parameters) or self._missing_profile_is_404():
             codes.append("404")
         if self.method in WRITES:
             codes.append("409")
@@ -71,12 +78,14 @@ class CpxAutoSchema(AutoSchema):
             codes.append("429")
         return codes
 
+    def _missing_profile_is_404(self) -> bool:
+        return any(getattr(p, "missing_profile_is_404", False) for p in self.view.get_permissions())
+
     def _needs_authentication(self) -> bool:
         return not all(isinstance(p, permissions.AllowAny) for p in self.view.get_permissions())
 
     def _error_response(self, code: str) -> dict:
         response = self._get_response_for_code(ErrorSerializer, code)
-        response["description"] = DESCRIPTIONS[code]
         if code == "429":
             response["headers"] = {
                 "Retry-After": {"schema": {"type": "integer"}, "description": "seconds to wait"}

@@ -126,7 +126,7 @@ class ResourceDetailView(APIView):
         )
         return Response(s.ResourceSerializer(resource).data)
 
-    @extend_schema(responses=s.ResourceSerializer)
+    @extend_schema(responses={200: s.ResourceSerializer})  # retired, not removed: the listing answers
     def delete(self, request, pk):
         resource = resource_update(
             provider=_own_provider(request), resource_id=pk, status=Resource.Status.RETIRED
