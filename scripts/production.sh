@@ -83,7 +83,7 @@ from datetime import datetime
 body = json.load(sys.stdin)
 cleared = datetime.fromisoformat(body["components"]["rounds"]["last_cleared_at"])
 sys.exit(0 if body["status"] == "ready" and cleared.timestamp() >= float(sys.argv[1]) else 1)
-' "$1"
+' "$1" 2>/dev/null
 }
 
 start() {
