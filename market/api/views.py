@@ -8,6 +8,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from config.errors import InvalidInput, NotFound
+from config.filters import UtcIsoDateTimeFilter
 from market import selectors
 from market.api import serializers as s
 from market.api.permissions import IsConsumer, IsOperator, IsProvider
@@ -135,8 +136,8 @@ class ResourceDetailView(APIView):
 
 
 class JobFilter(django_filters.FilterSet):
-    created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
-    created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    created_after = UtcIsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = UtcIsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
 
     class Meta:
         model = JobRequest

@@ -89,6 +89,20 @@ class TestQueryParameters:
         for response in answers:
             assert_error(response, 400, "invalid")
 
+    def test_a_date_time_with_an_offset_postgresql_refuses_is_read_in_utc(self):
+        client = bearer_client(ConsumerFactory())
+
+        response = client.get("/api/v1/jobs", {"created_before": "0232-12-26T08:18:52.7-23:46"})
+
+        assert response.status_code == 200, response.content
+
+    def test_a_date_time_that_leaves_the_calendar_in_utc_is_refused(self):
+        client = bearer_client(ConsumerFactory())
+
+        response = client.get("/api/v1/jobs", {"created_after": "0001-01-01T00:00:00+15:00"})
+
+        assert "created_after" in assert_error(response, 400, "invalid")["extra"]["fields"]
+
     def test_a_filter_with_a_value_still_filters(self):
         client = bearer_client(ConsumerFactory())
 
