@@ -19,7 +19,6 @@ entries it declares itself are kept.
 """
 
 from drf_spectacular.openapi import AutoSchema
-from drf_spectacular.utils import OpenApiTypes
 from rest_framework import permissions, serializers
 
 WRITES = {"POST", "PUT", "PATCH", "DELETE"}
@@ -92,5 +91,3 @@ class CpxAutoSchema(AutoSchema):
             }
         return response
 
-
-__all__ = ["CpxAutoSchema", "ErrorSerializer", "OpenApiTypes"]
