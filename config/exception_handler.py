@@ -4,7 +4,8 @@ import logging
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.db import OperationalError
-from django.http import Http404
+from django.http import Http404, JsonResponse
+from django.views import defaults
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 
@@ -82,3 +83,27 @@ def render_error(exc, context):
         return error_response(code, str(exc.detail), exc.status_code, extra, headers)
     logger.error("unhandled error in %s", context.get("view").__class__.__name__, exc_info=exc)
     return None
+
+
+# --- Answers outside DRF's views (issue 13): a path under /api/ that matches no route, or a crash,
+# answers JSON with the one error body; the pages keep their HTML.
+API_PREFIX = "/api/"
+
+
+def not_found(request, exception=None):
+    """handler404: JSON under /api/ (`GET /api/v1/jobs/abc`, `/api/v1/nope`), the HTML page elsewhere."""
+    if request.path.startswith(API_PREFIX):
+        return JsonResponse(
+            {"code": "not_found", "message": "No such API path.", "extra": {"path": request.path}}, status=404
+        )
+    return defaults.page_not_found(request, exception)
+
+
+def server_error(request):
+    """handler500: JSON under /api/ (the error itself is logged by Django with the request id)."""
+    if request.path.startswith(API_PREFIX):
+        return JsonResponse(
+            {"code": "server_error", "message": "The server failed to answer; it is logged.", "extra": {}},
+            status=500,
+        )
+    return defaults.server_error(request)

@@ -11,6 +11,7 @@ from market import urls as market_pages
 PAGES = (market_pages.urlpatterns + auction_pages.urlpatterns, "pages")
 
 urlpatterns = [
+    path("", include("ops.urls")),  # /healthz, /readyz, /metrics (issue 13)
     path("admin/", admin.site.urls),
     path("api/v1/", include("market.api.urls")),
     path("api/v1/", include("auctions.api.urls")),
@@ -21,3 +22,7 @@ urlpatterns = [
     path("ops/", include("auctions.urls")),
     path("", include(PAGES)),
 ]
+
+# JSON for unknown API paths and crashes under /api/; HTML pages elsewhere (config.exception_handler).
+handler404 = "config.exception_handler.not_found"
+handler500 = "config.exception_handler.server_error"

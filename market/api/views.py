@@ -10,6 +10,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from config.errors import InvalidInput, NotFound
+from config.filters import UtcIsoDateTimeFilter
 from market import selectors
 from market.api import serializers as s
 from market.api.permissions import IsConsumer, IsOperator, IsProvider
@@ -129,7 +130,7 @@ class ResourceDetailView(APIView):
         )
         return Response(s.ResourceSerializer(resource).data)
 
-    @extend_schema(responses=s.ResourceSerializer)
+    @extend_schema(responses={200: s.ResourceSerializer})  # retired, not removed: the listing answers
     def delete(self, request, pk):
         resource = resource_update(
             provider=_own_provider(request), resource_id=pk, status=Resource.Status.RETIRED
@@ -138,8 +139,8 @@ class ResourceDetailView(APIView):
 
 
 class JobFilter(django_filters.FilterSet):
-    created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
-    created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    created_after = UtcIsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = UtcIsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
 
     class Meta:
         model = JobRequest
