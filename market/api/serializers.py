@@ -6,7 +6,7 @@ from decimal import Decimal
 from rest_framework import serializers
 
 from auctions.mechanisms.llm_sizing import SUPPORTED_BITS
-from market.models import JobRequest, LedgerTransfer, Provider, Resource, User
+from market.models import DataFile, JobRequest, LedgerTransfer, Provider, Resource, User
 from market.models.providers import region_validator
 from market.money import DECIMAL_PLACES, MAX_AMOUNT, MAX_DIGITS
 
@@ -115,9 +115,33 @@ class JobSubmitSerializer(StrictSerializerMixin, serializers.Serializer):
         max_digits=8, decimal_places=2, min_value=Decimal("0.01"), required=False
     )
     requested_device_count = serializers.IntegerField(min_value=1, max_value=4096, required=False)
+    input_file_id = serializers.CharField(
+        max_length=40,
+        required=False,
+        help_text="a file uploaded through POST /api/v1/files: batch (inference) or dataset (training)",
+    )
+
+
+def _file_id(pk) -> str | None:
+    return f"file-{pk}" if pk else None
 
 
 class JobRequestSerializer(serializers.ModelSerializer):
+    input_file_id = serializers.SerializerMethodField()
+    output_file_id = serializers.SerializerMethodField()
+    error_file_id = serializers.SerializerMethodField()
+    output_sha256 = serializers.CharField(source="output_file.sha256", default=None, read_only=True)
+    error_sha256 = serializers.CharField(source="error_file.sha256", default=None, read_only=True)
+
+    def get_input_file_id(self, job) -> str | None:
+        return _file_id(job.input_file_id)
+
+    def get_output_file_id(self, job) -> str | None:
+        return _file_id(job.output_file_id)
+
+    def get_error_file_id(self, job) -> str | None:
+        return _file_id(job.error_file_id)
+
     class Meta:
         model = JobRequest
         fields = [
@@ -143,6 +167,12 @@ class JobRequestSerializer(serializers.ModelSerializer):
             "memory_per_device_gib",
             "device_count",
             "sizing",
+            "input_file_id",
+            "output_file_id",
+            "error_file_id",
+            "output_sha256",
+            "error_sha256",
+            "batch_totals",
             "idempotency_key",
             "created_at",
             "updated_at",
@@ -192,3 +222,49 @@ class MeSerializer(serializers.Serializer):
     username = serializers.CharField()
     role = serializers.CharField()
     key_role = serializers.CharField(allow_null=True)
+
+
+class FileSerializer(serializers.ModelSerializer):
+    """A file as the OpenAI Files API shows one, plus its sha256 and what validation learned."""
+
+    id = serializers.CharField(source="public_id", read_only=True)
+    object = serializers.SerializerMethodField()
+    created_at = serializers.SerializerMethodField()
+    expires_at = serializers.SerializerMethodField()
+    expired = serializers.SerializerMethodField()
+
+    class Meta:
+        model = DataFile
+        fields = [
+            "id",
+            "object",
+            "purpose",
+            "filename",
+            "bytes",
+            "sha256",
+            "lines",
+            "model_name",
+            "prompt_tokens_estimate",
+            "max_tokens_total",
+            "created_at",
+            "expires_at",
+            "expired",
+        ]
+        read_only_fields = fields
+
+    def get_object(self, data_file) -> str:
+        return "file"
+
+    def get_created_at(self, data_file) -> int:
+        return int(data_file.created_at.timestamp())
+
+    def get_expires_at(self, data_file) -> int:
+        return int(data_file.expires_at.timestamp())
+
+    def get_expired(self, data_file) -> bool:
+        return data_file.deleted_at is not None
+
+
+class FileUploadSerializer(StrictSerializerMixin, serializers.Serializer):
+    file = serializers.FileField(allow_empty_file=True)
+    purpose = serializers.ChoiceField(choices=[DataFile.Purpose.BATCH, DataFile.Purpose.DATASET])
