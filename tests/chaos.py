@@ -41,7 +41,7 @@ from decimal import Decimal
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-import psycopg2
+import psycopg
 import requests
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -239,8 +239,7 @@ def recreate_database(url: str) -> None:
         raise SystemExit(
             "DATABASE_URL must name a database of the chaos suite's own: it is dropped and recreated"
         )
-    admin = psycopg2.connect(urlunsplit((parts.scheme, parts.netloc, "/postgres", "", "")))
-    admin.autocommit = True
+    admin = psycopg.connect(urlunsplit(("postgresql", parts.netloc, "/postgres", "", "")), autocommit=True)
     with admin.cursor() as cursor:
         cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         cursor.execute(f'CREATE DATABASE "{name}"')
@@ -340,7 +339,7 @@ class Submitter(threading.Thread):
 @contextlib.contextmanager
 def lease_writes_held(database_url: str):
     """Hold the lease table's write lock (EXCLUSIVE: reads pass) in a connection of our own."""
-    conn = psycopg2.connect(database_url)
+    conn = psycopg.connect(database_url)
     try:
         with conn.cursor() as cursor:
             cursor.execute('LOCK TABLE "auctions_lease" IN EXCLUSIVE MODE')
@@ -354,6 +353,7 @@ def round_waiting_to_write(lock_conn) -> bool:
     """A worker is inside a round's transaction, waiting: on the INSERT of its leases (the lock held
     here), or on the snapshot's FOR UPDATE of the QUEUED jobs (behind a sweep that the lock stalls)."""
     with lock_conn.cursor() as cursor:
+        cursor.execute("SELECT pg_stat_clear_snapshot()")  # activity is read once per transaction otherwise
         cursor.execute(
             "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
             " AND wait_event_type = 'Lock' AND (query LIKE 'INSERT INTO \"auctions_lease\"%%'"
@@ -363,7 +363,7 @@ def round_waiting_to_write(lock_conn) -> bool:
 
 
 def query(database_url: str, sql: str, params=()) -> list[tuple]:
-    conn = psycopg2.connect(database_url)
+    conn = psycopg.connect(database_url)
     try:
         with conn.cursor() as cursor:
             cursor.execute(sql, params)
@@ -560,7 +560,9 @@ def main(argv=None) -> int:
 
         def open_jobs() -> int:
             return query(
-                market.database_url, "SELECT count(*) FROM market_jobrequest WHERE status NOT IN %s", (FINAL,)
+                market.database_url,
+                "SELECT count(*) FROM market_jobrequest WHERE status <> ALL(%s)",
+                (list(FINAL),),
             )[0][0]
 
         wait_until(lambda: open_jobs() == 0, args.drain_sweeps * sweep_s, 1.0)
