@@ -4,11 +4,12 @@ import hmac
 from collections import defaultdict
 from decimal import Decimal
 
-from django.db.models import Q, QuerySet, Sum
+from django.db.models import Count, Q, QuerySet, Sum
 
 from market.models import ApiKey, JobRequest, LedgerAccount, LedgerTransfer, Provider, Resource, User
 from market.money import to_money
 from market.services.accounts import api_key_digest
+from market.services.placement import region_names
 
 
 def api_key_authenticate(raw: str) -> ApiKey | None:
@@ -96,3 +97,24 @@ def ledger_is_balanced() -> bool:
 def api_key_list(*, user: User) -> QuerySet[ApiKey]:
     """The user's API keys, newest first, revoked ones included (the list shows when they were)."""
     return ApiKey.objects.filter(user=user).order_by("-created_at", "-id")
+
+
+def region_list() -> list[dict]:
+    """The regions CPX knows (the latency model's map), each with its centroid and how many active
+    providers list resources there, in ONE query."""
+    from auctions.mechanisms.latency import REGION_CENTROIDS  # the map regions come from
+
+    listed = dict(
+        Provider.objects.filter(status=Provider.Status.ACTIVE, resources__status=Resource.Status.LISTED)
+        .values_list("region")
+        .annotate(n=Count("id", distinct=True))
+    )
+    return [
+        {
+            "name": name,
+            "latitude": REGION_CENTROIDS[name][0],
+            "longitude": REGION_CENTROIDS[name][1],
+            "providers": listed.get(name, 0),
+        }
+        for name in region_names()
+    ]

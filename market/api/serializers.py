@@ -109,7 +109,15 @@ class JobSubmitSerializer(StrictSerializerMixin, serializers.Serializer):
     budget = money_field(min_value=Decimal("0.000001"))
     deadline = serializers.DateTimeField()
     latency_sla_ms = serializers.IntegerField(min_value=1, max_value=600_000, required=False)
-    region = serializers.CharField(max_length=32)
+    region = serializers.CharField(
+        max_length=32, help_text="one of GET /api/v1/regions; unknown regions answer 400 unknown_region"
+    )
+    placement = serializers.ChoiceField(
+        choices=JobRequest.Placement.choices,
+        required=False,
+        help_text="strict (implied by latency_sla_ms): only in its region or within its SLA; "
+        "preferred (the default without an SLA): its region first, any region otherwise",
+    )
     requested_memory_per_device_gib = serializers.DecimalField(
         max_digits=8, decimal_places=2, min_value=Decimal("0.01"), required=False
     )
@@ -137,6 +145,7 @@ class JobRequestSerializer(serializers.ModelSerializer):
             "deadline",
             "latency_sla_ms",
             "region",
+            "placement",
             "requested_memory_per_device_gib",
             "requested_device_count",
             "memory_per_device_gib",
@@ -191,3 +200,10 @@ class MeSerializer(serializers.Serializer):
     username = serializers.CharField()
     role = serializers.CharField()
     key_role = serializers.CharField(allow_null=True)
+
+
+class RegionSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    latitude = serializers.FloatField(help_text="the region's centroid, for latency estimates")
+    longitude = serializers.FloatField()
+    providers = serializers.IntegerField(help_text="active providers listing resources there")

@@ -4,6 +4,7 @@ import django_filters
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, status
+from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -33,6 +34,17 @@ def idempotency_key(request) -> str | None:
             "Idempotency-Key must be 1 to 128 printable ASCII characters.", field="Idempotency-Key"
         )
     return key
+
+
+class RegionListView(APIView):
+    """The regions CPX knows (a job's `region` must be one); no login needed."""
+
+    permission_classes = [AllowAny]
+    authentication_classes = []
+
+    @extend_schema(responses=s.RegionSerializer(many=True))
+    def get(self, request):
+        return Response(s.RegionSerializer(selectors.region_list(), many=True).data)
 
 
 class MeView(APIView):

@@ -14,6 +14,7 @@ from auctions.models import Lease
 from config.errors import Conflict, InvalidInput, NotFound
 from market.models import JobRequest, LedgerAccount, LedgerTransfer, User
 from market.services.ledger import InsufficientFunds, ledger_transfer
+from market.services.placement import job_request_check_servable, placement_of, region_check
 
 Status = JobRequest.Status
 CANCELLABLE = (Status.SUBMITTED, Status.QUEUED, Status.MATCHED)
@@ -32,11 +33,13 @@ def job_request_submit(
 
     A retry with the same idempotency key and the same spec returns the first job (created is
     False), whatever the timing: the database's unique constraint settles a race. Raises
-    InvalidInput, InsufficientFunds (nothing is written), IdempotencyKeyReused.
+    InvalidInput (among them UnknownRegion, and Unservable: no listed resource could ever run the
+    job), InsufficientFunds (nothing is written), IdempotencyKeyReused.
     """
     fingerprint = _fingerprint(spec)
     try:
         fields = job_request_size(spec=spec, now=now)
+        job_request_check_servable(fields=fields)
         job = _create_funded(
             consumer=consumer,
             fields=fields,
@@ -97,8 +100,12 @@ def _fingerprint(spec: dict) -> str:
 
 
 def job_request_size(*, spec: dict, now: datetime) -> dict:
-    """Check the rules across fields and size the job; returns the model fields."""
+    """Check the rules across fields and size the job; returns the model fields.
+
+    Raises InvalidInput (UnknownRegion, PlacementConflictsWithSla, sizing)."""
     kind = spec["kind"]
+    region = region_check(spec["region"])
+    placement = placement_of(placement=spec.get("placement"), latency_sla_ms=spec.get("latency_sla_ms"))
     if spec["deadline"] <= now:
         raise InvalidInput("The deadline has passed.", field="deadline")
     if kind == JobRequest.Kind.INFERENCE and not spec.get("workload_tokens"):
@@ -137,6 +144,8 @@ def job_request_size(*, spec: dict, now: datetime) -> dict:
     memory = requested_memory if requested_memory else Decimal(str(sizing.memory_per_device_gib))
     return {
         **spec,
+        "region": region,
+        "placement": placement,
         "memory_per_device_gib": memory,
         "device_count": sizing.device_count,
         "sizing": sizing.as_dict(),
