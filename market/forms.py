@@ -10,7 +10,8 @@ from rest_framework import serializers as drf
 
 from config.errors import DomainError
 from market.api.serializers import JobSubmitSerializer, ProviderSerializer, ResourceSerializer
-from market.models import Role, User
+from market.models import JobRequest, Role, User
+from market.services.placement import region_names
 
 
 class SerializerForm(forms.Form):
@@ -208,6 +209,23 @@ class JobForm(SerializerForm):
         "requested_memory_per_device_gib": "Optional; CPX sizes the job from the model when empty.",
         "requested_device_count": "Optional; sized from the model when empty.",
     }
+
+
+class JobFilterForm(forms.Form):
+    """The job list's filters (GET); an unknown value is ignored as if not given."""
+
+    status = forms.ChoiceField(required=False, choices=[("", "Any status"), *JobRequest.Status.choices])
+    kind = forms.ChoiceField(required=False, choices=[("", "Any kind"), *JobRequest.Kind.choices])
+    region = forms.ChoiceField(required=False)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["region"].choices = [("", "Any region"), *((name, name) for name in region_names())]
+
+    def filters(self) -> dict:
+        """The lookups to apply: the valid, non-empty fields."""
+        self.is_valid()  # cleaned_data then holds the valid fields only
+        return {name: value for name, value in self.cleaned_data.items() if value}
 
 
 class ApiKeyForm(forms.Form):

@@ -57,6 +57,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "market.views.common.market_units",
             ],
         },
     },
@@ -149,6 +150,8 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CPX_MONEY_DECIMAL_PLACES = 6
 CPX_PLATFORM_FEE_RATE = Decimal(env.str("CPX_PLATFORM_FEE_RATE", default="0.05"))
 CPX_MAX_JOB_BUDGET = Decimal(env.str("CPX_MAX_JOB_BUDGET", default="1000000"))
+# The name of the ledger's unit of money, shown beside every amount and price (pages and API).
+CPX_CURRENCY = env.str("CPX_CURRENCY", default="USDC")
 # Tests run with CPX_REQUIRE_SERVICES=1 in CI so a service-backed test cannot silently skip.
 CPX_REQUIRE_SERVICES = env.bool("CPX_REQUIRE_SERVICES", default=False)
 

@@ -3,11 +3,13 @@ here; rules across fields and state live in the services."""
 
 from decimal import Decimal
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from auctions.mechanisms.llm_sizing import SUPPORTED_BITS
 from market.models import JobRequest, LedgerTransfer, Provider, Resource, User
-from market.money import DECIMAL_PLACES, MAX_AMOUNT, MAX_DIGITS
+from market.money import DECIMAL_PLACES, MAX_AMOUNT, MAX_DIGITS, to_money
+from market.selectors import job_ran_where
 
 
 def money_field(**kwargs):
@@ -124,11 +126,38 @@ class JobSubmitSerializer(StrictSerializerMixin, serializers.Serializer):
     requested_device_count = serializers.IntegerField(min_value=1, max_value=4096, required=False)
 
 
+class RanWhereSerializer(serializers.Serializer):
+    region = serializers.CharField()
+    site = serializers.CharField()
+    provider = serializers.CharField()
+    resource = serializers.CharField()
+    devices = serializers.IntegerField()
+    lease = serializers.IntegerField()
+    lease_status = serializers.CharField()
+
+
 class JobRequestSerializer(serializers.ModelSerializer):
+    """A job, with what it has spent (payments and fees so far) and where it ran (its latest lease)."""
+
+    consumer = serializers.CharField(source="consumer.username", read_only=True)
+    spent = serializers.SerializerMethodField()
+    ran_where = serializers.SerializerMethodField()
+
+    @extend_schema_field(money_field(allow_null=True))
+    def get_spent(self, job) -> str | None:
+        if not hasattr(job, "spent"):
+            return None  # not read (a job returned by a state change): see GET /jobs/{id}
+        return str(to_money(job.spent or 0))  # SQLite sums decimals as floats
+
+    @extend_schema_field(RanWhereSerializer(allow_null=True))
+    def get_ran_where(self, job) -> dict | None:
+        return job_ran_where(job)
+
     class Meta:
         model = JobRequest
         fields = [
             "id",
+            "consumer",
             "status",
             "close_reason",
             "kind",
@@ -151,11 +180,23 @@ class JobRequestSerializer(serializers.ModelSerializer):
             "memory_per_device_gib",
             "device_count",
             "sizing",
+            "spent",
+            "ran_where",
             "idempotency_key",
             "created_at",
             "updated_at",
         ]
         read_only_fields = fields
+
+
+class JobSubmittedSerializer(JobRequestSerializer):
+    """A job just created: it has spent nothing and run nowhere (no query to say so)."""
+
+    def get_spent(self, job) -> str | None:
+        return str(to_money(0))
+
+    def get_ran_where(self, job) -> dict | None:
+        return None
 
 
 class BalanceSerializer(serializers.Serializer):

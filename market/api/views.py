@@ -158,7 +158,7 @@ class JobFilter(django_filters.FilterSet):
 # Building a ModelSerializer's fields costs ten times more than rendering them (~0.6 ms of a
 # submission's CPU, bench/api_submit.py): the submission's answer reuses one instance. Its fields are
 # read-only and need no context, so the rendered bytes are the same as from a fresh instance.
-_JOB_REPRESENTATION = s.JobRequestSerializer()
+_JOB_REPRESENTATION = s.JobSubmittedSerializer()
 
 
 class JobListView(generics.ListAPIView):
@@ -171,7 +171,7 @@ class JobListView(generics.ListAPIView):
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):  # schema generation has no caller
             return JobRequest.objects.none()
-        return selectors.job_request_list(consumer=self.request.user)
+        return selectors.job_request_list(consumer=self.request.user, with_outcome=True)
 
     @extend_schema(
         request=s.JobSubmitSerializer,
@@ -185,9 +185,11 @@ class JobListView(generics.ListAPIView):
         job, created = job_request_submit(
             consumer=request.user, spec=serializer.validated_data, now=timezone.now(), idempotency_key=key
         )
-        headers = {} if created else {"Idempotent-Replayed": "true"}
-        code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
-        return Response(_JOB_REPRESENTATION.to_representation(job), status=code, headers=headers)
+        if created:
+            return Response(_JOB_REPRESENTATION.to_representation(job), status=status.HTTP_201_CREATED)
+        # A replayed key answers with the job as it is now (it may have run since).
+        job = selectors.job_request_list(consumer=request.user, with_outcome=True).get(pk=job.pk)
+        return Response(s.JobRequestSerializer(job).data, headers={"Idempotent-Replayed": "true"})
 
 
 class JobDetailView(generics.RetrieveAPIView):
@@ -199,7 +201,7 @@ class JobDetailView(generics.RetrieveAPIView):
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):  # schema generation has no caller
             return JobRequest.objects.none()
-        return selectors.job_request_list(consumer=self.request.user)
+        return selectors.job_request_list(consumer=self.request.user, with_outcome=True)
 
 
 class JobCancelView(APIView):
@@ -264,7 +266,7 @@ class OperatorJobListView(generics.ListAPIView):
     filterset_class = JobFilter
 
     def get_queryset(self):
-        return selectors.job_request_list()
+        return selectors.job_request_list(with_outcome=True)
 
 
 class OperatorProviderListView(generics.ListAPIView):

@@ -3,6 +3,7 @@
 import uuid
 from datetime import timedelta
 from decimal import Decimal
+from urllib.parse import urlencode
 
 from django.conf import settings
 from django.contrib import messages
@@ -16,7 +17,7 @@ from auctions.selectors import leases as lease_selectors
 from auctions.services.pricing import job_quote
 from config.errors import DomainError, NotFound
 from market import selectors
-from market.forms import JobForm
+from market.forms import JobFilterForm, JobForm
 from market.models import LedgerTransfer
 from market.services.jobs import job_request_cancel, job_request_submit
 from market.views.common import TERMINAL_JOB_STATUSES, consumer_required, is_htmx, now
@@ -34,27 +35,32 @@ def _balance(user) -> dict:
     return balance
 
 
-def _job_page(request):
-    jobs = selectors.job_request_list(consumer=request.user)
-    return Paginator(jobs, JOBS_PER_PAGE).get_page(request.GET.get("page"))
+def _job_page(request) -> dict:
+    """The page of the consumer's jobs the filters select, with what each spent and where it ran."""
+    filters = JobFilterForm(request.GET)
+    chosen = filters.filters()
+    jobs = selectors.job_request_list(consumer=request.user, with_outcome=True).filter(**chosen)
+    page = Paginator(jobs, JOBS_PER_PAGE).get_page(request.GET.get("page"))
+    for job in page.object_list:
+        job.ran_where = selectors.job_ran_where(job)
+    return {
+        "page": page,
+        "filters": filters,
+        "query": urlencode(chosen),
+        "moving": any(job.status not in TERMINAL_JOB_STATUSES for job in page.object_list),
+    }
 
 
 @consumer_required
 def job_list(request):
-    page = _job_page(request)
-    context = {"page": page, "balance": _balance(request.user), **_rows_context(page)}
+    context = {**_job_page(request), "balance": _balance(request.user)}
     return render(request, "consumer/job_list.html", context)
 
 
 @consumer_required
 def job_list_live(request):
     """The job table's rows, polled every 2 s while any job on the page is still moving."""
-    page = _job_page(request)
-    return render(request, "consumer/_job_rows.html", {"page": page, **_rows_context(page)})
-
-
-def _rows_context(page) -> dict:
-    return {"moving": any(job.status not in TERMINAL_JOB_STATUSES for job in page.object_list)}
+    return render(request, "consumer/_job_rows.html", _job_page(request))
 
 
 def _idempotency_key(raw: str | None) -> str | None:

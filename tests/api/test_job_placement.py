@@ -178,3 +178,28 @@ class TestUnservable:
         response = client.post(JOBS, job_body(params_billion="70", quant_bits=16), format="json")
 
         assert response.status_code == 201, response.json()
+
+
+class TestRanWhere:
+    def test_the_job_list_and_detail_say_where_a_matched_job_runs(self, client, consumer):
+        from auctions.services.rounds import round_clear, round_open
+        from market.models import Provider
+        from tests.conftest import NOW
+        from tests.factories import job_submit
+
+        porto = ProviderFactory(region="eu-west", site="Porto", display_name="Porto edge")
+        Provider.objects.filter(pk=porto.pk).update(last_heartbeat_at=NOW)
+        ResourceFactory(provider=porto, model_name="RTX 4090", price_floor=Decimal(0))
+        matched = job_submit(consumer=consumer, max_price_per_device_hour=Decimal("2.00"))
+        round_clear(round_id=round_open(now=NOW).pk, now=NOW)
+        waiting = job_submit(consumer=consumer)
+
+        rows = {row["id"]: row for row in client.get(JOBS).json()["results"]}
+        detail = client.get(f"{JOBS}/{matched.pk}").json()
+
+        assert rows[waiting.pk]["ran_where"] is None
+        where = rows[matched.pk]["ran_where"]
+        assert (where["region"], where["site"], where["provider"]) == ("eu-west", "Porto", "Porto edge")
+        assert where["resource"] == "RTX 4090" and where["devices"] == 1
+        assert detail["ran_where"] == where
+        assert rows[matched.pk]["spent"] == "0.000000"  # nothing charged before it runs
