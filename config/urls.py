@@ -13,5 +13,6 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     # Pages (issue 6)
     path("ops/", include("auctions.urls")),
+    path("market/", include("auctions.market_pages")),  # public market and replays (issue 14)
     path("", include("market.urls")),
 ]
