@@ -137,7 +137,7 @@ class ResourceForm(SerializerForm):
         "vcpu": "vCPUs",
         "fp16_tflops": "FP16 TFLOPS",
         "speed_factor": "Speed factor",
-        "ask_per_device_hour": "Your ask per device-hour",
+        "ask_per_device_hour": "Your ask per device-hour of this device",
         "price_floor": "Price floor per device-hour",
         "auto_pricing": "Auto-pricing: follow the recommended ask (never below the floor)",
         "available_from": "Available from (UTC)",
@@ -191,8 +191,8 @@ class JobForm(SerializerForm):
         "region": "Your region",
         "latency_sla_ms": "Latency SLA (ms round trip)",
         "placement": "Placement",
-        "max_price_per_device_hour": "Max price per device-hour (your bid)",
-        "budget": "Budget (held in escrow)",
+        "max_price_per_device_hour": "Max price per reference device-hour (your bid)",
+        "budget": "Budget (held in escrow, whole job)",
         "deadline": "Deadline (UTC)",
         "requested_memory_per_device_gib": "Memory per device (GiB)",
         "requested_device_count": "Devices",
@@ -205,6 +205,8 @@ class JobForm(SerializerForm):
         "latency_sla_ms": "Optional; only providers within it are matched (placement is then strict).",
         "placement": "Strict: only in your region (or within your SLA). Preferred (default without an "
         "SLA): your region first, any region otherwise.",
+        "max_price_per_device_hour": "Per reference device-hour: one hour of one speed-1 device of the "
+        "class; the market page lists recent prices in the same unit.",
         "budget": "Unused budget returns to your balance when the job ends.",
         "requested_memory_per_device_gib": "Optional; CPX sizes the job from the model when empty.",
         "requested_device_count": "Optional; sized from the model when empty.",

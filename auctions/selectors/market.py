@@ -10,12 +10,12 @@ device of speed s at ask a costs a / s per reference device-hour. Three queries 
 import statistics
 from collections import defaultdict
 from datetime import datetime
-from decimal import Decimal
 
 from auctions.mechanisms import classes
 from auctions.models import Lease, Round
 from auctions.selectors import rounds as selectors
 from market.money import to_money
+from market.units import per_reference_device_hour as per_reference
 
 RECENT_ROUNDS = 20
 
@@ -24,11 +24,6 @@ def _class_key(device_class: str, memory_gib, region: str) -> str:
     return classes.resource_class_key(
         device_class.replace("/", "-"), float(memory_gib), region.replace("/", "-")
     )
-
-
-def per_reference(price_per_device_hour: Decimal, speed: Decimal) -> Decimal:
-    """A per-device-hour price of hardware of speed `speed` in the reference unit (÷ speed)."""
-    return to_money(Decimal(price_per_device_hour) / Decimal(speed))
 
 
 def market_offers(*, now: datetime, heartbeat_timeout_s: float, include_unseen: bool) -> list[dict]:

@@ -10,6 +10,7 @@ from auctions.mechanisms.llm_sizing import SUPPORTED_BITS
 from market.models import JobRequest, LedgerTransfer, Provider, Resource, User
 from market.money import DECIMAL_PLACES, MAX_AMOUNT, MAX_DIGITS, to_money
 from market.selectors import job_ran_where
+from market.units import price_unit
 
 
 def money_field(**kwargs):
@@ -107,8 +108,12 @@ class JobSubmitSerializer(StrictSerializerMixin, serializers.Serializer):
         max_digits=12, decimal_places=3, min_value=Decimal("0.001"), required=False
     )
     device_class = serializers.ChoiceField(choices=Resource.DeviceClass.choices, default="GPU")
-    max_price_per_device_hour = money_field(min_value=Decimal("0.000001"))
-    budget = money_field(min_value=Decimal("0.000001"))
+    max_price_per_device_hour = money_field(
+        min_value=Decimal("0.000001"),
+        help_text="the bid, in CPX_CURRENCY per reference device-hour "
+        "(one hour of a speed-1 device of the class)",
+    )
+    budget = money_field(min_value=Decimal("0.000001"), help_text="in CPX_CURRENCY, for the whole job")
     deadline = serializers.DateTimeField()
     latency_sla_ms = serializers.IntegerField(min_value=1, max_value=600_000, required=False)
     region = serializers.CharField(
@@ -140,8 +145,12 @@ class JobRequestSerializer(serializers.ModelSerializer):
     """A job, with what it has spent (payments and fees so far) and where it ran (its latest lease)."""
 
     consumer = serializers.CharField(source="consumer.username", read_only=True)
+    price_unit = serializers.SerializerMethodField(help_text="the unit of max_price_per_device_hour")
     spent = serializers.SerializerMethodField()
     ran_where = serializers.SerializerMethodField()
+
+    def get_price_unit(self, job) -> str:
+        return price_unit()
 
     @extend_schema_field(money_field(allow_null=True))
     def get_spent(self, job) -> str | None:
@@ -170,6 +179,7 @@ class JobRequestSerializer(serializers.ModelSerializer):
             "workload_device_hours",
             "device_class",
             "max_price_per_device_hour",
+            "price_unit",
             "budget",
             "deadline",
             "latency_sla_ms",

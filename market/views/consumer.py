@@ -20,6 +20,7 @@ from market import selectors
 from market.forms import JobFilterForm, JobForm
 from market.models import LedgerTransfer
 from market.services.jobs import job_request_cancel, job_request_submit
+from market.units import per_reference_device_hour
 from market.views.common import TERMINAL_JOB_STATUSES, consumer_required, is_htmx, now
 
 JOBS_PER_PAGE = 25
@@ -156,12 +157,18 @@ def _timeline(job, leases: list[Lease]) -> list[dict]:
     ]
     for number, lease in enumerate(leases, start=1):
         where = f"{lease.devices}× {lease.resource.model_name} of {lease.provider.display_name}"
+        per_reference = per_reference_device_hour(lease.unit_price_paid, lease.resource.speed_factor)
+        speed = lease.resource.speed_factor.normalize()
+        price = (
+            f"{per_reference:.4f} {settings.CPX_CURRENCY} per reference device-hour "
+            f"({lease.unit_price_paid:.4f} per device-hour of this {speed:f}× device)"
+        )
         steps.append(
             {
                 "label": "Matched" if number == 1 else f"Matched again (attempt {number})",
                 "at": lease.dispatched_at,
                 "state": "done",
-                "detail": f"round {lease.round_id}: {where} at {lease.unit_price_paid:.4f} per device-hour",
+                "detail": f"round {lease.round_id}: {where} at {price}",
             }
         )
         if lease.accepted_at:

@@ -203,3 +203,27 @@ class TestRanWhere:
         assert where["resource"] == "RTX 4090" and where["devices"] == 1
         assert detail["ran_where"] == where
         assert rows[matched.pk]["spent"] == "0.000000"  # nothing charged before it runs
+
+
+class TestPriceUnits:
+    def test_a_job_and_its_leases_state_prices_in_the_bids_unit(self, client, consumer):
+        from auctions.services.rounds import round_clear, round_open
+        from market.models import Provider
+        from tests.conftest import NOW
+        from tests.factories import job_submit
+
+        fast = ProviderFactory(region="eu-west", site="Porto")
+        Provider.objects.filter(pk=fast.pk).update(last_heartbeat_at=NOW)
+        ResourceFactory(provider=fast, speed_factor=Decimal("2"), price_floor=Decimal(0))
+        job = job_submit(consumer=consumer, max_price_per_device_hour=Decimal("2.00"))
+        round_clear(round_id=round_open(now=NOW).pk, now=NOW)
+
+        detail = client.get(f"{JOBS}/{job.pk}").json()
+        lease = client.get(f"{JOBS}/{job.pk}/leases").json()[0]
+
+        assert detail["price_unit"] == "USDC per reference device-hour"
+        assert (lease["region"], lease["site"], lease["speed_factor"]) == ("eu-west", "Porto", "2.000")
+        paid = Decimal(lease["unit_price_paid"])
+        assert Decimal(lease["unit_price_paid_per_reference_device_hour"]) == (paid / 2).quantize(
+            Decimal("0.000001")
+        )
