@@ -230,6 +230,14 @@ class JobFilterForm(forms.Form):
         return {name: value for name, value in self.cleaned_data.items() if value}
 
 
+class WalletForm(forms.Form):
+    """The address a consumer deposits from (checked by contracts' consumer_wallet_register)."""
+
+    address = forms.CharField(
+        max_length=42, label="Your wallet address (EIP-55)", help_text="0x and 40 hex digits, checksummed."
+    )
+
+
 class ApiKeyForm(forms.Form):
     name = forms.CharField(
         max_length=100,
