@@ -1,5 +1,8 @@
 """Issue 14, what a new user tripped over on the pages; each test fails without its fix."""
 
+import html
+import re
+import shlex
 from decimal import Decimal
 
 import pytest
@@ -7,9 +10,10 @@ from django.test import Client
 from django.urls import reverse
 from eth_utils import to_checksum_address
 
-from tests.factories import ConsumerFactory, ResourceFactory
+from tests.factories import ConsumerFactory, ProviderFactory, ProviderUserFactory, ResourceFactory
 from tests.integration.pages import cleared_round_with_a_lease, signed_in
 from tests.integration.test_pages_consumer import job_form
+from workers.agent.__main__ import parse_args
 
 pytestmark = pytest.mark.django_db
 
@@ -82,3 +86,16 @@ class TestBalancePage:
 
         assert response.status_code == 400
         assert 'id="id_address_error"' in response.content.decode()
+
+
+class TestAgentHint:
+    def test_the_consoles_agent_command_runs_as_shown(self):
+        provider = ProviderFactory(user=ProviderUserFactory())
+        client = signed_in(provider.user)
+
+        body = client.get(reverse("pages:provider-console")).content.decode()
+
+        command = html.unescape(re.search(r"<code>(python -m workers\.agent [^<]*)</code>", body).group(1))
+        argv = shlex.split(command.replace("<your API key>", "cpx_abc_secret"))[3:]
+        args = parse_args(argv)
+        assert args.backend == "simulate"
