@@ -108,7 +108,21 @@ def market_recent_prices(*, rounds: int = RECENT_ROUNDS) -> dict:
                     statistics.median(t["price_per_reference_device_hour"] for t in trades[key])
                 ),
                 "recent": trades[key][:10],
+                "recent_all": trades[key],
             }
             for key in sorted(trades)
         ],
     }
+
+
+def market_clearing_share(*, resource_class: str, bid, rounds: int = RECENT_ROUNDS) -> dict:
+    """How often a bid (per reference device-hour) would have covered what `resource_class`
+    traded at in the last `rounds` cleared rounds: {"trades", "rounds", "share"} (share None
+    when the class did not trade). Two queries."""
+    recent = market_recent_prices(rounds=rounds)
+    row = next((c for c in recent["classes"] if c["resource_class"] == resource_class), None)
+    if row is None:
+        return {"trades": 0, "rounds": len(recent["rounds"]), "share": None}
+    prices = [t["price_per_reference_device_hour"] for t in row["recent_all"]]
+    share = sum(1 for price in prices if price <= bid) / len(prices)
+    return {"trades": len(prices), "rounds": len(recent["rounds"]), "share": share}
