@@ -12,7 +12,7 @@ from playwright.sync_api import expect
 from auctions.models import Round
 from market.models import JobRequest, Provider, Resource
 from tests.browser.conftest import TIMEOUT_S, log_in, user_with_password, wait_for
-from tests.factories import ConsumerFactory, ResourceFactory, job_submit
+from tests.factories import ConsumerFactory, ProviderFactory, ProviderUserFactory, ResourceFactory, job_submit
 
 pytestmark = pytest.mark.browser
 
@@ -118,4 +118,23 @@ class TestJobPlacement:
         expect(page.get_by_role("link", name="Snapshot (JSON)")).to_have_attribute(
             "href", f"/api/v1/rounds/{busy.pk}/snapshot"
         )
+        assert page.problems == []
+
+
+class TestPhoneLayout:
+    def test_the_provider_console_fits_a_phone(self, page, live_market):
+        with live_market.db.turn():
+            provider = ProviderFactory(
+                user=user_with_password(ProviderUserFactory), display_name="A provider with a long name"
+            )
+            ResourceFactory(provider=provider, model_name="Jetson AGX Orin 64GB", price_floor=Decimal("0"))
+        page.set_viewport_size({"width": 390, "height": 844})
+        log_in(page, live_market, provider.user)
+
+        for path in ("/provider/", "/provider/leases/", "/provider/resources/new/", "/keys/", "/market/"):
+            page.goto(f"{live_market.url}{path}")
+            width = page.evaluate("document.documentElement.scrollWidth")
+            assert width <= 390, (path, width)
+        nav_last = page.locator(".main-nav .nav li").last
+        expect(nav_last).to_be_in_viewport(ratio=1)
         assert page.problems == []
