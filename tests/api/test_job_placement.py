@@ -227,3 +227,18 @@ class TestPriceUnits:
         assert Decimal(lease["unit_price_paid_per_reference_device_hour"]) == (paid / 2).quantize(
             Decimal("0.000001")
         )
+
+
+class TestProviderRegion:
+    def test_a_provider_cannot_register_in_an_unknown_region(self):
+        from tests.factories import ProviderUserFactory, random_wallet
+
+        client = bearer_client(ProviderUserFactory())
+
+        response = client.post(
+            "/api/v1/provider",
+            {"display_name": "Rig", "wallet_address": random_wallet(), "region": "mars-1"},
+            format="json",
+        )
+
+        assert_error(response, 400, "unknown_region")
