@@ -71,3 +71,27 @@ class TestJobDetailPlacement:
 
         assert "its region first, any region otherwise" in body
         assert f"— {resource.provider.display_name}" in body
+
+
+def _has_waiting_reason() -> bool:
+    from market.models import JobRequest
+
+    return any(field.name == "waiting_reason" for field in JobRequest._meta.get_fields())
+
+
+@pytest.mark.skipif(not _has_waiting_reason(), reason="JobRequest.waiting_reason arrives with i14-liquidity")
+class TestWaitingReason:
+    def test_the_list_and_the_job_page_say_why_a_queued_job_waits(self):
+        from market.models import JobRequest
+
+        consumer = ConsumerFactory(balance=Decimal("100"))
+        job = live_job(consumer)
+        reason = {"code": "bid_below_price", "message": "Your bid is 0.10 below the class price.", "round": 7}
+        JobRequest.objects.filter(pk=job.pk).update(waiting_reason=reason)
+        client = signed_in(consumer)
+
+        listing = client.get(reverse("pages:job-list")).content.decode()
+        detail = client.get(reverse("pages:job-detail", args=[job.pk])).content.decode()
+
+        assert "Your bid is 0.10 below the class price." in listing
+        assert "Why it waits:</strong> Your bid is 0.10 below the class price." in detail
