@@ -14,5 +14,6 @@ urlpatterns = [
     # Pages (issue 6)
     path("ops/", include("auctions.urls")),
     path("market/", include("auctions.market_pages")),  # public market and replays (issue 14)
+    path("funds/", include("contracts.funds")),  # a consumer adds funds (issue 14)
     path("", include("market.urls")),
 ]

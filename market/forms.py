@@ -160,6 +160,25 @@ class ResourceEditForm(ResourceForm):
 
 class JobForm(SerializerForm):
     serializer_class = JobSubmitSerializer
+
+    def unfinished(self) -> dict:
+        """What a bound form still lacks — required fields left empty, not an error while typing —
+        and the errors of what was typed, so an untouched form shows no "This field is required"."""
+        if not self.is_bound or not self.errors:
+            return {"missing": [], "typed_errors": []}
+        data = self.data
+        missing = [
+            field.label
+            for name, field in self.fields.items()
+            if getattr(field, "cpx_required", False) and not data.get(name)
+        ]
+        typed = [
+            (self.fields[name].label if name in self.fields else "", " ".join(errors))
+            for name, errors in self.errors.items()
+            if name not in self.fields or data.get(name)
+        ]
+        return {"missing": missing, "typed_errors": typed}
+
     fields_order = (
         "kind",
         "model_name",
@@ -228,14 +247,6 @@ class JobFilterForm(forms.Form):
         """The lookups to apply: the valid, non-empty fields."""
         self.is_valid()  # cleaned_data then holds the valid fields only
         return {name: value for name, value in self.cleaned_data.items() if value}
-
-
-class WalletForm(forms.Form):
-    """The address a consumer deposits from (checked by contracts' consumer_wallet_register)."""
-
-    address = forms.CharField(
-        max_length=42, label="Your wallet address (EIP-55)", help_text="0x and 40 hex digits, checksummed."
-    )
 
 
 class ApiKeyForm(forms.Form):

@@ -126,3 +126,12 @@ def market_clearing_share(*, resource_class: str, bid, rounds: int = RECENT_ROUN
     prices = [t["price_per_reference_device_hour"] for t in row["recent_all"]]
     share = sum(1 for price in prices if price <= bid) / len(prices)
     return {"trades": len(prices), "rounds": len(recent["rounds"]), "share": share}
+
+
+def quote_history(*, quote: dict, bid) -> dict:
+    """The quote's chance of clearing, or else how `bid` compares with what the quoted class traded
+    at in recent rounds (every kind of book, not only unit auctions, whose prices the quote reads),
+    so a class that trades has history: {"share", "trades", "rounds"}."""
+    if quote["chance_of_clearing"] is not None or not quote["resource_class"]:
+        return {"share": quote["chance_of_clearing"], "trades": None, "rounds": None}
+    return market_clearing_share(resource_class=quote["resource_class"], bid=bid)

@@ -17,10 +17,8 @@ from auctions.selectors import leases as lease_selectors
 from auctions.selectors import market as market_selectors
 from auctions.services.pricing import job_quote
 from config.errors import DomainError, NotFound
-from contracts.models import ConsumerWallet
-from contracts.services import consumer_wallet_register
 from market import selectors
-from market.forms import JobFilterForm, JobForm, WalletForm
+from market.forms import JobFilterForm, JobForm
 from market.models import LedgerTransfer
 from market.services.jobs import job_request_cancel, job_request_submit
 from market.units import per_reference_device_hour
@@ -113,7 +111,7 @@ def job_quote_partial(request):
     """The quote for the form as it stands (htmx): the expected price, or why it would not clear
     and what would — from the pricing service, for exactly what a submit would send."""
     form = JobForm(request.POST)
-    context = {"form": form, "quote": None, "error": None, **_unfinished(form, request.POST)}
+    context = {"form": form, "quote": None, "error": None, **form.unfinished()}
     if form.is_valid():
         try:
             quote = job_quote(spec=form.validated_data, now=now())
@@ -123,33 +121,11 @@ def job_quote_partial(request):
             context["quote"] = {
                 **quote,
                 "reason_text": (quote["reason"] or "").replace("_", " "),
-                "history": _history(quote, form.validated_data["max_price_per_device_hour"]),
+                "history": market_selectors.quote_history(
+                    quote=quote, bid=form.validated_data["max_price_per_device_hour"]
+                ),
             }
     return render(request, "consumer/_quote.html", context)
-
-
-def _unfinished(form, data) -> dict:
-    """What the form still lacks (required fields left empty: not an error while typing) and the
-    errors of what was typed, so an untouched form shows no "This field is required"."""
-    if not form.is_bound or not form.errors:
-        return {"missing": [], "typed_errors": []}
-    missing = [
-        f.label for name, f in form.fields.items() if getattr(f, "cpx_required", False) and not data.get(name)
-    ]
-    typed = [
-        (form.fields[name].label if name in form.fields else "", " ".join(errors))
-        for name, errors in form.errors.items()
-        if name not in form.fields or data.get(name)
-    ]
-    return {"missing": missing, "typed_errors": typed}
-
-
-def _history(quote: dict, bid) -> dict:
-    """The quote's chance of clearing, or else how the bid compares with what its class traded at
-    in recent rounds (every round, not only unit auctions), so a class that trades has history."""
-    if quote["chance_of_clearing"] is not None or not quote["resource_class"]:
-        return {"share": quote["chance_of_clearing"], "trades": None, "rounds": None}
-    return market_selectors.market_clearing_share(resource_class=quote["resource_class"], bid=bid)
 
 
 def _own_job(request, pk: int):
@@ -262,27 +238,8 @@ def job_cancel(request, pk: int):
 
 @consumer_required
 def balance(request):
-    """Balance, ledger, and how to add funds: the consumer's deposit wallet (registered here) and
-    where on-chain deposits from it go; an operator deposit otherwise."""
-    form = WalletForm(request.POST or None)
-    if request.method == "POST" and form.is_valid():
-        try:
-            consumer_wallet_register(user=request.user, address=form.cleaned_data["address"], now=now())
-        except DomainError as error:
-            form.add_error("address", error.message)
-        else:
-            messages.success(
-                request, "Your deposit wallet is registered: deposits from it are credited to you."
-            )
-            return redirect("pages:balance")
+    """Balance and ledger, the deposit wallet (`user.chain_wallet`, read in the template) and a link
+    to add funds (contracts.funds: register the wallet, where deposits go)."""
     transfers = selectors.ledger_transfer_list(user=request.user)
     page = Paginator(transfers, TRANSFERS_PER_PAGE).get_page(request.GET.get("page"))
-    context = {
-        "balance": _balance(request.user),
-        "page": page,
-        "wallet": ConsumerWallet.objects.filter(user=request.user).first(),
-        "wallet_form": form,
-        "contract_address": settings.CHAIN_CONTRACT_ADDRESS,
-        "on_chain": settings.CPX_SETTLEMENT_ON_CHAIN,
-    }
-    return render(request, "consumer/balance.html", context, status=400 if form.errors else 200)
+    return render(request, "consumer/balance.html", {"balance": _balance(request.user), "page": page})

@@ -60,32 +60,35 @@ class TestSignUp:
 
 
 class TestBalancePage:
-    def test_says_how_to_add_funds_and_registers_the_deposit_wallet(self, settings):
+    def test_shows_the_wallet_and_leads_to_adding_funds(self, settings):
         settings.CHAIN_CONTRACT_ADDRESS = "0x" + "ab" * 20
         consumer = ConsumerFactory(balance=Decimal("5"))
         client = signed_in(consumer)
-        address = "0x" + "c0ffee" * 6 + "beef"
+        address = to_checksum_address("0x" + "c0ffee" * 6 + "beef")
 
         before = client.get(reverse("pages:balance")).content.decode()
-        response = client.post(reverse("pages:balance"), {"address": to_checksum_address(address)})
+        funds = client.get(reverse("funds:add")).content.decode()
+        response = client.post(reverse("funds:add"), {"address": address})
         after = client.get(reverse("pages:balance")).content.decode()
 
-        assert (
-            "Add funds" in before
-            and "Register wallet" in before
-            and settings.CHAIN_CONTRACT_ADDRESS in before
-        )
+        assert "none registered yet" in before and reverse("funds:add") in before
+        assert "Register wallet" in funds and settings.CHAIN_CONTRACT_ADDRESS in funds
         assert response.status_code == 302
-        assert to_checksum_address(address) in after and "Register wallet" not in after
-        assert "Available (USDC)" in after
+        assert address in after and "Available (USDC)" in after
+        assert "Register wallet" not in client.get(reverse("funds:add")).content.decode()
 
     def test_a_bad_address_is_shown_beside_the_field(self):
         client = signed_in(ConsumerFactory())
 
-        response = client.post(reverse("pages:balance"), {"address": "0x1234"})
+        response = client.post(reverse("funds:add"), {"address": "0x1234"})
 
         assert response.status_code == 400
         assert 'id="id_address_error"' in response.content.decode()
+
+    def test_is_for_consumers(self):
+        from tests.factories import ProviderUserFactory as Provider
+
+        assert signed_in(Provider()).get(reverse("funds:add")).status_code == 403
 
 
 class TestAgentHint:
