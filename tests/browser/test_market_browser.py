@@ -138,3 +138,31 @@ class TestPhoneLayout:
         nav_last = page.locator(".main-nav .nav li").last
         expect(nav_last).to_be_in_viewport(ratio=1)
         assert page.problems == []
+
+
+def _has_waiting_reason() -> bool:
+    return any(field.name == "waiting_reason" for field in JobRequest._meta.get_fields())
+
+
+@pytest.mark.skipif(not _has_waiting_reason(), reason="JobRequest.waiting_reason arrives with i14-liquidity")
+class TestWaitingReason:
+    def test_the_job_page_says_why_a_queued_job_waits(self, page, live_market):
+        with live_market.db.turn():
+            consumer = user_with_password(ConsumerFactory, balance=Decimal("100"))
+        job = a_job(live_market, consumer)  # submitted while nothing is listed: nothing to judge by
+        with live_market.db.turn():
+            small = ResourceFactory(
+                price_floor=Decimal("0"),
+                ask_per_device_hour=Decimal("0.20"),
+                memory_per_device_gib=Decimal("2"),
+            )
+        live_market.start_agent(small.provider)
+        log_in(page, live_market, consumer)
+
+        page.goto(f"{live_market.url}/jobs/{job.pk}/")
+
+        expect(page.locator("#waiting-reason")).to_contain_text("Why it waits", timeout=TIMEOUT_MS)
+        page.goto(f"{live_market.url}/jobs/")
+        row = page.locator("tr", has=page.get_by_role("link", name=f"#{job.pk}"))
+        expect(row.locator('[data-col="waiting"]')).not_to_be_empty()
+        assert page.problems == []
