@@ -247,6 +247,18 @@ class JobFilterForm(forms.Form):
         """The lookups to apply: the valid, non-empty fields."""
         self.is_valid()  # cleaned_data then holds the valid fields only
         return {name: value for name, value in self.cleaned_data.items() if value}
+class JobWithFileForm(JobForm):
+    """The submit page: the job's fields, and optionally its input file (an OpenAI Batch JSONL file
+    for inference, a dataset for training or fine-tuning), kept through the files service."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["input_file"] = forms.FileField(
+            required=False,
+            label="Input file (optional)",
+            help_text="Inference: an OpenAI Batch JSONL file whose requests name the model above "
+            "(tokens are then counted from it). Training: a dataset.",
+        )
 
 
 class ApiKeyForm(forms.Form):

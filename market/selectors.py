@@ -6,7 +6,16 @@ from decimal import Decimal
 
 from django.db.models import Count, OuterRef, Q, QuerySet, Subquery, Sum
 
-from market.models import ApiKey, JobRequest, LedgerAccount, LedgerTransfer, Provider, Resource, User
+from market.models import (
+    ApiKey,
+    DataFile,
+    JobRequest,
+    LedgerAccount,
+    LedgerTransfer,
+    Provider,
+    Resource,
+    User,
+)
 from market.money import to_money
 from market.services.accounts import api_key_digest
 from market.services.placement import region_names
@@ -51,7 +60,9 @@ def job_request_list(*, consumer: User | None = None, with_outcome: bool = False
     from its escrow so far, one subquery) and its leases newest first with their provider and
     resource (`leases`, the reverse relation of auctions' Lease, prefetched in 3 queries per page
     whatever its length; market reads it by name and imports nothing of auctions)."""
-    jobs = JobRequest.objects.select_related("consumer").order_by("-created_at", "-id")
+    jobs = JobRequest.objects.select_related("consumer", "output_file", "error_file").order_by(
+        "-created_at", "-id"
+    )
     if consumer is not None:
         jobs = jobs.filter(consumer=consumer)
     if with_outcome:
@@ -83,6 +94,11 @@ def job_ran_where(job: JobRequest) -> dict | None:
         "lease": lease.pk,
         "lease_status": lease.status,
     }
+
+
+def file_list(*, owner: User) -> QuerySet[DataFile]:
+    """The owner's files, newest first."""
+    return DataFile.objects.filter(owner=owner).order_by("-created_at", "-id")
 
 
 def balance_get(*, user: User) -> dict:

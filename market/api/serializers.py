@@ -7,7 +7,8 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from auctions.mechanisms.llm_sizing import SUPPORTED_BITS
-from market.models import JobRequest, LedgerTransfer, Provider, Resource, User
+from market.models import DataFile, JobRequest, LedgerTransfer, Provider, Resource, User
+from market.models.providers import region_validator
 from market.money import DECIMAL_PLACES, MAX_AMOUNT, MAX_DIGITS, to_money
 from market.selectors import job_ran_where
 from market.units import price_unit
@@ -50,7 +51,7 @@ class ProviderSerializer(StrictSerializerMixin, serializers.ModelSerializer):
             "created_at",
         ]
         read_only_fields = ["id", "status", "reputation", "stake", "last_heartbeat_at", "created_at"]
-        extra_kwargs = {"wallet_address": {"validators": []}}
+        extra_kwargs = {"wallet_address": {"validators": []}, "region": {"validators": [region_validator]}}
 
 
 class ResourceSerializer(StrictSerializerMixin, serializers.ModelSerializer):
@@ -117,7 +118,9 @@ class JobSubmitSerializer(StrictSerializerMixin, serializers.Serializer):
     deadline = serializers.DateTimeField()
     latency_sla_ms = serializers.IntegerField(min_value=1, max_value=600_000, required=False)
     region = serializers.CharField(
-        max_length=32, help_text="one of GET /api/v1/regions; unknown regions answer 400 unknown_region"
+        max_length=32,
+        validators=[region_validator],
+        help_text="one of GET /api/v1/regions; unknown regions answer 400 unknown_region",
     )
     placement = serializers.ChoiceField(
         choices=JobRequest.Placement.choices,
@@ -129,6 +132,15 @@ class JobSubmitSerializer(StrictSerializerMixin, serializers.Serializer):
         max_digits=8, decimal_places=2, min_value=Decimal("0.01"), required=False
     )
     requested_device_count = serializers.IntegerField(min_value=1, max_value=4096, required=False)
+    input_file_id = serializers.CharField(
+        max_length=40,
+        required=False,
+        help_text="a file uploaded through POST /api/v1/files: batch (inference) or dataset (training)",
+    )
+
+
+def _file_id(pk) -> str | None:
+    return f"file-{pk}" if pk else None
 
 
 class RanWhereSerializer(serializers.Serializer):
@@ -162,6 +174,21 @@ class JobRequestSerializer(serializers.ModelSerializer):
     def get_ran_where(self, job) -> dict | None:
         return job_ran_where(job)
 
+    input_file_id = serializers.SerializerMethodField()
+    output_file_id = serializers.SerializerMethodField()
+    error_file_id = serializers.SerializerMethodField()
+    output_sha256 = serializers.CharField(source="output_file.sha256", default=None, read_only=True)
+    error_sha256 = serializers.CharField(source="error_file.sha256", default=None, read_only=True)
+
+    def get_input_file_id(self, job) -> str | None:
+        return _file_id(job.input_file_id)
+
+    def get_output_file_id(self, job) -> str | None:
+        return _file_id(job.output_file_id)
+
+    def get_error_file_id(self, job) -> str | None:
+        return _file_id(job.error_file_id)
+
     class Meta:
         model = JobRequest
         fields = [
@@ -192,6 +219,12 @@ class JobRequestSerializer(serializers.ModelSerializer):
             "sizing",
             "spent",
             "ran_where",
+            "input_file_id",
+            "output_file_id",
+            "error_file_id",
+            "output_sha256",
+            "error_sha256",
+            "batch_totals",
             "idempotency_key",
             "created_at",
             "updated_at",
@@ -258,3 +291,47 @@ class RegionSerializer(serializers.Serializer):
     latitude = serializers.FloatField(help_text="the region's centroid, for latency estimates")
     longitude = serializers.FloatField()
     providers = serializers.IntegerField(help_text="active providers listing resources there")
+class FileSerializer(serializers.ModelSerializer):
+    """A file as the OpenAI Files API shows one, plus its sha256 and what validation learned."""
+
+    id = serializers.CharField(source="public_id", read_only=True)
+    object = serializers.SerializerMethodField()
+    created_at = serializers.SerializerMethodField()
+    expires_at = serializers.SerializerMethodField()
+    expired = serializers.SerializerMethodField()
+
+    class Meta:
+        model = DataFile
+        fields = [
+            "id",
+            "object",
+            "purpose",
+            "filename",
+            "bytes",
+            "sha256",
+            "lines",
+            "model_name",
+            "prompt_tokens_estimate",
+            "max_tokens_total",
+            "created_at",
+            "expires_at",
+            "expired",
+        ]
+        read_only_fields = fields
+
+    def get_object(self, data_file) -> str:
+        return "file"
+
+    def get_created_at(self, data_file) -> int:
+        return int(data_file.created_at.timestamp())
+
+    def get_expires_at(self, data_file) -> int:
+        return int(data_file.expires_at.timestamp())
+
+    def get_expired(self, data_file) -> bool:
+        return data_file.deleted_at is not None
+
+
+class FileUploadSerializer(StrictSerializerMixin, serializers.Serializer):
+    file = serializers.FileField(allow_empty_file=True)
+    purpose = serializers.ChoiceField(choices=[DataFile.Purpose.BATCH, DataFile.Purpose.DATASET])
