@@ -247,6 +247,8 @@ class JobFilterForm(forms.Form):
         """The lookups to apply: the valid, non-empty fields."""
         self.is_valid()  # cleaned_data then holds the valid fields only
         return {name: value for name, value in self.cleaned_data.items() if value}
+
+
 class JobWithFileForm(JobForm):
     """The submit page: the job's fields, and optionally its input file (an OpenAI Batch JSONL file
     for inference, a dataset for training or fine-tuning), kept through the files service."""

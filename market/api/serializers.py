@@ -291,6 +291,8 @@ class RegionSerializer(serializers.Serializer):
     latitude = serializers.FloatField(help_text="the region's centroid, for latency estimates")
     longitude = serializers.FloatField()
     providers = serializers.IntegerField(help_text="active providers listing resources there")
+
+
 class FileSerializer(serializers.ModelSerializer):
     """A file as the OpenAI Files API shows one, plus its sha256 and what validation learned."""
 

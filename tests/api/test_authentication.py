@@ -81,10 +81,9 @@ def test_the_endpoint_table_covers_every_route_of_the_market_api():
     patterns = market_urls.urlpatterns + job_urls.urlpatterns
     routes = {str(p.pattern).replace("<int:pk>", "{}").replace("<str:file_id>", "{}") for p in patterns}
 
-    listed = {
-        re.sub(r"\{\w+\}", "{}", path.removeprefix("/api/v1/"))
-        for _, path, _ in ENDPOINTS
-    } | {path.removeprefix("/api/v1/") for _, path in PUBLIC_ENDPOINTS}
+    listed = {re.sub(r"\{\w+\}", "{}", path.removeprefix("/api/v1/")) for _, path, _ in ENDPOINTS} | {
+        path.removeprefix("/api/v1/") for _, path in PUBLIC_ENDPOINTS
+    }
 
     assert routes == listed
 
