@@ -14,6 +14,7 @@ Dashboard pattern (the settlement dashboard follows it):
 import csv
 import json
 
+from django.conf import settings
 from django.core.paginator import Paginator
 from django.http import Http404, HttpResponse
 from django.shortcuts import render
@@ -67,19 +68,19 @@ def _charts(rows: list[dict], window: int) -> list[dict]:
     simple = {
         "volume": (
             "Jobs matched per round",
-            "jobs",
+            "jobs matched",
             lambda row: row["jobs_matched"],
             "Leases the round created.",
         ),
         "welfare": (
             "Welfare per round",
-            "welfare",
+            f"welfare, {settings.CPX_CURRENCY} per hour",
             lambda row: row["welfare"],
             "Bids minus asks of the trades.",
         ),
         "gap": (
             "Optimality gap per round",
-            "gap",
+            "gap (share of the LP bound)",
             lambda row: row["optimality_gap"],
             "Between the welfare and the LP bound; 0 is optimal.",
         ),
@@ -94,6 +95,7 @@ def _charts(rows: list[dict], window: int) -> list[dict]:
                 title="Clearing price per resource class",
                 description=f"Buyer price per device-hour of the {len(charted)} busiest classes over "
                 f"{len(rows)} rounds.",
+                y_unit=f"{settings.CPX_CURRENCY} per device-hour",
                 bridge_gaps=True,
             ),
             "legend": legend(charted),
@@ -116,6 +118,7 @@ def _charts(rows: list[dict], window: int) -> list[dict]:
                     [Series(unit, [(row["id"], value(row)) for row in rows])],
                     title=title,
                     description=f"{title} over {len(rows)} rounds.",
+                    y_unit=unit,
                 ),
                 "legend": [],
                 "note": note,

@@ -20,6 +20,8 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     # Pages (issue 6)
     path("ops/", include("auctions.urls")),
+    path("market/", include("auctions.market_pages")),  # public market and replays (issue 14)
+    path("funds/", include("contracts.funds")),  # a consumer adds funds (issue 14)
     path("", include(PAGES)),
 ]
 

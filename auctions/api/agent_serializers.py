@@ -3,6 +3,7 @@ Types, ranges and lengths are checked here (malformed → 400); states and alloc
 
 from decimal import Decimal
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from auctions.models import Lease, Verification
@@ -14,6 +15,7 @@ from auctions.services.leases import (
 )
 from market.api.serializers import StrictSerializerMixin
 from market.models import JobRequest
+from market.units import per_reference_device_hour
 
 MAX_LEASE_ID = 2**63 - 1
 
@@ -153,6 +155,13 @@ class ConsumerLeaseSerializer(serializers.ModelSerializer):
     # On-chain settlement (issue 5): batch, tx hash, reconciliation status; null until batched.
     # The view passes them in context["chain"] (contracts.selectors.lease_chain_status, one query).
     settlement_on_chain = serializers.SerializerMethodField()
+    # Issue 14: the price in the unit of the bid, and where the lease ran.
+    speed_factor = serializers.DecimalField(
+        source="resource.speed_factor", max_digits=6, decimal_places=3, read_only=True
+    )
+    unit_price_paid_per_reference_device_hour = serializers.SerializerMethodField()
+    region = serializers.CharField(source="provider.region", read_only=True)
+    site = serializers.CharField(source="provider.site", read_only=True)
 
     class Meta:
         model = Lease
@@ -164,9 +173,13 @@ class ConsumerLeaseSerializer(serializers.ModelSerializer):
             "close_reason_label",
             "close_detail",
             "provider",
+            "region",
+            "site",
             "resource_class",
             "devices",
+            "speed_factor",
             "unit_price_paid",
+            "unit_price_paid_per_reference_device_hour",
             "expected_device_hours",
             "max_device_hours",
             "progress",
@@ -180,6 +193,11 @@ class ConsumerLeaseSerializer(serializers.ModelSerializer):
             "settlement_on_chain",
         ]
         read_only_fields = fields
+
+    @extend_schema_field(serializers.DecimalField(max_digits=24, decimal_places=6))
+    def get_unit_price_paid_per_reference_device_hour(self, lease) -> str:
+        """What the bid is in: the price per device-hour of this hardware ÷ its speed."""
+        return str(per_reference_device_hour(lease.unit_price_paid, lease.resource.speed_factor))
 
     def get_settlement_on_chain(self, lease) -> dict | None:
         return self.context.get("chain", {}).get(lease.pk)

@@ -3,6 +3,7 @@ and the submit form's quote. The job list, the form and the balance are `market.
 
 from decimal import Decimal
 
+from django.conf import settings
 from django.contrib import messages
 from django.http import Http404
 from django.shortcuts import redirect, render
@@ -10,12 +11,14 @@ from django.views.decorators.http import require_POST
 
 from auctions.models import Lease
 from auctions.selectors import leases as lease_selectors
+from auctions.selectors import market as market_selectors
 from auctions.services.jobs import job_request_cancel
 from auctions.services.pricing import job_quote
 from config.errors import DomainError, NotFound
 from market import selectors
 from market.forms import JobForm
 from market.models import LedgerTransfer
+from market.units import per_reference_device_hour
 from market.views.common import TERMINAL_JOB_STATUSES, consumer_required, is_htmx, now
 
 CHARGED = (LedgerTransfer.Kind.PAYMENT, LedgerTransfer.Kind.FEE)
@@ -28,13 +31,20 @@ def job_quote_partial(request):
     """The quote for the form as it stands (htmx): the expected price, or why it would not clear
     and what would — from the pricing service, for exactly what a submit would send."""
     form = JobForm(request.POST)
-    context = {"form": form, "quote": None, "error": None}
+    context = {"form": form, "quote": None, "error": None, **form.unfinished()}
     if form.is_valid():
         try:
             quote = job_quote(spec=form.validated_data, now=now())
-            context["quote"] = {**quote, "reason_text": (quote["reason"] or "").replace("_", " ")}
         except DomainError as error:
             context["error"] = error.message
+        else:
+            context["quote"] = {
+                **quote,
+                "reason_text": (quote["reason"] or "").replace("_", " "),
+                "history": market_selectors.quote_history(
+                    quote=quote, bid=form.validated_data["max_price_per_device_hour"]
+                ),
+            }
     return render(request, "consumer/_quote.html", context)
 
 
@@ -75,12 +85,18 @@ def _timeline(job, leases: list[Lease]) -> list[dict]:
     ]
     for number, lease in enumerate(leases, start=1):
         where = f"{lease.devices}× {lease.resource.model_name} of {lease.provider.display_name}"
+        per_reference = per_reference_device_hour(lease.unit_price_paid, lease.resource.speed_factor)
+        speed = lease.resource.speed_factor.normalize()
+        price = (
+            f"{per_reference:.4f} {settings.CPX_CURRENCY} per reference device-hour "
+            f"({lease.unit_price_paid:.4f} per device-hour of this {speed:f}× device)"
+        )
         steps.append(
             {
                 "label": "Matched" if number == 1 else f"Matched again (attempt {number})",
                 "at": lease.dispatched_at,
                 "state": "done",
-                "detail": f"round {lease.round_id}: {where} at {lease.unit_price_paid:.4f} per device-hour",
+                "detail": f"round {lease.round_id}: {where} at {price}",
             }
         )
         if lease.accepted_at:

@@ -69,6 +69,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "market.views.common.market_units",
             ],
         },
     },
@@ -256,6 +257,8 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CPX_MONEY_DECIMAL_PLACES = 6
 CPX_PLATFORM_FEE_RATE = Decimal(env.str("CPX_PLATFORM_FEE_RATE", default="0.05"))
 CPX_MAX_JOB_BUDGET = Decimal(env.str("CPX_MAX_JOB_BUDGET", default="1000000"))
+# The name of the ledger's unit of money, shown beside every amount and price (pages and API).
+CPX_CURRENCY = env.str("CPX_CURRENCY", default="USDC")
 # A job's deadline is at most this many days ahead (its escrow and a live lease last that long).
 CPX_MAX_JOB_DEADLINE_DAYS = env.int("CPX_MAX_JOB_DEADLINE_DAYS", default=30)
 # Tests run with CPX_REQUIRE_SERVICES=1 in CI so a service-backed test cannot silently skip.

@@ -3,6 +3,7 @@ from django.urls import path
 from market.api import views
 
 urlpatterns = [
+    path("regions", views.RegionListView.as_view(), name="region-list"),
     path("me", views.MeView.as_view(), name="me"),
     path("provider", views.ProviderProfileView.as_view(), name="provider-profile"),
     path("resources", views.ResourceListView.as_view(), name="resource-list"),

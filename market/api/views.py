@@ -6,6 +6,7 @@ from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, status
 from rest_framework.parsers import MultiPartParser
+from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -37,6 +38,17 @@ def idempotency_key(request) -> str | None:
             "Idempotency-Key must be 1 to 128 printable ASCII characters.", field="Idempotency-Key"
         )
     return key
+
+
+class RegionListView(APIView):
+    """The regions CPX knows (a job's `region` must be one); no login needed."""
+
+    permission_classes = [AllowAny]
+    authentication_classes = []
+
+    @extend_schema(responses=s.RegionSerializer(many=True))
+    def get(self, request):
+        return Response(s.RegionSerializer(selectors.region_list(), many=True).data)
 
 
 class MeView(APIView):
@@ -150,7 +162,7 @@ class JobFilter(django_filters.FilterSet):
 # Building a ModelSerializer's fields costs ten times more than rendering them (~0.6 ms of a
 # submission's CPU, bench/api_submit.py): the submission's answer reuses one instance. Its fields are
 # read-only and need no context, so the rendered bytes are the same as from a fresh instance.
-_JOB_REPRESENTATION = s.JobRequestSerializer()
+_JOB_REPRESENTATION = s.JobSubmittedSerializer()
 
 
 class JobListView(generics.ListAPIView):
@@ -163,7 +175,7 @@ class JobListView(generics.ListAPIView):
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):  # schema generation has no caller
             return JobRequest.objects.none()
-        return selectors.job_request_list(consumer=self.request.user)
+        return selectors.job_request_list(consumer=self.request.user, with_outcome=True)
 
     @extend_schema(
         request=s.JobSubmitSerializer,
@@ -177,9 +189,11 @@ class JobListView(generics.ListAPIView):
         job, created = job_request_submit(
             consumer=request.user, spec=serializer.validated_data, now=timezone.now(), idempotency_key=key
         )
-        headers = {} if created else {"Idempotent-Replayed": "true"}
-        code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
-        return Response(_JOB_REPRESENTATION.to_representation(job), status=code, headers=headers)
+        if created:
+            return Response(_JOB_REPRESENTATION.to_representation(job), status=status.HTTP_201_CREATED)
+        # A replayed key answers with the job as it is now (it may have run since).
+        job = selectors.job_request_list(consumer=request.user, with_outcome=True).get(pk=job.pk)
+        return Response(s.JobRequestSerializer(job).data, headers={"Idempotent-Replayed": "true"})
 
 
 class JobDetailView(generics.RetrieveAPIView):
@@ -191,7 +205,7 @@ class JobDetailView(generics.RetrieveAPIView):
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):  # schema generation has no caller
             return JobRequest.objects.none()
-        return selectors.job_request_list(consumer=self.request.user)
+        return selectors.job_request_list(consumer=self.request.user, with_outcome=True)
 
 
 def file_download(data_file) -> FileResponse:
@@ -322,7 +336,7 @@ class OperatorJobListView(generics.ListAPIView):
     filterset_class = JobFilter
 
     def get_queryset(self):
-        return selectors.job_request_list()
+        return selectors.job_request_list(with_outcome=True)
 
 
 class OperatorProviderListView(generics.ListAPIView):

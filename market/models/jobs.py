@@ -31,6 +31,13 @@ class JobRequest(models.Model):
         CANCELLED = "CANCELLED", "Cancelled"
         EXPIRED = "EXPIRED", "Expired"
 
+    class Placement(models.TextChoices):
+        """Where the job may run (market.services.placement): strict = within its latency SLA of its
+        region, or in its region without one; preferred = its region first, any region otherwise."""
+
+        STRICT = "strict", "Strict"
+        PREFERRED = "preferred", "Preferred"
+
     consumer = models.ForeignKey(User, on_delete=models.PROTECT, related_name="jobs")
     kind = models.CharField(max_length=10, choices=Kind.choices)
     model_name = models.CharField(max_length=100)
@@ -48,6 +55,7 @@ class JobRequest(models.Model):
     deadline = models.DateTimeField()
     latency_sla_ms = models.PositiveIntegerField(null=True, blank=True)
     region = models.CharField(max_length=32)
+    placement = models.CharField(max_length=9, choices=Placement.choices, default=Placement.PREFERRED)
     # What the consumer stated, if anything, and what CPX derived (and will match on).
     requested_memory_per_device_gib = models.DecimalField(
         max_digits=8, decimal_places=2, null=True, blank=True

@@ -18,6 +18,7 @@ from config.errors import Conflict, InvalidInput
 from market.models import DataFile, JobRequest, LedgerAccount, LedgerTransfer, User
 from market.services.files import file_get_for_owner, file_upload
 from market.services.ledger import InsufficientFunds, ledger_transfer
+from market.services.placement import job_request_check_servable, placement_of, region_check
 
 Status = JobRequest.Status
 # The largest memory_per_device_gib the column holds (8 digits, 2 decimals); no device has more.
@@ -41,11 +42,13 @@ def job_request_submit(
 
     A retry with the same idempotency key and the same spec returns the first job (created is
     False), whatever the timing: the database's unique constraint settles a race. Raises
-    InvalidInput, InsufficientFunds (nothing is written), IdempotencyKeyReused.
+    InvalidInput (among them UnknownRegion, and Unservable: no listed resource could ever run the
+    job), InsufficientFunds (nothing is written), IdempotencyKeyReused.
     """
     fingerprint = _fingerprint(spec)
     try:
         fields = job_request_size(spec=job_spec_with_input(consumer=consumer, spec=spec), now=now)
+        job_request_check_servable(fields=fields)
         job = _create_funded(
             consumer=consumer,
             fields=fields,
@@ -167,8 +170,11 @@ def job_request_size(*, spec: dict, now: datetime) -> dict:
     """Check the rules across fields and size the job; returns the model fields.
 
     Raises InvalidInput (a deadline passed, a missing workload, a budget over CPX_MAX_JOB_BUDGET, a
-    job that cannot be sized), DeadlineTooFar (beyond CPX_MAX_JOB_DEADLINE_DAYS)."""
+    job that cannot be sized, UnknownRegion, PlacementConflictsWithSla), DeadlineTooFar (beyond
+    CPX_MAX_JOB_DEADLINE_DAYS)."""
     kind = spec["kind"]
+    region = region_check(spec["region"])
+    placement = placement_of(placement=spec.get("placement"), latency_sla_ms=spec.get("latency_sla_ms"))
     if spec["deadline"] <= now:
         raise InvalidInput("The deadline has passed.", field="deadline")
     max_days = settings.CPX_MAX_JOB_DEADLINE_DAYS
@@ -216,6 +222,8 @@ def job_request_size(*, spec: dict, now: datetime) -> dict:
     memory = requested_memory if requested_memory else Decimal(str(sizing.memory_per_device_gib))
     return {
         **spec,
+        "region": region,
+        "placement": placement,
         "memory_per_device_gib": memory,
         "device_count": sizing.device_count,
         "sizing": sizing.as_dict(),

@@ -7,6 +7,7 @@ A job's own page (with its leases), its cancel and the form's quote show auction
 import uuid
 from datetime import timedelta
 from functools import partial
+from urllib.parse import urlencode
 
 from django.conf import settings
 from django.contrib import messages
@@ -15,7 +16,7 @@ from django.shortcuts import redirect, render
 
 from config.errors import DomainError
 from market import selectors
-from market.forms import JobWithFileForm
+from market.forms import JobFilterForm, JobWithFileForm
 from market.services.jobs import job_request_submit, job_request_submit_with_upload
 from market.views.common import TERMINAL_JOB_STATUSES, consumer_required, now
 
@@ -30,27 +31,32 @@ def _balance(user) -> dict:
     return balance
 
 
-def _job_page(request):
-    jobs = selectors.job_request_list(consumer=request.user)
-    return Paginator(jobs, JOBS_PER_PAGE).get_page(request.GET.get("page"))
+def _job_page(request) -> dict:
+    """The page of the consumer's jobs the filters select, with what each spent and where it ran."""
+    filters = JobFilterForm(request.GET)
+    chosen = filters.filters()
+    jobs = selectors.job_request_list(consumer=request.user, with_outcome=True).filter(**chosen)
+    page = Paginator(jobs, JOBS_PER_PAGE).get_page(request.GET.get("page"))
+    for job in page.object_list:
+        job.ran_where = selectors.job_ran_where(job)
+    return {
+        "page": page,
+        "filters": filters,
+        "query": urlencode(chosen),
+        "moving": any(job.status not in TERMINAL_JOB_STATUSES for job in page.object_list),
+    }
 
 
 @consumer_required
 def job_list(request):
-    page = _job_page(request)
-    context = {"page": page, "balance": _balance(request.user), **_rows_context(page)}
+    context = {**_job_page(request), "balance": _balance(request.user)}
     return render(request, "consumer/job_list.html", context)
 
 
 @consumer_required
 def job_list_live(request):
     """The job table's rows, polled every 2 s while any job on the page is still moving."""
-    page = _job_page(request)
-    return render(request, "consumer/_job_rows.html", {"page": page, **_rows_context(page)})
-
-
-def _rows_context(page) -> dict:
-    return {"moving": any(job.status not in TERMINAL_JOB_STATUSES for job in page.object_list)}
+    return render(request, "consumer/_job_rows.html", _job_page(request))
 
 
 def _idempotency_key(raw: str | None) -> str | None:
@@ -97,6 +103,8 @@ def job_new(request):
 
 @consumer_required
 def balance(request):
+    """Balance and ledger, the deposit wallet (`user.chain_wallet`, read in the template) and a link
+    to add funds (contracts.funds: register the wallet, where deposits go)."""
     transfers = selectors.ledger_transfer_list(user=request.user)
     page = Paginator(transfers, TRANSFERS_PER_PAGE).get_page(request.GET.get("page"))
     return render(request, "consumer/balance.html", {"balance": _balance(request.user), "page": page})

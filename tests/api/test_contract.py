@@ -19,6 +19,9 @@ def schema(api_client):
     return api_client.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
 
 
+PUBLIC_PATHS = {"/api/v1/market", "/api/v1/regions"}
+
+
 def operations(schema):
     for path, item in schema["paths"].items():
         for method, operation in item.items():
@@ -35,7 +38,8 @@ class TestSchemaDocumentsErrors:
     def test_every_operation_documents_authentication_rate_limit_and_its_own_errors(self, schema):
         for path, method, operation in operations(schema):
             responses = operation["responses"]
-            expected = {"401", "403", "429"}
+            # The public market and the region list need no key (issue 14): no 401/403 to document.
+            expected = {"429"} if path in PUBLIC_PATHS else {"401", "403", "429"}
             if "{" in path:
                 expected.add("404")
             if method != "GET":
@@ -51,6 +55,10 @@ class TestSchemaDocumentsErrors:
 
     def test_the_rate_limit_answer_documents_retry_after(self, schema):
         assert "Retry-After" in schema["paths"]["/api/v1/jobs"]["post"]["responses"]["429"]["headers"]
+
+    def test_a_public_read_documents_no_401_or_403(self, schema):
+        for path in PUBLIC_PATHS:
+            assert not {"401", "403"} & set(schema["paths"][path]["get"]["responses"]), path
 
     def test_a_read_without_parameters_documents_no_400(self, schema):
         assert "400" not in schema["paths"]["/api/v1/balance"]["get"]["responses"]

@@ -149,7 +149,17 @@ class TestRegion:
         assert list(body["extra"]["fields"]) == ["region"]
         assert not Provider.objects.filter(user=user).exists()
 
-    @pytest.mark.parametrize("region", ["eu-west", "ap-south-1", "lab1"])
+    @pytest.mark.parametrize("region", ["ap-south-1", "lab1"])
+    def test_a_slug_region_cpx_does_not_know_is_refused(self, consumer, region):
+        # Issue 14: a region must be one of GET /api/v1/regions, not only well formed.
+        response = bearer_client(consumer).post(
+            JOBS, job_body(region=region), format="json", HTTP_IDEMPOTENCY_KEY=str(uuid.uuid4())
+        )
+
+        assert_error(response, 400, "unknown_region")
+        assert not JobRequest.objects.filter(consumer=consumer).exists()
+
+    @pytest.mark.parametrize("region", ["eu-west", "ap-south", "us-east"])
     def test_a_slug_region_is_accepted(self, consumer, region):
         response = bearer_client(consumer).post(
             JOBS, job_body(region=region), format="json", HTTP_IDEMPOTENCY_KEY=str(uuid.uuid4())

@@ -244,8 +244,9 @@ class TestRoundClearLatency:
         assert not Lease.objects.filter(round=round_obj, resource=lisbon).exists()
 
     def test_a_job_whose_sla_no_provider_meets_stays_queued(self):
-        online_resource(region="us-east", ask_per_device_hour=Decimal("0.10"), lat=39.04, lon=-77.49)
+        # Submitted into an empty market (a market with only this listing refuses it: unservable).
         job = bid(funded_consumer(), "1.00", latency_sla_ms=20, region="eu-west")
+        online_resource(region="us-east", ask_per_device_hour=Decimal("0.10"), lat=39.04, lon=-77.49)
 
         cleared_round()
 

@@ -160,6 +160,18 @@ class Agent:
             logger.warning("could not accept lease %s: %s", lease_id, error)
             self._release(run)
             return
+        job = lease.get("job") or {}
+        logger.info(
+            "took lease %s: job %s (%s %s) on %s device(s) of resource %s (%s), %s per device-hour",
+            lease_id,
+            job.get("id"),
+            job.get("kind", "?"),
+            job.get("model_name", "?"),
+            devices,
+            resource,
+            lease.get("resource_class", "?"),
+            lease.get("unit_price_received", "?"),
+        )
         run.thread = threading.Thread(target=self._run_lease, args=(run,), name=f"cpx-lease-{lease_id}")
         run.thread.start()
         self.started.set()
@@ -224,6 +236,13 @@ class Agent:
                 device_seconds=usage.device_seconds,
             )
             run.outcome = "completed"
+            logger.info(
+                "finished lease %s: completed, %s tokens in, %s out, %.1f device-seconds",
+                run.lease["id"],
+                usage.tokens_in,
+                usage.tokens_out,
+                float(usage.device_seconds),
+            )
         except ApiError as error:
             # A retry whose first attempt got through: the lease is already completed, and paid once.
             if error.code == "lease_already_closed" and error.extra.get("status") == "COMPLETED":
