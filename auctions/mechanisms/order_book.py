@@ -183,7 +183,13 @@ def _check_quantities(quantities: np.ndarray, name: str, *, unit: bool) -> None:
 
 
 def _refuse_repeated_ids(bid_ids, ask_ids) -> None:
-    if _integer_ids_are_distinct(bid_ids, ask_ids):
+    """Refuse an id repeated within or across sides, naming the first repeat in input order.
+
+    NumPy id columns are shown distinct without making one Python object per id
+    (`_arrays_are_distinct`); lists, an integer side beside a string side, and whatever the fast
+    checks leave open are decided exactly with a set, which also finds the id to name.
+    """
+    if _arrays_are_distinct(bid_ids, ask_ids):
         return
     bid_ids = bid_ids.tolist() if isinstance(bid_ids, np.ndarray) else bid_ids
     ask_ids = ask_ids.tolist() if isinstance(ask_ids, np.ndarray) else ask_ids
@@ -200,21 +206,105 @@ def _refuse_repeated_ids(bid_ids, ask_ids) -> None:
     raise _bad("ids are repeated")  # pragma: no cover - the loop above always finds one
 
 
-def _integer_ids_are_distinct(bid_ids, ask_ids) -> bool:
-    """Fast path for integer id arrays in a dense range (database keys): one bincount, no hashing.
+def _arrays_are_distinct(bid_ids, ask_ids) -> bool:
+    """True when the non-empty sides are NumPy columns of one kind shown free of repeats.
 
-    False means "not shown distinct here": the caller then checks with a set.
+    Integers are decided exactly (`_integers_are_distinct`), strings by a 64-bit hash of their code
+    points (`_strings_are_distinct`). False means "not shown distinct here": the caller then checks
+    with a set, so a hash collision costs time, never a wrong answer.
     """
     arrays = [ids for ids in (bid_ids, ask_ids) if len(ids)]
-    if not arrays or not all(isinstance(ids, np.ndarray) and ids.dtype.kind in "iu" for ids in arrays):
+    if not all(isinstance(ids, np.ndarray) for ids in arrays):
         return False
+    if not arrays:
+        return True
+    kinds = {ids.dtype.kind for ids in arrays}
+    if kinds <= {"i", "u"}:
+        return _integers_are_distinct(arrays)
+    if kinds == {"U"}:
+        return _strings_are_distinct(arrays)
+    return False
+
+
+_INT64_MAX = int(np.iinfo(np.int64).max)
+
+
+def _integers_are_distinct(arrays: list[np.ndarray]) -> bool:
+    """Integer ids, exactly: a dense range (database keys) by one bincount, any other by sorting.
+
+    Offsets and sorting run in int64 when an id is negative and in uint64 otherwise, so int64 and
+    uint64 columns mix without overflow; only ids spanning both ranges at once go to the set.
+    """
     low = min(int(ids.min()) for ids in arrays)
     high = max(int(ids.max()) for ids in arrays)
     count = sum(len(ids) for ids in arrays)
-    if high - low > 8 * count + 1024:
+    if low >= 0:
+        dtype = np.uint64
+    elif high <= _INT64_MAX:
+        dtype = np.int64
+    else:
         return False
-    offsets = np.concatenate([(ids - low).astype(np.int64) for ids in arrays])
-    return int(np.bincount(offsets).max()) <= 1
+    if high - low <= 8 * count + 1024:
+        base = dtype(low)
+        offsets = np.concatenate([(ids.astype(dtype, copy=False) - base).astype(np.int64) for ids in arrays])
+        return int(np.bincount(offsets).max()) <= 1
+    return _sorted_are_distinct(np.concatenate([ids.astype(dtype, copy=False) for ids in arrays]))
+
+
+# FNV-1a (Fowler, Noll, Vo) offset basis and prime for 64 bits.
+_FNV_OFFSET = np.uint64(0xCBF29CE484222325)
+_FNV_PRIME = np.uint64(0x100000001B3)
+
+
+def _strings_are_distinct(arrays: list[np.ndarray]) -> bool:
+    """String ids: True when their 64-bit hashes are distinct, which proves the ids are."""
+    width = max(ids.dtype.itemsize for ids in arrays) // 4
+    hashes = np.concatenate([_string_hashes(ids, width) for ids in arrays])
+    return _sorted_are_distinct(hashes)
+
+
+# Rows hashed per block: a block of ids stays in cache while all its words are read.
+_HASH_BLOCK = 8192
+
+
+def _string_hashes(ids: np.ndarray, width: int) -> np.ndarray:
+    """A 64-bit hash of each id of a NumPy `U` array, as if padded to `width` code points.
+
+    Each row is read as 8-byte words (two UCS-4 code points) through strided views, so no Python
+    string is made. Per word: FNV-1a (xor, multiply; Fowler, Noll, Vo) and then `h ^= h >> 29`,
+    which carries the upper half of the word, where the multiply alone would leave it, into the
+    lower bits. The last word needs no mixing: for a fixed state the step is a bijection. Rows go
+    in blocks of `_HASH_BLOCK` so that a wide array is read from memory once, not once per word.
+
+    Padding: NumPy pads with NUL code points and a NumPy string cannot end with one, so an id gets
+    the same words, hence the same hash, in a column of any width; a side narrower than `width`
+    reads zero words past its end.
+    """
+    ids = np.ascontiguousarray(ids, dtype=np.dtype(f"U{max(ids.dtype.itemsize // 4, 1)}"))
+    count, itemsize = len(ids), ids.dtype.itemsize
+    hashes = np.full(count, _FNV_OFFSET)
+    scratch = np.empty(min(count, _HASH_BLOCK), dtype=np.uint64)
+    words = (width + 1) // 2
+    for start in range(0, count, _HASH_BLOCK):
+        rows = min(_HASH_BLOCK, count - start)
+        block, mixed = hashes[start : start + rows], scratch[:rows]
+        for index in range(words):
+            offset = start * itemsize + 8 * index
+            if 8 * index + 8 <= itemsize:
+                block ^= np.ndarray((rows,), dtype=np.uint64, buffer=ids, offset=offset, strides=(itemsize,))
+            elif 8 * index + 4 <= itemsize:  # one code point left: the word's upper half is padding
+                block ^= np.ndarray((rows,), dtype=np.uint32, buffer=ids, offset=offset, strides=(itemsize,))
+            block *= _FNV_PRIME
+            if index < words - 1:
+                np.right_shift(block, 29, out=mixed)
+                block ^= mixed
+    return hashes
+
+
+def _sorted_are_distinct(values: np.ndarray) -> bool:
+    """Sorts `values` in place and tells whether no two are equal."""
+    values.sort()
+    return not bool((values[1:] == values[:-1]).any())
 
 
 def _read_support(doc: dict) -> tuple[float, float] | None:
