@@ -1,7 +1,10 @@
 """A double-auction BOOK read into arrays: row or columnar sides, validated in bulk (spec/mechanisms.md).
 
 Validation is vectorised: the element types of a column are collected once with `set(map(type, …))`
-and the values are checked as NumPy arrays, so a 100,000-order book costs a few milliseconds.
+and the values are checked as NumPy arrays, so a 100,000-order book costs a few milliseconds. Ids
+given as NumPy arrays are checked for repeats without a Python object per id: integers by bincount
+or sorting, strings by sorting a 64-bit hash of their code points; lists, and whatever the hash
+cannot settle, go through a set, which decides exactly and names the repeated id.
 """
 
 import numbers
@@ -258,7 +261,10 @@ _FNV_PRIME = np.uint64(0x100000001B3)
 
 def _strings_are_distinct(arrays: list[np.ndarray]) -> bool:
     """String ids: True when their 64-bit hashes are distinct, which proves the ids are."""
-    width = max(ids.dtype.itemsize for ids in arrays) // 4
+    arrays = [
+        np.ascontiguousarray(ids, dtype=np.dtype(f"U{max(ids.dtype.itemsize // 4, 1)}")) for ids in arrays
+    ]
+    width = max(_used_width(ids) for ids in arrays)
     hashes = np.concatenate([_string_hashes(ids, width) for ids in arrays])
     return _sorted_are_distinct(hashes)
 
@@ -267,8 +273,24 @@ def _strings_are_distinct(arrays: list[np.ndarray]) -> bool:
 _HASH_BLOCK = 8192
 
 
+def _used_width(ids: np.ndarray) -> int:
+    """Code points in the longest id of a contiguous native `U` array (at most its width).
+
+    A wide dtype (`astype(str)` of int64 gives U21 for ids of a few digits) would otherwise cost a
+    hash pass per word of padding. When an id of the first or the last block fills the width, that
+    is the answer; otherwise `np.strings.str_len`, which does not count NUL padding, finds it.
+    """
+    width = ids.dtype.itemsize // 4
+    last = np.ndarray(
+        (len(ids),), dtype=np.uint32, buffer=ids, offset=4 * (width - 1), strides=(ids.dtype.itemsize,)
+    )
+    if last[:_HASH_BLOCK].any() or last[-_HASH_BLOCK:].any():
+        return width
+    return int(np.strings.str_len(ids).max())
+
+
 def _string_hashes(ids: np.ndarray, width: int) -> np.ndarray:
-    """A 64-bit hash of each id of a NumPy `U` array, as if padded to `width` code points.
+    """A 64-bit hash of each id of a contiguous native `U` array, as if its width were `width`.
 
     Each row is read as 8-byte words (two UCS-4 code points) through strided views, so no Python
     string is made. Per word: FNV-1a (xor, multiply; Fowler, Noll, Vo) and then `h ^= h >> 29`,
@@ -277,10 +299,9 @@ def _string_hashes(ids: np.ndarray, width: int) -> np.ndarray:
     in blocks of `_HASH_BLOCK` so that a wide array is read from memory once, not once per word.
 
     Padding: NumPy pads with NUL code points and a NumPy string cannot end with one, so an id gets
-    the same words, hence the same hash, in a column of any width; a side narrower than `width`
-    reads zero words past its end.
+    the same words, hence the same hash, in a column of any width; words past `width` (padding in
+    every row) are not read, and a side narrower than `width` reads zero words past its end.
     """
-    ids = np.ascontiguousarray(ids, dtype=np.dtype(f"U{max(ids.dtype.itemsize // 4, 1)}"))
     count, itemsize = len(ids), ids.dtype.itemsize
     hashes = np.full(count, _FNV_OFFSET)
     scratch = np.empty(min(count, _HASH_BLOCK), dtype=np.uint64)

@@ -172,7 +172,18 @@ class TestNumpyStringIds:
         asks = np.array([f"r{i}" for i in range(20_000)])
 
         assert order_book._arrays_are_distinct(bids, asks)
+        assert order_book._arrays_are_distinct(bids.astype("U30"), asks)  # a wide dtype, mostly padding
         assert not order_book._arrays_are_distinct(bids, np.array(["r1", "j199999"]))
+
+    def test_hashes_a_wide_dtype_up_to_its_longest_id_wherever_it_is(self):
+        ids = np.array(["j0"] * 20_000 + ["a-long-id-in-the-middle"] + ["j1"] * 20_000, dtype="U40")
+        ids[1:20_000] = [f"j{i}" for i in range(1, 20_000)]
+        ids[20_001:] = [f"k{i}" for i in range(20_000)]
+
+        assert order_book._used_width(ids) == len("a-long-id-in-the-middle")
+        assert order_book._arrays_are_distinct(ids, np.array(["a-long-id-in-the-middlf"]))
+        with pytest.raises(MechanismError, match="'a-long-id-in-the-middle' is repeated"):
+            _clear(ids, np.array(["a-long-id-in-the-middle"]))
 
     def test_a_hash_collision_costs_time_never_a_wrong_answer(self, monkeypatch):
         monkeypatch.setattr(
