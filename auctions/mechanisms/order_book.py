@@ -261,12 +261,17 @@ _FNV_PRIME = np.uint64(0x100000001B3)
 
 def _strings_are_distinct(arrays: list[np.ndarray]) -> bool:
     """String ids: True when their 64-bit hashes are distinct, which proves the ids are."""
-    arrays = [
-        np.ascontiguousarray(ids, dtype=np.dtype(f"U{max(ids.dtype.itemsize // 4, 1)}")) for ids in arrays
-    ]
+    arrays = [_native(ids) for ids in arrays]
     width = max(_used_width(ids) for ids in arrays)
     hashes = np.concatenate([_string_hashes(ids, width) for ids in arrays])
     return _sorted_are_distinct(hashes)
+
+
+def _native(ids: np.ndarray) -> np.ndarray:
+    """`ids` as a C-contiguous `U` array in native byte order (itself when it already is one)."""
+    if ids.flags.c_contiguous and ids.dtype.isnative and ids.dtype.itemsize:
+        return ids
+    return np.ascontiguousarray(ids, dtype=np.dtype(f"U{max(ids.dtype.itemsize // 4, 1)}"))
 
 
 # Rows hashed per block: a block of ids stays in cache while all its words are read.
