@@ -148,10 +148,19 @@ class TestNumpyStringIds:
             (np.array(["b0", "b1", "b2", "b1"]), np.array(["s0"])),  # within a side, even width
             (np.array(["b1"]), np.array(["s0", "b1", "s2"], dtype=">U7")),  # big-endian beside native
             (np.array(["x", "b1", "y", "b1"])[1::2], np.array(["s"])),  # a strided view
+            (np.array(["zz", "b1", "b2"])[1:], np.array(["zz", "b2"])[1:]),  # views past their start
             (np.array(["é€😀"]), np.array(["q", "é€😀"])),  # beyond ASCII and the BMP
             (np.array(["a\0b"]), np.array(["a\0b"])),  # a NUL inside an id
         ],
-        ids=["widths differ", "within a side", "byte orders differ", "strided", "unicode", "inner nul"],
+        ids=[
+            "widths differ",
+            "within a side",
+            "byte orders differ",
+            "strided",
+            "offset",
+            "unicode",
+            "inner nul",
+        ],
     )
     def test_refuses_a_repeat_in_any_layout(self, bid_ids, ask_ids):
         with pytest.raises(MechanismError) as caught:
