@@ -9,10 +9,14 @@ uniform prices), it times, in the same run and the same process:
 - the floor: `np.sort` of the bid prices plus `np.sort` of the ask prices;
 - the plain-Python reference (`double_auction_reference.clear_reference`), checked to give the same
   result; it is skipped at 10^6 bids (about 10 s a run);
-- the canonical input hash of the NumPy book against `json.dumps` + sha256 of the same book as lists.
+- the canonical input hash of the NumPy book against `json.dumps` + sha256 of the same book as lists;
+- string ids against integer ids on the same book: the ids as NumPy arrays (`np.arange` against
+  "j…"/"r…" strings, as a round snapshot names jobs and resources) and as Python lists, each
+  result checked to be the integer one with its ids renamed. `--ids` runs this table only.
 
 Targets (DESIGN.md): at 10^5 bids × 10^4 asks, clear <= 10× the sort floor and >= 5× faster than
-plain Python; the hash <= 1.5× json.dumps + sha256. Ratios are of medians.
+plain Python; the hash <= 1.5× json.dumps + sha256; string ids <= 1.5× integer ids (issue 13).
+Ratios are of medians.
 """
 
 import argparse
@@ -104,13 +108,94 @@ def json_sha256(doc: dict) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def with_string_ids(doc: dict) -> dict:
+    """The same book with bid i named "j<i>" and ask i named "r<i>", as NumPy string arrays.
+
+    `np.array` of the names gives the narrowest width, as a caller converting a list of names gets.
+    """
+    return dict(
+        doc,
+        bids=dict(doc["bids"], id=np.array([f"j{i}" for i in doc["bids"]["id"].tolist()])),
+        asks=dict(doc["asks"], id=np.array([f"r{i}" for i in doc["asks"]["id"].tolist()])),
+    )
+
+
+def with_list_ids(doc: dict) -> dict:
+    return dict(
+        doc,
+        bids=dict(doc["bids"], id=doc["bids"]["id"].tolist()),
+        asks=dict(doc["asks"], id=doc["asks"]["id"].tolist()),
+    )
+
+
+def renamed(result: dict, names: dict) -> dict:
+    """`result` with its ids renamed (fills, payments and the lottery pool)."""
+    out = dict(result)
+    for key in ("fills", "payments"):
+        out[key] = {names[name]: value for name, value in result[key].items()}
+    if "lottery" in result:
+        out["lottery"] = dict(result["lottery"], pool=[names[name] for name in result["lottery"]["pool"]])
+    return out
+
+
+def compare_ids(sizes: list[int], repeats: int) -> None:
+    print(
+        "\nstring ids vs integer ids, same book; clear with the hash passed; "
+        f"{repeats} repeats, ms min/median/max"
+    )
+    header = (
+        f"{'bids x asks':>17} {'mechanism':>9} | {'int array':>26} | {'str array':>26} | {'ratio':>5} | "
+        f"{'int list':>26} | {'str list':>26} | {'ratio':>5} | same"
+    )
+    print(header)
+    print("-" * len(header))
+    for bids in sizes:
+        for mechanism in MECHANISMS:
+            doc = dict(make_book(bids), mechanism=mechanism)
+            strings = with_string_ids(doc)
+            books = {
+                "int array": doc,
+                "str array": strings,
+                "int list": with_list_ids(doc),
+                "str list": with_list_ids(strings),
+            }
+            times = interleaved(
+                {name: lambda b=book: clear(b, input_sha256="h") for name, book in books.items()}, repeats
+            )
+            names = dict(
+                zip(
+                    doc["bids"]["id"].tolist() + doc["asks"]["id"].tolist(),
+                    strings["bids"]["id"].tolist() + strings["asks"]["id"].tolist(),
+                    strict=True,
+                )
+            )
+            expected = renamed(clear(doc, input_sha256="h"), names)
+            agree = all(
+                clear(books[name], input_sha256="h") == expected for name in ("str array", "str list")
+            )
+            agree = agree and clear(books["int list"], input_sha256="h") == clear(doc, input_sha256="h")
+            median = {name: statistics.median(values) for name, values in times.items()}
+            size = f"{bids:,} x {len(doc['asks']['id']):,}"
+            print(
+                f"{size:>17} {mechanism:>9} | {summary(times['int array'])} | "
+                f"{summary(times['str array'])} | {median['str array'] / median['int array']:5.2f} | "
+                f"{summary(times['int list'])} | {summary(times['str list'])} | "
+                f"{median['str list'] / median['int list']:5.2f} | {'yes' if agree else 'NO'}"
+            )
+    print("target: str array <= 1.5x int array")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="10^3 … 10^5 bids, 3 repeats")
     parser.add_argument("--repeats", type=int, default=None, help="timed repeats per cell (default 7)")
+    parser.add_argument("--ids", action="store_true", help="only string ids against integer ids")
     args = parser.parse_args(argv)
     sizes = [10**3, 10**4, 10**5] if args.quick else [10**3, 10**4, 10**5, 10**6]
     repeats = args.repeats or (3 if args.quick else 7)
+    if args.ids:
+        compare_ids(sizes, repeats)
+        return 0
     reference_repeats = min(repeats, 3)
     print(
         f"double-auction clearing, columnar NumPy books, unit quantities; {repeats} repeats, "
@@ -169,6 +254,7 @@ def main(argv=None) -> int:
         agree = "yes" if input_sha256(doc) == json_sha256(listed) else "NO"
         size = f"{bids:,} x {len(doc['asks']['id']):,}"
         print(f"{size:>17} | {summary(hashed)} | {summary(plain)} | {ratio:6.2f} | {agree}")
+    compare_ids(sizes, repeats)
     print("\ntargets at 100,000 x 10,000: clear <= 10x floor, >= 5x faster than plain Python; hash <= 1.5x")
     return 0
 

@@ -1,7 +1,10 @@
 """A double-auction BOOK read into arrays: row or columnar sides, validated in bulk (spec/mechanisms.md).
 
 Validation is vectorised: the element types of a column are collected once with `set(map(type, …))`
-and the values are checked as NumPy arrays, so a 100,000-order book costs a few milliseconds.
+and the values are checked as NumPy arrays, so a 100,000-order book costs a few milliseconds. Ids
+given as NumPy arrays are checked for repeats without a Python object per id: integers by bincount
+or sorting, strings by sorting a 64-bit hash of their code points; lists, and whatever the hash
+cannot settle, go through a set, which decides exactly and names the repeated id.
 """
 
 import numbers
@@ -183,7 +186,13 @@ def _check_quantities(quantities: np.ndarray, name: str, *, unit: bool) -> None:
 
 
 def _refuse_repeated_ids(bid_ids, ask_ids) -> None:
-    if _integer_ids_are_distinct(bid_ids, ask_ids):
+    """Refuse an id repeated within or across sides, naming the first repeat in input order.
+
+    NumPy id columns are shown distinct without making one Python object per id
+    (`_arrays_are_distinct`); lists, an integer side beside a string side, and whatever the fast
+    checks leave open are decided exactly with a set, which also finds the id to name.
+    """
+    if _arrays_are_distinct(bid_ids, ask_ids):
         return
     bid_ids = bid_ids.tolist() if isinstance(bid_ids, np.ndarray) else bid_ids
     ask_ids = ask_ids.tolist() if isinstance(ask_ids, np.ndarray) else ask_ids
@@ -200,21 +209,128 @@ def _refuse_repeated_ids(bid_ids, ask_ids) -> None:
     raise _bad("ids are repeated")  # pragma: no cover - the loop above always finds one
 
 
-def _integer_ids_are_distinct(bid_ids, ask_ids) -> bool:
-    """Fast path for integer id arrays in a dense range (database keys): one bincount, no hashing.
+def _arrays_are_distinct(bid_ids, ask_ids) -> bool:
+    """True when the non-empty sides are NumPy columns of one kind shown free of repeats.
 
-    False means "not shown distinct here": the caller then checks with a set.
+    Integers are decided exactly (`_integers_are_distinct`), strings by a 64-bit hash of their code
+    points (`_strings_are_distinct`). False means "not shown distinct here": the caller then checks
+    with a set, so a hash collision costs time, never a wrong answer.
     """
     arrays = [ids for ids in (bid_ids, ask_ids) if len(ids)]
-    if not arrays or not all(isinstance(ids, np.ndarray) and ids.dtype.kind in "iu" for ids in arrays):
+    if not all(isinstance(ids, np.ndarray) for ids in arrays):
         return False
+    if not arrays:
+        return True
+    kinds = {ids.dtype.kind for ids in arrays}
+    if kinds <= {"i", "u"}:
+        return _integers_are_distinct(arrays)
+    if kinds == {"U"}:
+        return _strings_are_distinct(arrays)
+    return False
+
+
+_INT64_MAX = int(np.iinfo(np.int64).max)
+
+
+def _integers_are_distinct(arrays: list[np.ndarray]) -> bool:
+    """Integer ids, exactly: a dense range (database keys) by one bincount, any other by sorting.
+
+    Offsets and sorting run in int64 when an id is negative and in uint64 otherwise, so int64 and
+    uint64 columns mix without overflow; only ids spanning both ranges at once go to the set.
+    """
     low = min(int(ids.min()) for ids in arrays)
     high = max(int(ids.max()) for ids in arrays)
     count = sum(len(ids) for ids in arrays)
-    if high - low > 8 * count + 1024:
+    if low >= 0:
+        dtype = np.uint64
+    elif high <= _INT64_MAX:
+        dtype = np.int64
+    else:
         return False
-    offsets = np.concatenate([(ids - low).astype(np.int64) for ids in arrays])
-    return int(np.bincount(offsets).max()) <= 1
+    if high - low <= 8 * count + 1024:
+        base = dtype(low)
+        offsets = np.concatenate([(ids.astype(dtype, copy=False) - base).astype(np.int64) for ids in arrays])
+        return int(np.bincount(offsets).max()) <= 1
+    return _sorted_are_distinct(np.concatenate([ids.astype(dtype, copy=False) for ids in arrays]))
+
+
+# FNV-1a (Fowler, Noll, Vo) offset basis and prime for 64 bits.
+_FNV_OFFSET = np.uint64(0xCBF29CE484222325)
+_FNV_PRIME = np.uint64(0x100000001B3)
+
+
+def _strings_are_distinct(arrays: list[np.ndarray]) -> bool:
+    """String ids: True when their 64-bit hashes are distinct, which proves the ids are."""
+    arrays = [_native(ids) for ids in arrays]
+    width = max(_used_width(ids) for ids in arrays)
+    hashes = np.concatenate([_string_hashes(ids, width) for ids in arrays])
+    return _sorted_are_distinct(hashes)
+
+
+def _native(ids: np.ndarray) -> np.ndarray:
+    """`ids` as a C-contiguous `U` array in native byte order (itself when it already is one)."""
+    if ids.flags.c_contiguous and ids.dtype.isnative and ids.dtype.itemsize:
+        return ids
+    return np.ascontiguousarray(ids, dtype=np.dtype(f"U{max(ids.dtype.itemsize // 4, 1)}"))
+
+
+# Rows hashed per block: a block of ids stays in cache while all its words are read.
+_HASH_BLOCK = 8192
+
+
+def _used_width(ids: np.ndarray) -> int:
+    """Code points in the longest id of a contiguous native `U` array (at most its width).
+
+    A wide dtype (`astype(str)` of int64 gives U21 for ids of a few digits) would otherwise cost a
+    hash pass per word of padding. When an id of the first or the last block fills the width, that
+    is the answer; otherwise `np.strings.str_len`, which does not count NUL padding, finds it.
+    """
+    width = ids.dtype.itemsize // 4
+    last = np.ndarray(
+        (len(ids),), dtype=np.uint32, buffer=ids, offset=4 * (width - 1), strides=(ids.dtype.itemsize,)
+    )
+    if last[:_HASH_BLOCK].any() or last[-_HASH_BLOCK:].any():
+        return width
+    return int(np.strings.str_len(ids).max())
+
+
+def _string_hashes(ids: np.ndarray, width: int) -> np.ndarray:
+    """A 64-bit hash of each id of a contiguous native `U` array, as if its width were `width`.
+
+    Each row is read as 8-byte words (two UCS-4 code points) through strided views, so no Python
+    string is made. Per word: FNV-1a (xor, multiply; Fowler, Noll, Vo) and then `h ^= h >> 29`,
+    which carries the upper half of the word, where the multiply alone would leave it, into the
+    lower bits. The last word needs no mixing: for a fixed state the step is a bijection. Rows go
+    in blocks of `_HASH_BLOCK` so that a wide array is read from memory once, not once per word.
+
+    Padding: NumPy pads with NUL code points and a NumPy string cannot end with one, so an id gets
+    the same words, hence the same hash, in a column of any width; words past `width` (padding in
+    every row) are not read, and a side narrower than `width` reads zero words past its end.
+    """
+    count, itemsize = len(ids), ids.dtype.itemsize
+    hashes = np.full(count, _FNV_OFFSET)
+    scratch = np.empty(min(count, _HASH_BLOCK), dtype=np.uint64)
+    words = (width + 1) // 2
+    for start in range(0, count, _HASH_BLOCK):
+        rows = min(_HASH_BLOCK, count - start)
+        block, mixed = hashes[start : start + rows], scratch[:rows]
+        for index in range(words):
+            offset = start * itemsize + 8 * index
+            if 8 * index + 8 <= itemsize:
+                block ^= np.ndarray((rows,), dtype=np.uint64, buffer=ids, offset=offset, strides=(itemsize,))
+            elif 8 * index + 4 <= itemsize:  # one code point left: the word's upper half is padding
+                block ^= np.ndarray((rows,), dtype=np.uint32, buffer=ids, offset=offset, strides=(itemsize,))
+            block *= _FNV_PRIME
+            if index < words - 1:
+                np.right_shift(block, 29, out=mixed)
+                block ^= mixed
+    return hashes
+
+
+def _sorted_are_distinct(values: np.ndarray) -> bool:
+    """Sorts `values` in place and tells whether no two are equal."""
+    values.sort()
+    return not bool((values[1:] == values[:-1]).any())
 
 
 def _read_support(doc: dict) -> tuple[float, float] | None:
