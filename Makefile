@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: demo demo-headless worker beat test lint install node bench clean screenshots
+.PHONY: demo demo-headless worker beat test lint install node bench clean screenshots forge
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -45,6 +45,11 @@ beat: $(VENV)/.installed
 test: install
 	$(PY) -m pytest -q
 
+## make forge: the Solidity unit, fuzz and invariant tests (contracts/forge), offline, compiled by the
+## npm solcjs through contracts/forge/solc.js (forge never downloads a compiler)
+forge: install
+	node_modules/@foundry-rs/forge-linux-amd64/bin/forge test --offline --use contracts/forge/solc.js
+
 ## make lint: ruff and the import-linter contracts (the engine stays pure; services never import views)
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
@@ -67,4 +72,4 @@ screenshots: install
 	$(PY) docs/screenshots.py
 
 clean:
-	rm -rf $(VENV) node_modules db.sqlite3 staticfiles
+	rm -rf $(VENV) node_modules db.sqlite3 staticfiles build/forge
