@@ -86,6 +86,8 @@ contract SettlementV2 is ReentrancyGuard {
 
     /// @notice The escrowed asset; address(0) means the chain's native currency.
     IERC20 public immutable token;
+    uint256 private immutable _cachedChainId;
+    bytes32 private immutable _cachedDomain;
     address public admin;
     address public operator;
     bool public paused;
@@ -155,6 +157,8 @@ contract SettlementV2 is ReentrancyGuard {
         if (admin_ == address(0) || admin_ == operator_) revert AdminIsOperator();
         if (reclaimWindow_ < MIN_WINDOW || reclaimWindow_ > MAX_WINDOW) revert InvalidWindow();
         token = token_;
+        _cachedChainId = block.chainid;
+        _cachedDomain = _buildDomain();
         admin = admin_;
         operator = operator_;
         reclaimWindow = reclaimWindow_;
@@ -333,9 +337,13 @@ contract SettlementV2 is ReentrancyGuard {
         return keccak256(abi.encodePacked("\x19\x01", domainSeparator(), structHash));
     }
 
-    /// @notice EIP-712 domain: name "CPX Settlement", version "2", this chain's id (read live, so a
+    /// @notice EIP-712 domain: name "CPX Settlement", version "2", this chain's id (checked live, so a
     /// signature never carries over to a fork with another id) and this contract's address.
     function domainSeparator() public view returns (bytes32) {
+        return block.chainid == _cachedChainId ? _cachedDomain : _buildDomain();
+    }
+
+    function _buildDomain() private view returns (bytes32) {
         return keccak256(
             abi.encode(_DOMAIN_TYPEHASH, keccak256("CPX Settlement"), keccak256("2"), block.chainid, address(this))
         );
