@@ -391,6 +391,25 @@ class SettlementClient:
     def native_balance_wei(self, account: str) -> int:
         return self._read(lambda: self._w3.eth.get_balance(to_checksum_address(account)))
 
+    def transaction_receipt(self, tx_hash: str) -> dict | None:
+        """Where a transaction is mined now ({block_number, block_hash, status}), or None if the chain
+        does not hold it (never mined, or dropped by a reorg)."""
+        from web3.exceptions import TransactionNotFound
+
+        try:
+            receipt = self._w3.eth.get_transaction_receipt(tx_hash)
+        except TransactionNotFound:
+            return None
+        except Exception as exc:
+            raise map_chain_error(exc) from exc
+        if receipt is None:
+            return None
+        return {
+            "block_number": receipt["blockNumber"],
+            "block_hash": "0x" + bytes(receipt["blockHash"]).hex(),
+            "status": receipt["status"],
+        }
+
     def block_number(self) -> int:
         return self._read(lambda: self._w3.eth.block_number)
 
@@ -424,6 +443,7 @@ class SettlementClient:
                 {
                     "event": name,
                     "block_number": log["blockNumber"],
+                    "block_hash": "0x" + bytes(log["blockHash"]).hex(),
                     "tx_hash": "0x" + bytes(log["transactionHash"]).hex(),
                     "log_index": log["logIndex"],
                     "args": {k: _plain(v) for k, v in event["args"].items()},

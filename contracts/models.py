@@ -61,18 +61,24 @@ class ConsumerWallet(models.Model):
 
 
 class ChainDeposit(models.Model):
-    """A `Deposited` event, seen once (unique by transaction and log index) and credited once (the
-    ledger reference `chain:deposit:<tx>:<log index>`)."""
+    """A `Deposited` event, seen once and credited once. Its identity is (transaction, ordinal of the
+    event among the transaction's own `Deposited` events): unlike the log index, that does not change
+    when a reorg mines the same transaction in another block (ledger reference
+    `chain:deposit:<tx>:Deposited:<ordinal>`). `block_number`, `block_hash` and `log_index` say where it
+    was last seen; a credit whose transaction a reorg dropped is REVERSED."""
 
     class Status(models.TextChoices):
         CREDITED = "CREDITED", "Credited to the consumer's balance"
         UNMATCHED = "UNMATCHED", "No consumer has this wallet (credited once one registers it)"
         DUST = "DUST", "Below the ledger's quantum"
+        REVERSED = "REVERSED", "Its transaction was reorged out: the credit was taken back"
 
     deployment = models.ForeignKey(ChainDeployment, on_delete=models.PROTECT, related_name="deposits")
     tx_hash = models.CharField(max_length=66)
+    event_ordinal = models.PositiveIntegerField(default=0, help_text="nth Deposited event of its transaction")
     log_index = models.PositiveIntegerField()
     block_number = models.BigIntegerField()
+    block_hash = models.CharField(max_length=66, blank=True)
     address = models.CharField(max_length=42)
     amount_wei = WeiField()
     amount = MoneyField(default=0, help_text="credited to the ledger")
@@ -85,7 +91,7 @@ class ChainDeposit(models.Model):
         ordering = ["-block_number", "-log_index"]
         constraints = [
             models.UniqueConstraint(
-                fields=["deployment", "tx_hash", "log_index"], name="chain_deposit_once_per_event"
+                fields=["deployment", "tx_hash", "event_ordinal"], name="chain_deposit_once_per_event"
             ),
             models.CheckConstraint(condition=Q(amount_wei__gt=0), name="chain_deposit_positive"),
         ]
@@ -218,6 +224,8 @@ class ReconciliationIssue(models.Model):
         DEBIT_MISMATCH = "DEBIT_MISMATCH", "Escrow debited on chain differs from the batch's leaves"
         ROOT_MISMATCH = "ROOT_MISMATCH", "The chain holds another root under the batch's key"
         MISSING_ON_CHAIN = "MISSING_ON_CHAIN", "A confirmed batch the chain does not have"
+        DEPOSIT_REORGED = "DEPOSIT_REORGED", "A credited deposit's transaction was reorged out"
+        ESCROW_RECLAIMED = "ESCROW_RECLAIMED", "A consumer took escrow back on chain (reclaim)"
 
     deployment = models.ForeignKey(ChainDeployment, on_delete=models.PROTECT, related_name="issues")
     kind = models.CharField(max_length=20, choices=Kind.choices)

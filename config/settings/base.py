@@ -167,6 +167,8 @@ CHAIN_WEI_PER_UNIT = env.int("CHAIN_WEI_PER_UNIT", default=10**12)
 CHAIN_FEE_ADDRESS = env.str("CHAIN_FEE_ADDRESS", default="")
 # Blocks a deposit must be buried under before it is credited (0 on a dev chain).
 CHAIN_CONFIRMATIONS = env.int("CHAIN_CONFIRMATIONS", default=0)
+# Confirmed blocks each deposit sync re-reads, and whose credited deposits it re-checks for a reorg.
+CHAIN_REORG_DEPTH = env.int("CHAIN_REORG_DEPTH", default=64)
 CHAIN_LOG_RANGE = env.int("CHAIN_LOG_RANGE", default=5000)  # blocks per eth_getLogs call
 CPX_SETTLEMENT_BATCH_SIZE = env.int("CPX_SETTLEMENT_BATCH_SIZE", default=500)  # leases per batch
 CPX_SETTLEMENT_INTERVAL_S = env.float("CPX_SETTLEMENT_INTERVAL_S", default=15.0)
