@@ -179,6 +179,7 @@ class SettlementLease(models.Model):
         MATCHED = "MATCHED", "Ledger and chain agree"
         MISSING_ON_CHAIN = "MISSING_ON_CHAIN", "Not on chain"
         AMOUNT_MISMATCH = "AMOUNT_MISMATCH", "Ledger and chain amounts differ"
+        CLAWED_BACK = "CLAWED_BACK", "The consumer took the provider's payment back on chain"
 
     batch = models.ForeignKey(SettlementBatch, on_delete=models.PROTECT, related_name="settled_leases")
     lease = models.OneToOneField(Lease, on_delete=models.PROTECT, related_name="chain_settlement")
@@ -196,6 +197,9 @@ class SettlementLease(models.Model):
     provider_claimed = models.BooleanField(default=False)
     provider_claim_tx = models.CharField(max_length=66, blank=True)
     fee_claimed = models.BooleanField(default=False)
+    clawed_back_tx = models.CharField(
+        max_length=66, blank=True, help_text="the consumer's reclaimLeaf of the provider's payment"
+    )
 
     class Meta:
         ordering = ["lease_id"]
