@@ -287,6 +287,16 @@ class SettlementClient:
         )
         return {**receipt, "root": tree.root_hex}
 
+    def estimate_commit_cost(self, batch_id: bytes | str, leaves: Sequence[Leaf]) -> int:
+        """What ``commit_batch`` of these leaves would cost now, in wei (estimated gas × gas price)."""
+        tree = MerkleTree(leaves)
+        debits = tree.debits()
+        call = self._contract().functions.commitBatch(
+            _b32(batch_id), tree.root, list(debits), list(debits.values()), len(leaves)
+        )
+        gas = self._read(lambda: call.estimate_gas({"from": self.address}))
+        return gas * self._read(lambda: self._w3.eth.gas_price)
+
     def settle_direct(self, batch_id: bytes | str, leaves: Sequence[Leaf]) -> dict:
         """Settle leaves at once (sorted by lease id here, as the contract requires)."""
         ordered = sorted(leaves, key=lambda leaf: leaf.lease_id)

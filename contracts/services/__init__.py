@@ -31,8 +31,9 @@ charge, which the commit debits from the consumer's on-chain escrow; the refund 
 as it returns to the consumer's ledger balance, so the escrow keeps backing the balance.
 
 Modules, by use case: `batches` (create, submit, retry: the outbox), `deposits` (wallets, deposits sync,
-demo funding), `reconcile`, `claims` (relayed claims); shared: `deployment` (the chain and contract CPX
-talks to) and `money` (ledger amounts ↔ wei). Every public name is importable from here.
+demo funding), `reconcile`, `claims` (relayed claims, the platform's fee claims); shared: `deployment`
+(the chain and contract CPX talks to, the signer's database lock) and `money` (ledger amounts ↔ wei).
+Every public name is importable from here.
 """
 
 from contracts.services.batches import (
@@ -51,11 +52,12 @@ from contracts.services.batches import (
     settlement_batch_submit,
     settlement_batches_due,
 )
-from contracts.services.claims import settlement_claims_relay
+from contracts.services.claims import settlement_claims_relay, settlement_fees_claim
 from contracts.services.deployment import (
     chain_client,
     checked_address,
     deployment_for,
+    signer_lock,
 )
 from contracts.services.deposits import (
     DepositSync,
@@ -97,6 +99,8 @@ __all__ = [
     "settlement_batch_submit",
     "settlement_batches_due",
     "settlement_claims_relay",
+    "settlement_fees_claim",
     "settlement_reconcile",
+    "signer_lock",
     "to_wei",
 ]

@@ -25,7 +25,7 @@ from contracts.models import (
     SettlementLease,
 )
 from contracts.services import deployment as deployments
-from contracts.services.deployment import _network, checked_address, deployment_for
+from contracts.services.deployment import _network, checked_address, deployment_for, signer_lock
 from contracts.services.money import FEE_LEAF_BASE, lease_ledger_amounts, to_wei
 from contracts.services.reconcile import _issue
 
@@ -226,6 +226,8 @@ def settlement_batch_create(
                 Leaf(FEE_LEAF_BASE + row.lease.pk, row.consumer_address, fee_address, row.fee_wei, 0)
             )
     tree = MerkleTree(leaves)
+    if not _worth_its_gas(client, deployment, tree, chosen, size):
+        return None
     try:
         with transaction.atomic():
             batch = SettlementBatch.objects.create(
@@ -250,6 +252,33 @@ def settlement_batch_create(
         return None
     _TREES[batch.batch_key] = tree
     return batch
+
+
+def _worth_its_gas(
+    client: SettlementClient, deployment: ChainDeployment, tree: MerkleTree, chosen: list, size: int
+) -> bool:
+    """The gas-share guard: a batch whose commit would cost more than CPX_SETTLEMENT_MAX_GAS_SHARE of the
+    value it settles is not made (0 turns the guard off); its leases wait and the batch grows with the
+    next ones, until it is worth its gas or full (a full batch cannot grow: it goes, and is logged)."""
+    share = settings.CPX_SETTLEMENT_MAX_GAS_SHARE
+    if not share:
+        return True
+    value = sum(leaf.debit_wei for leaf in tree.leaves)
+    probe = "0x" + keccak(text=f"gas-probe|{tree.root_hex}").hex()
+    try:
+        cost = client.estimate_commit_cost(probe, list(tree.leaves))
+    except (ChainRejected, ChainUnavailable) as error:
+        logger.warning("settlement batch: gas estimate failed (%s); not batching now", error)
+        return False
+    if cost <= Decimal(str(share)) * value:
+        return True
+    if len(chosen) >= size:
+        logger.warning(
+            "settlement batch of %s leases (full) costs %s wei for %s wei settled", size, cost, value
+        )
+        return True
+    logger.info("settlement batch: %s wei of gas for %s wei settled exceeds %s; waiting", cost, value, share)
+    return False
 
 
 def settlement_batches_due(*, now: datetime) -> list[int]:
@@ -309,7 +338,8 @@ def settlement_batch_submit(
                 )
             batch = rebuilt
         try:
-            receipt = client.commit_batch(batch.batch_key, batch_leaves(batch))
+            with signer_lock(client):
+                receipt = client.commit_batch(batch.batch_key, batch_leaves(batch))
         except ChainRejected as error:
             if error.error_name != "BatchAlreadySettled":
                 return _fail(batch, error.error_name, str(error), now)

@@ -576,6 +576,42 @@ class TestReconcile:
         assert "pay it again on chain or recover" in issue.detail
 
 
+class TestFeesAndGuards:
+    def test_the_platform_claims_its_fee_leaves_once(self, market, settings):
+        fee_address = market.operator.with_signer(market.keys[9]).address
+        settings.CHAIN_FEE_ADDRESS = fee_address
+        lease = market.completed_lease()
+        batch = market.submit(market.batch())
+        fee_wei = int(SettlementLease.objects.get(lease=lease).fee_wei)
+        assert fee_wei > 0
+        before = market.operator.balance_wei(fee_address)
+
+        report = chain.settlement_fees_claim(now=NOW, client=market.operator)
+
+        assert report["leaves"] == 1 and report["batches"] == 1
+        assert market.operator.balance_wei(fee_address) - before == fee_wei
+        assert SettlementLease.objects.get(lease=lease).fee_claimed
+        assert chain.settlement_fees_claim(now=NOW, client=market.operator)["leaves"] == 0
+        assert market.operator.claimed_of(batch.batch_key, chain.FEE_LEAF_BASE + lease.pk)["provider"]
+
+    def test_a_batch_not_worth_its_gas_waits_to_grow(self, market, settings):
+        market.completed_lease()
+        settings.CPX_SETTLEMENT_MAX_GAS_SHARE = 1e-12  # gas may be at most a trillionth of the value
+        assert chain.settlement_batch_create(now=NOW, client=market.operator) is None
+        assert not SettlementBatch.objects.exists()
+        settings.CPX_SETTLEMENT_MAX_GAS_SHARE = 1e6
+        assert market.batch().lease_count == 1
+
+    def test_the_signer_lock_is_a_database_lock_on_postgresql(self, market):
+        from django.db import connection
+
+        with chain.signer_lock(market.operator):
+            if connection.vendor == "postgresql":
+                with connection.cursor() as cursor:
+                    cursor.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted")
+                    assert cursor.fetchone()[0] >= 1
+
+
 # ------------------------------------------------------------------ tasks (called directly)
 
 
@@ -585,6 +621,7 @@ class TestTasks:
         "contracts.submit_batch",
         "contracts.reconcile",
         "contracts.sync_deposits",
+        "contracts.claim_fees",
     ]
 
     def test_are_named_late_acked_time_limited_and_retry_only_transient_errors(self):
