@@ -423,6 +423,9 @@ class SettlementClient:
     def block_number(self) -> int:
         return self._read(lambda: self._w3.eth.block_number)
 
+    def chain_id(self) -> int:
+        return self._read(lambda: self._w3.eth.chain_id)
+
     def now(self) -> int:
         return self._read(lambda: self._w3.eth.get_block("latest")["timestamp"])
 
@@ -625,9 +628,6 @@ class SettlementV2Client(SettlementClient):
         )
         self._token_address = None
         return self.contract_address
-
-    def chain_id(self) -> int:
-        return self._read(lambda: self._w3.eth.chain_id)
 
     def sign(self, order) -> str:
         """Sign ``order`` with this client's key (the consumer's wallet, in tests and the demo)."""

@@ -250,3 +250,36 @@ class ReconciliationIssue(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} {self.key}"
+
+
+class SettlementOrder(models.Model):
+    """A consumer's EIP-712 order for one job (contracts.orders): the signature that lets the
+    settlement contract debit its escrow for this job, up to `max_amount_wei`, before `deadline`.
+
+    A job with an order settles on chain under it; a job without one (a consumer without a wallet)
+    settles on the off-chain ledger alone. Per wallet, nonces run 1, 2, 3… and `cumulative_max_wei` is the
+    running total of `max_amount_wei` (SettlementV2 bounds a consumer's lifetime debits by it)."""
+
+    job = models.OneToOneField("market.JobRequest", on_delete=models.PROTECT, related_name="chain_order")
+    deployment = models.ForeignKey(ChainDeployment, on_delete=models.PROTECT, related_name="orders")
+    consumer_address = models.CharField(max_length=42)
+    job_hash = models.CharField(max_length=66)
+    max_amount_wei = WeiField()
+    cumulative_max_wei = WeiField()
+    nonce = models.PositiveIntegerField()
+    deadline = models.BigIntegerField(help_text="unix seconds")
+    chain_id = models.BigIntegerField()
+    signature = models.CharField(max_length=132)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["consumer_address", "nonce"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["deployment", "consumer_address", "nonce"], name="settlement_order_nonce_once"
+            ),
+            models.CheckConstraint(condition=Q(max_amount_wei__gt=0), name="settlement_order_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return f"order {self.nonce} of {self.consumer_address} for job {self.job_id}"

@@ -173,6 +173,8 @@ CHAIN_LOG_RANGE = env.int("CHAIN_LOG_RANGE", default=5000)  # blocks per eth_get
 # Gas-share guard: a batch whose commit would cost more than this share of the value it settles waits
 # to grow (0: off, the embedded default; e.g. 0.02 in production).
 CPX_SETTLEMENT_MAX_GAS_SHARE = env.float("CPX_SETTLEMENT_MAX_GAS_SHARE", default=0.0)
+# How long a consumer's EIP-712 settlement order stays valid (its deadline), from when it is drafted.
+CPX_ORDER_TTL_S = env.int("CPX_ORDER_TTL_S", default=30 * 86400)
 CPX_SETTLEMENT_BATCH_SIZE = env.int("CPX_SETTLEMENT_BATCH_SIZE", default=500)  # leases per batch
 CPX_SETTLEMENT_INTERVAL_S = env.float("CPX_SETTLEMENT_INTERVAL_S", default=15.0)
 CPX_RECONCILE_INTERVAL_S = env.float("CPX_RECONCILE_INTERVAL_S", default=30.0)
