@@ -184,3 +184,43 @@ def test_fee_on_transfer_token(node):
     payer.deposit(10_000, approve=False)
     held = v2.call_artifact(token, "FeeOnTransferToken", "balanceOf", v2.contract_address)
     assert v2.escrow_of(payer.address)["escrow_wei"] == held == 9_900
+
+
+@pytest.mark.django_db
+def test_deploy_splits_admin_from_the_signer_and_proofs_come_from_chain_alone(node, settings):
+    """`cpx_chain deploy --admin` (refused without it, or with the signer's own address), then
+    `cpx_chain proofs --from-chain` rebuilds a payee's claim from the commit calldata alone."""
+    import json
+    from io import StringIO
+
+    from django.core.management import CommandError, call_command
+
+    keys = node.dev_keys()
+    settings.CHAIN_RPC_URL = os.environ["CPX_ANVIL_URL"]
+    settings.CHAIN_SIGNER_KEY = keys[0]
+    signer = node.with_signer(keys[0]).address
+    with pytest.raises(CommandError, match="--admin"):
+        call_command("cpx_chain", "deploy")
+    with pytest.raises(CommandError, match="operator signer"):
+        call_command("cpx_chain", "deploy", "--admin", signer)
+    with pytest.raises(CommandError, match="AdminIsOperator"):
+        call_command("cpx_chain", "deploy", "--admin", signer, "--contract", "v2")
+    out = StringIO()
+    admin = node.with_signer(keys[7]).address
+    call_command("cpx_chain", "deploy", "--admin", admin, "--contract", "v2", stdout=out)
+    address = out.getvalue().strip().split("=")[1]
+    operator = SettlementV2Client(node._conn, keys[0], address)
+    assert operator.view("admin") == admin and operator.view("operator") == signer
+    alice = operator.with_signer(keys[1])
+    alice.deposit(DEPOSIT)
+    provider = _address("provider")
+    order, signature = _order(alice, 1, 700)
+    operator.commit_credits(keccak(b"da"), [(order, signature, 700)], [(_address("x"), 200), (provider, 500)])
+
+    out = StringIO()
+    call_command("cpx_chain", "proofs", "--from-chain", address, stdout=out)
+    row = json.loads(out.getvalue())[provider]
+
+    assert row["cumulative_wei"] == 500 and row["claimed_wei"] == 0
+    operator.claim_credit(row["batch_id"], provider, 500, row["proof"])
+    assert operator.balance_wei(provider) == 500
