@@ -61,3 +61,11 @@ class TestProductionSettings:
 
         assert result.returncode == 0, result.stderr
         assert result.stdout.strip() == "off"
+
+    def test_refuse_to_credit_deposits_at_zero_confirmations(self):
+        """Issue 11: a deposit credited at 0 confirmations is one reorg from being credited twice."""
+        result = load({**COMPLETE, "CHAIN_CONFIRMATIONS": "0"})
+
+        assert result.returncode != 0
+        assert "CHAIN_CONFIRMATIONS" in result.stderr
+        assert load(COMPLETE).returncode == 0  # the default (12) is fine
