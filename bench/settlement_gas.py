@@ -173,11 +173,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     parser.add_argument("--batches", type=int, default=10)
     parser.add_argument("--providers", type=int, default=100)
+    parser.add_argument("--no-evm", action="store_true", help="skip the in-process EVM (anvil only)")
     args = parser.parse_args(argv)
     rng = random.Random(11)
     providers_for_mix = [f"p{i}" for i in range(args.providers)]
     mix = _mix(rng, providers_for_mix, CONSUMERS, args.batches)
-    backends = [("in-process EVM (py-evm)", lambda: SettlementClient.connect(timeout_s=300))]
+    backends = (
+        [] if args.no_evm else [("in-process EVM (py-evm)", lambda: SettlementClient.connect(timeout_s=300))]
+    )
     if args.anvil:
         backends.append((f"anvil {args.anvil}", lambda: SettlementClient.connect(args.anvil, timeout_s=300)))
     results = []

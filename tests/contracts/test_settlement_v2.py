@@ -296,3 +296,11 @@ def test_fee_on_transfer_token_credits_what_arrived(chain_v2):
     escrow = operator.escrow_of(consumer.address)["escrow_wei"]
     held = operator.call_artifact(token, "FeeOnTransferToken", "balanceOf", operator.contract_address)
     assert escrow == held == 9_900
+
+
+def test_the_contract_builds_the_same_credit_root_as_python_for_every_shape(v2):
+    for n in (1, 2, 3, 5, 7, 8, 9):
+        credits = [(to_checksum_address(keccak(bytes([n, i]))[-20:]), 10**9 + i) for i in range(n)]
+        batch = v2.batch_id()
+        receipt = v2.operator.commit_credits(batch, [], credits)
+        assert v2.operator.root_of(batch) == receipt["root"] == CreditTree(credits).root_hex
