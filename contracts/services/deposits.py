@@ -196,7 +196,11 @@ def _deposit_reverse(deposit_id: int, now: datetime, result: DepositSync) -> Non
     (already spent) is recorded as a DEPOSIT_REORGED issue with the shortfall."""
     from contracts.services.reconcile import _issue
 
-    row = ChainDeposit.objects.select_for_update().select_related("deployment", "user").get(pk=deposit_id)
+    row = (
+        ChainDeposit.objects.select_for_update(of=("self",))
+        .select_related("deployment", "user")
+        .get(pk=deposit_id)
+    )
     if row.status == ChainDeposit.Status.REVERSED:
         return
     was_credited = row.status == ChainDeposit.Status.CREDITED

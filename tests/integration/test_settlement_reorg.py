@@ -8,6 +8,7 @@ from decimal import Decimal
 
 import pytest
 from eth_account import Account
+from eth_utils import keccak
 
 from contracts import services as chain
 from contracts.client import SettlementClient
@@ -47,6 +48,15 @@ def _signed_deposit(client: SettlementClient, key: str, amount_wei: int) -> byte
     return bytes(Account.sign_transaction(tx, key).raw_transaction)
 
 
+def _mined(client: SettlementClient, raw: bytes) -> None:
+    """Send a signed transaction and wait until it is mined (anvil's automine answers before that)."""
+    client._w3.eth.wait_for_transaction_receipt(client._w3.eth.send_raw_transaction(raw), timeout=20)
+
+
+def raw_hash(raw: bytes) -> str:
+    return "0x" + keccak(raw).hex()
+
+
 def _consumer(operator, key):
     user = ConsumerFactory()
     chain.consumer_wallet_register(user=user, address=Account.from_key(key).address, now=NOW)
@@ -63,7 +73,7 @@ def test_a_reorg_that_mines_the_same_deposit_again_credits_it_once(operator, set
     alice, bob = _consumer(operator, keys[1]), _consumer(operator, keys[2])
     snapshot = _rpc(operator, "evm_snapshot")
     raw = _signed_deposit(operator, keys[1], chain.to_wei(AMOUNT))
-    operator._w3.eth.send_raw_transaction(raw)
+    _mined(operator, raw)
     chain.chain_deposits_sync(now=NOW, client=operator)
     assert _balance(alice) == AMOUNT
     _rpc(operator, "evm_revert", snapshot)
@@ -74,6 +84,7 @@ def test_a_reorg_that_mines_the_same_deposit_again_credits_it_once(operator, set
         operator._w3.eth.send_raw_transaction(_signed_deposit(operator, keys[2], chain.to_wei(AMOUNT)))
         operator._w3.eth.send_raw_transaction(raw)
         _rpc(operator, "evm_mine")
+        operator._w3.eth.wait_for_transaction_receipt(raw_hash(raw), timeout=20)
     finally:
         _rpc(operator, "evm_setAutomine", True)
     result = chain.chain_deposits_sync(now=NOW, client=operator)
@@ -90,7 +101,7 @@ def test_a_deposit_reorged_out_is_taken_back_and_what_was_spent_is_owed(operator
     keys = operator.dev_keys()
     alice = _consumer(operator, keys[3])
     snapshot = _rpc(operator, "evm_snapshot")
-    operator._w3.eth.send_raw_transaction(_signed_deposit(operator, keys[3], chain.to_wei(AMOUNT)))
+    _mined(operator, _signed_deposit(operator, keys[3], chain.to_wei(AMOUNT)))
     chain.chain_deposits_sync(now=NOW, client=operator)
     account = ledger_account_for_user(user=alice, kind=LedgerAccount.Kind.CONSUMER)
     ledger_transfer(  # alice spends 30 of it before the reorg
