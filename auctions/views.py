@@ -14,12 +14,14 @@ Dashboard pattern (the settlement dashboard follows it):
 import csv
 import json
 
+from django.conf import settings
 from django.core.paginator import Paginator
 from django.http import Http404, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_POST
 
 from auctions.selectors import dashboard
+from auctions.selectors import leases as lease_selectors
 from auctions.selectors import rounds as selectors
 from auctions.services.rounds import RoundNotFound, round_replay
 from market.views.charts import Series, legend, line_chart
@@ -66,19 +68,19 @@ def _charts(rows: list[dict], window: int) -> list[dict]:
     simple = {
         "volume": (
             "Jobs matched per round",
-            "jobs",
+            "jobs matched",
             lambda row: row["jobs_matched"],
             "Leases the round created.",
         ),
         "welfare": (
             "Welfare per round",
-            "welfare",
+            f"welfare, {settings.CPX_CURRENCY} per hour",
             lambda row: row["welfare"],
             "Bids minus asks of the trades.",
         ),
         "gap": (
             "Optimality gap per round",
-            "gap",
+            "gap (share of the LP bound)",
             lambda row: row["optimality_gap"],
             "Between the welfare and the LP bound; 0 is optimal.",
         ),
@@ -93,6 +95,7 @@ def _charts(rows: list[dict], window: int) -> list[dict]:
                 title="Clearing price per resource class",
                 description=f"Buyer price per device-hour of the {len(charted)} busiest classes over "
                 f"{len(rows)} rounds.",
+                y_unit=f"{settings.CPX_CURRENCY} per device-hour",
                 bridge_gaps=True,
             ),
             "legend": legend(charted),
@@ -115,6 +118,7 @@ def _charts(rows: list[dict], window: int) -> list[dict]:
                     [Series(unit, [(row["id"], value(row)) for row in rows])],
                     title=title,
                     description=f"{title} over {len(rows)} rounds.",
+                    y_unit=unit,
                 ),
                 "legend": [],
                 "note": note,
@@ -139,6 +143,7 @@ def _live_context() -> dict:
         "totals": dashboard.round_totals(),
         "depth": dashboard.book_depth(now=current_time),
         "providers": list(dashboard.provider_health(now=current_time)),
+        "verifications": list(lease_selectors.verification_list()[:8]),  # spot checks (issue 10)
     }
 
 

@@ -45,6 +45,7 @@ def _gas_chart(batches: list[SettlementBatch]) -> dict:
             title="Gas per settled lease, per batch",
             description=f"commitBatch gas / leases in the batch, last {len(points)} confirmed batches.",
             x_label="batch",
+            y_unit="gas per lease",
         ),
         "rows": [
             [b.pk, b.lease_count, b.gas_used, round(b.gas_used / b.lease_count)]

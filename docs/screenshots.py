@@ -167,6 +167,8 @@ def shoot(demo: Demo, out: Path) -> list[Path]:
                 page = context.new_page()
                 page.goto(f"{base}/")
                 save(page, "landing")
+                page.goto(f"{base}/market/")
+                save(page, "market")
                 page.goto(f"{base}/accounts/signup/")
                 page.get_by_role("button", name="Sign up").click()
                 save(page, "signup-errors")

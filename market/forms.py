@@ -10,7 +10,8 @@ from rest_framework import serializers as drf
 
 from config.errors import DomainError
 from market.api.serializers import JobSubmitSerializer, ProviderSerializer, ResourceSerializer
-from market.models import Role, User
+from market.models import JobRequest, Role, User
+from market.services.placement import region_names
 
 
 class SerializerForm(forms.Form):
@@ -136,7 +137,7 @@ class ResourceForm(SerializerForm):
         "vcpu": "vCPUs",
         "fp16_tflops": "FP16 TFLOPS",
         "speed_factor": "Speed factor",
-        "ask_per_device_hour": "Your ask per device-hour",
+        "ask_per_device_hour": "Your ask per device-hour of this device",
         "price_floor": "Price floor per device-hour",
         "auto_pricing": "Auto-pricing: follow the recommended ask (never below the floor)",
         "available_from": "Available from (UTC)",
@@ -159,6 +160,25 @@ class ResourceEditForm(ResourceForm):
 
 class JobForm(SerializerForm):
     serializer_class = JobSubmitSerializer
+
+    def unfinished(self) -> dict:
+        """What a bound form still lacks — required fields left empty, not an error while typing —
+        and the errors of what was typed, so an untouched form shows no "This field is required"."""
+        if not self.is_bound or not self.errors:
+            return {"missing": [], "typed_errors": []}
+        data = self.data
+        missing = [
+            field.label
+            for name, field in self.fields.items()
+            if getattr(field, "cpx_required", False) and not data.get(name)
+        ]
+        typed = [
+            (self.fields[name].label if name in self.fields else "", " ".join(errors))
+            for name, errors in self.errors.items()
+            if name not in self.fields or data.get(name)
+        ]
+        return {"missing": missing, "typed_errors": typed}
+
     fields_order = (
         "kind",
         "model_name",
@@ -171,6 +191,7 @@ class JobForm(SerializerForm):
         "device_class",
         "region",
         "latency_sla_ms",
+        "placement",
         "max_price_per_device_hour",
         "budget",
         "deadline",
@@ -188,8 +209,9 @@ class JobForm(SerializerForm):
         "device_class": "Device class",
         "region": "Your region",
         "latency_sla_ms": "Latency SLA (ms round trip)",
-        "max_price_per_device_hour": "Max price per device-hour (your bid)",
-        "budget": "Budget (held in escrow)",
+        "placement": "Placement",
+        "max_price_per_device_hour": "Max price per reference device-hour (your bid)",
+        "budget": "Budget (held in escrow, whole job)",
         "deadline": "Deadline (UTC)",
         "requested_memory_per_device_gib": "Memory per device (GiB)",
         "requested_device_count": "Devices",
@@ -198,12 +220,47 @@ class JobForm(SerializerForm):
         "model_name": "e.g. llama-3.1-8b-instruct",
         "workload_tokens": "Inference jobs state tokens.",
         "workload_device_hours": "Training and fine-tuning jobs state device-hours.",
-        "region": "e.g. eu-west, us-east, ap-south",
-        "latency_sla_ms": "Optional; only providers within it are matched.",
+        "region": "One of the regions CPX knows (the market page lists them), e.g. eu-west.",
+        "latency_sla_ms": "Optional; only providers within it are matched (placement is then strict).",
+        "placement": "Strict: only in your region (or within your SLA). Preferred (default without an "
+        "SLA): your region first, any region otherwise.",
+        "max_price_per_device_hour": "Per reference device-hour: one hour of one speed-1 device of the "
+        "class; the market page lists recent prices in the same unit.",
         "budget": "Unused budget returns to your balance when the job ends.",
         "requested_memory_per_device_gib": "Optional; CPX sizes the job from the model when empty.",
         "requested_device_count": "Optional; sized from the model when empty.",
     }
+
+
+class JobFilterForm(forms.Form):
+    """The job list's filters (GET); an unknown value is ignored as if not given."""
+
+    status = forms.ChoiceField(required=False, choices=[("", "Any status"), *JobRequest.Status.choices])
+    kind = forms.ChoiceField(required=False, choices=[("", "Any kind"), *JobRequest.Kind.choices])
+    region = forms.ChoiceField(required=False)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["region"].choices = [("", "Any region"), *((name, name) for name in region_names())]
+
+    def filters(self) -> dict:
+        """The lookups to apply: the valid, non-empty fields."""
+        self.is_valid()  # cleaned_data then holds the valid fields only
+        return {name: value for name, value in self.cleaned_data.items() if value}
+
+
+class JobWithFileForm(JobForm):
+    """The submit page: the job's fields, and optionally its input file (an OpenAI Batch JSONL file
+    for inference, a dataset for training or fine-tuning), kept through the files service."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["input_file"] = forms.FileField(
+            required=False,
+            label="Input file (optional)",
+            help_text="Inference: an OpenAI Batch JSONL file whose requests name the model above "
+            "(tokens are then counted from it). Training: a dataset.",
+        )
 
 
 class ApiKeyForm(forms.Form):

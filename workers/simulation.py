@@ -25,6 +25,7 @@ from django.utils import timezone
 
 from market.models import Provider, Resource, User
 from market.services.accounts import api_key_create, api_key_revoke
+from market.services.ledger import ledger_deposit
 from workers.agent.backends import make_backend
 from workers.agent.client import AgentClient
 from workers.agent.runner import Agent
@@ -43,6 +44,9 @@ MODELS = [
     ("gemma-2-9b", "9.2", 16, 8192),
 ]
 REGIONS = ["eu-west", "eu-central", "us-east", "us-west", "ap-south"]
+# The simulated traffic's own consumers: a person trying the demo with a seeded account (acme-ai…)
+# sees only their own jobs move their balance.
+TRAFFIC_CONSUMERS = [("sim-traffic-1", "500"), ("sim-traffic-2", "500"), ("sim-traffic-3", "500")]
 
 
 def quiet_logs(verbosity: int) -> None:
@@ -220,7 +224,7 @@ class ConsumerTraffic:
         self._session = requests.Session()
 
     def start(self, *, now: datetime) -> "ConsumerTraffic":
-        for user in User.objects.filter(role=User.Role.CONSUMER, is_active=True).order_by("id"):
+        for user in traffic_consumers(now=now):
             key, raw = api_key_create(user=user, role=User.Role.CONSUMER, now=now, name=TRAFFIC_KEY_NAME)
             self.consumers.append((user.username, key.prefix, raw))
         operator = User.objects.filter(role=User.Role.OPERATOR, is_active=True).order_by("id").first()
@@ -283,6 +287,26 @@ class ConsumerTraffic:
                 self.submit_one()
             except requests.RequestException as error:
                 logger.warning("consumer traffic: %s", error)
+
+
+def traffic_consumers(*, now: datetime) -> list[User]:
+    """The traffic's own consumer accounts (no password: they act only through their keys), made
+    and funded once (the deposit's reference makes a second start credit nothing)."""
+    users = []
+    for username, funds in TRAFFIC_CONSUMERS:
+        user, created = User.objects.get_or_create(username=username, defaults={"role": User.Role.CONSUMER})
+        if created:
+            user.set_unusable_password()
+            user.save(update_fields=["password"])
+        ledger_deposit(
+            user=user,
+            amount=Decimal(funds),
+            now=now,
+            reference=f"traffic:{username}",
+            memo="simulated traffic",
+        )
+        users.append(user)
+    return users
 
 
 def _error_code(response: requests.Response) -> str:

@@ -3,12 +3,19 @@ Types, ranges and lengths are checked here (malformed → 400); states and alloc
 
 from decimal import Decimal
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from auctions.models import Lease
-from auctions.services.leases import AGENT_FAIL_REASONS, MAX_TOKENS, lease_allocated_device_seconds
+from auctions.models import Lease, Verification
+from auctions.services.leases import (
+    AGENT_FAIL_REASONS,
+    MAX_TOKENS,
+    USAGE_INPUT_DECIMALS,
+    lease_allocated_device_seconds,
+)
 from market.api.serializers import StrictSerializerMixin
 from market.models import JobRequest
+from market.units import per_reference_device_hour
 
 MAX_LEASE_ID = 2**63 - 1
 
@@ -18,7 +25,11 @@ def _tokens():
 
 
 def _device_seconds():
-    return serializers.DecimalField(max_digits=13, decimal_places=3, min_value=Decimal("0"))
+    # Up to 10 integer digits (the column's range) and USAGE_INPUT_DECIMALS decimals; the service
+    # meters to the millisecond, the precision every lease field is published in.
+    return serializers.DecimalField(
+        max_digits=10 + USAGE_INPUT_DECIMALS, decimal_places=USAGE_INPUT_DECIMALS, min_value=Decimal("0")
+    )
 
 
 class HeartbeatSerializer(StrictSerializerMixin, serializers.Serializer):
@@ -61,6 +72,11 @@ class FailSerializer(StrictSerializerMixin, serializers.Serializer):
 
 
 class LeaseJobSerializer(serializers.ModelSerializer):
+    input_file = serializers.SerializerMethodField(help_text="batch or dataset file id (read with the lease)")
+
+    def get_input_file(self, job) -> str | None:
+        return f"file-{job.input_file_id}" if job.input_file_id else None
+
     class Meta:
         model = JobRequest
         fields = [
@@ -74,6 +90,7 @@ class LeaseJobSerializer(serializers.ModelSerializer):
             "workload_tokens",
             "workload_device_hours",
             "deadline",
+            "input_file",
         ]
         read_only_fields = fields
 
@@ -138,6 +155,13 @@ class ConsumerLeaseSerializer(serializers.ModelSerializer):
     # On-chain settlement (issue 5): batch, tx hash, reconciliation status; null until batched.
     # The view passes them in context["chain"] (contracts.selectors.lease_chain_status, one query).
     settlement_on_chain = serializers.SerializerMethodField()
+    # Issue 14: the price in the unit of the bid, and where the lease ran.
+    speed_factor = serializers.DecimalField(
+        source="resource.speed_factor", max_digits=6, decimal_places=3, read_only=True
+    )
+    unit_price_paid_per_reference_device_hour = serializers.SerializerMethodField()
+    region = serializers.CharField(source="provider.region", read_only=True)
+    site = serializers.CharField(source="provider.site", read_only=True)
 
     class Meta:
         model = Lease
@@ -149,9 +173,13 @@ class ConsumerLeaseSerializer(serializers.ModelSerializer):
             "close_reason_label",
             "close_detail",
             "provider",
+            "region",
+            "site",
             "resource_class",
             "devices",
+            "speed_factor",
             "unit_price_paid",
+            "unit_price_paid_per_reference_device_hour",
             "expected_device_hours",
             "max_device_hours",
             "progress",
@@ -166,5 +194,65 @@ class ConsumerLeaseSerializer(serializers.ModelSerializer):
         ]
         read_only_fields = fields
 
+    @extend_schema_field(serializers.DecimalField(max_digits=24, decimal_places=6))
+    def get_unit_price_paid_per_reference_device_hour(self, lease) -> str:
+        """What the bid is in: the price per device-hour of this hardware ÷ its speed."""
+        return str(per_reference_device_hour(lease.unit_price_paid, lease.resource.speed_factor))
+
     def get_settlement_on_chain(self, lease) -> dict | None:
         return self.context.get("chain", {}).get(lease.pk)
+
+
+class BatchFileSerializer(serializers.Serializer):
+    id = serializers.CharField()
+    sha256 = serializers.CharField()
+    bytes = serializers.IntegerField()
+    lines = serializers.IntegerField()
+
+
+class BatchStateSerializer(serializers.Serializer):
+    input_file = BatchFileSerializer()
+    done = serializers.ListField(child=serializers.CharField())
+    default_max_tokens = serializers.IntegerField()
+
+
+class BatchResultsSerializer(StrictSerializerMixin, serializers.Serializer):
+    results = serializers.ListField(child=serializers.DictField(), max_length=1000)
+
+
+class BatchRecordedSerializer(serializers.Serializer):
+    recorded = serializers.IntegerField()
+    duplicates = serializers.IntegerField()
+    done = serializers.IntegerField()
+    lines = serializers.IntegerField()
+
+
+class VerificationOfferSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    requests = serializers.ListField(child=serializers.DictField())
+
+
+class VerificationSerializer(serializers.ModelSerializer):
+    """A spot check: which lease, who re-ran it, the sampled requests, the outcome."""
+
+    provider = serializers.CharField(source="lease.provider.display_name", read_only=True)
+    verifier_name = serializers.CharField(source="verifier.display_name", default=None, read_only=True)
+
+    class Meta:
+        model = Verification
+        fields = [
+            "id",
+            "job",
+            "lease",
+            "provider",
+            "verifier",
+            "verifier_name",
+            "custom_ids",
+            "status",
+            "mismatches",
+            "refunded",
+            "created_at",
+            "assigned_at",
+            "decided_at",
+        ]
+        read_only_fields = fields

@@ -20,6 +20,7 @@ BOOK_JOB_FIELDS = (
     "deadline",
     "latency_sla_ms",
     "region",
+    "placement",  # "strict" holds the job to its region (market.services.placement)
     "memory_per_device_gib",
     "device_count",
 )

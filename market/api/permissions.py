@@ -7,7 +7,7 @@ from market.models import ApiKey, Role
 
 class _HasRole(BasePermission):
     role: str = ""
-    message = "This needs a {role} account or API key."
+    message = "This needs {article} {role} account or API key."
 
     def has_permission(self, request, view):
         if not (request.user and request.user.is_authenticated):
@@ -17,12 +17,16 @@ class _HasRole(BasePermission):
         else:
             allowed = request.user.holds_role(self.role)
         if not allowed:
-            self.message = self.message.format(role=self.role)
+            article = "an" if self.role[:1] in "aeiou" else "a"
+            self.message = self.message.format(article=article, role=self.role)
         return allowed
 
 
 class IsProvider(_HasRole):
     role = Role.PROVIDER
+    # Every provider endpoint but registration answers 404 until the provider profile exists
+    # (the OpenAPI schema documents it from this flag: config.openapi).
+    missing_profile_is_404 = True
 
 
 class IsConsumer(_HasRole):

@@ -3,11 +3,15 @@ here; rules across fields and state live in the services."""
 
 from decimal import Decimal
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from auctions.mechanisms.llm_sizing import SUPPORTED_BITS
-from market.models import JobRequest, LedgerTransfer, Provider, Resource, User
-from market.money import DECIMAL_PLACES, MAX_AMOUNT, MAX_DIGITS
+from market.models import DataFile, JobRequest, LedgerTransfer, Provider, Resource, User
+from market.models.providers import region_validator
+from market.money import DECIMAL_PLACES, MAX_AMOUNT, MAX_DIGITS, to_money
+from market.selectors import job_ran_where
+from market.units import price_unit
 
 
 def money_field(**kwargs):
@@ -47,7 +51,7 @@ class ProviderSerializer(StrictSerializerMixin, serializers.ModelSerializer):
             "created_at",
         ]
         read_only_fields = ["id", "status", "reputation", "stake", "last_heartbeat_at", "created_at"]
-        extra_kwargs = {"wallet_address": {"validators": []}}
+        extra_kwargs = {"wallet_address": {"validators": []}, "region": {"validators": [region_validator]}}
 
 
 class ResourceSerializer(StrictSerializerMixin, serializers.ModelSerializer):
@@ -105,22 +109,91 @@ class JobSubmitSerializer(StrictSerializerMixin, serializers.Serializer):
         max_digits=12, decimal_places=3, min_value=Decimal("0.001"), required=False
     )
     device_class = serializers.ChoiceField(choices=Resource.DeviceClass.choices, default="GPU")
-    max_price_per_device_hour = money_field(min_value=Decimal("0.000001"))
-    budget = money_field(min_value=Decimal("0.000001"))
+    max_price_per_device_hour = money_field(
+        min_value=Decimal("0.000001"),
+        help_text="the bid, in CPX_CURRENCY per reference device-hour "
+        "(one hour of a speed-1 device of the class)",
+    )
+    budget = money_field(min_value=Decimal("0.000001"), help_text="in CPX_CURRENCY, for the whole job")
     deadline = serializers.DateTimeField()
     latency_sla_ms = serializers.IntegerField(min_value=1, max_value=600_000, required=False)
-    region = serializers.CharField(max_length=32)
+    region = serializers.CharField(
+        max_length=32,
+        validators=[region_validator],
+        help_text="one of GET /api/v1/regions; unknown regions answer 400 unknown_region",
+    )
+    placement = serializers.ChoiceField(
+        choices=JobRequest.Placement.choices,
+        required=False,
+        help_text="strict (implied by latency_sla_ms): only in its region or within its SLA; "
+        "preferred (the default without an SLA): its region first, any region otherwise",
+    )
     requested_memory_per_device_gib = serializers.DecimalField(
         max_digits=8, decimal_places=2, min_value=Decimal("0.01"), required=False
     )
     requested_device_count = serializers.IntegerField(min_value=1, max_value=4096, required=False)
+    input_file_id = serializers.CharField(
+        max_length=40,
+        required=False,
+        help_text="a file uploaded through POST /api/v1/files: batch (inference) or dataset (training)",
+    )
+
+
+def _file_id(pk) -> str | None:
+    return f"file-{pk}" if pk else None
+
+
+class RanWhereSerializer(serializers.Serializer):
+    region = serializers.CharField()
+    site = serializers.CharField()
+    provider = serializers.CharField()
+    resource = serializers.CharField()
+    devices = serializers.IntegerField()
+    lease = serializers.IntegerField()
+    lease_status = serializers.CharField()
 
 
 class JobRequestSerializer(serializers.ModelSerializer):
+    """A job, with what it has spent (payments and fees so far) and where it ran (its latest lease)."""
+
+    consumer = serializers.CharField(source="consumer.username", read_only=True)
+    price_unit = serializers.SerializerMethodField(help_text="the unit of max_price_per_device_hour")
+    spent = serializers.SerializerMethodField()
+    ran_where = serializers.SerializerMethodField()
+
+    def get_price_unit(self, job) -> str:
+        return price_unit()
+
+    @extend_schema_field(money_field(allow_null=True))
+    def get_spent(self, job) -> str | None:
+        if not hasattr(job, "spent"):
+            return None  # not read (a job returned by a state change): see GET /jobs/{id}
+        return str(to_money(job.spent or 0))  # SQLite sums decimals as floats
+
+    @extend_schema_field(RanWhereSerializer(allow_null=True))
+    def get_ran_where(self, job) -> dict | None:
+        return job_ran_where(job)
+
+    input_file_id = serializers.SerializerMethodField()
+    output_file_id = serializers.SerializerMethodField()
+    error_file_id = serializers.SerializerMethodField()
+    output_sha256 = serializers.CharField(source="output_file.sha256", default=None, read_only=True)
+    error_sha256 = serializers.CharField(source="error_file.sha256", default=None, read_only=True)
+
+    def get_input_file_id(self, job) -> str | None:
+        return _file_id(job.input_file_id)
+
+    def get_output_file_id(self, job) -> str | None:
+        return _file_id(job.output_file_id)
+
+    def get_error_file_id(self, job) -> str | None:
+        return _file_id(job.error_file_id)
+
     class Meta:
         model = JobRequest
         fields = [
             "id",
+            "consumer",
             "status",
             "close_reason",
             "kind",
@@ -133,20 +206,40 @@ class JobRequestSerializer(serializers.ModelSerializer):
             "workload_device_hours",
             "device_class",
             "max_price_per_device_hour",
+            "price_unit",
             "budget",
             "deadline",
             "latency_sla_ms",
             "region",
+            "placement",
             "requested_memory_per_device_gib",
             "requested_device_count",
             "memory_per_device_gib",
             "device_count",
             "sizing",
+            "spent",
+            "ran_where",
+            "input_file_id",
+            "output_file_id",
+            "error_file_id",
+            "output_sha256",
+            "error_sha256",
+            "batch_totals",
             "idempotency_key",
             "created_at",
             "updated_at",
         ]
         read_only_fields = fields
+
+
+class JobSubmittedSerializer(JobRequestSerializer):
+    """A job just created: it has spent nothing and run nowhere (no query to say so)."""
+
+    def get_spent(self, job) -> str | None:
+        return str(to_money(0))
+
+    def get_ran_where(self, job) -> dict | None:
+        return None
 
 
 class BalanceSerializer(serializers.Serializer):
@@ -191,3 +284,56 @@ class MeSerializer(serializers.Serializer):
     username = serializers.CharField()
     role = serializers.CharField()
     key_role = serializers.CharField(allow_null=True)
+
+
+class RegionSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    latitude = serializers.FloatField(help_text="the region's centroid, for latency estimates")
+    longitude = serializers.FloatField()
+    providers = serializers.IntegerField(help_text="active providers listing resources there")
+
+
+class FileSerializer(serializers.ModelSerializer):
+    """A file as the OpenAI Files API shows one, plus its sha256 and what validation learned."""
+
+    id = serializers.CharField(source="public_id", read_only=True)
+    object = serializers.SerializerMethodField()
+    created_at = serializers.SerializerMethodField()
+    expires_at = serializers.SerializerMethodField()
+    expired = serializers.SerializerMethodField()
+
+    class Meta:
+        model = DataFile
+        fields = [
+            "id",
+            "object",
+            "purpose",
+            "filename",
+            "bytes",
+            "sha256",
+            "lines",
+            "model_name",
+            "prompt_tokens_estimate",
+            "max_tokens_total",
+            "created_at",
+            "expires_at",
+            "expired",
+        ]
+        read_only_fields = fields
+
+    def get_object(self, data_file) -> str:
+        return "file"
+
+    def get_created_at(self, data_file) -> int:
+        return int(data_file.created_at.timestamp())
+
+    def get_expires_at(self, data_file) -> int:
+        return int(data_file.expires_at.timestamp())
+
+    def get_expired(self, data_file) -> bool:
+        return data_file.deleted_at is not None
+
+
+class FileUploadSerializer(StrictSerializerMixin, serializers.Serializer):
+    file = serializers.FileField(allow_empty_file=True)
+    purpose = serializers.ChoiceField(choices=[DataFile.Purpose.BATCH, DataFile.Purpose.DATASET])

@@ -2,6 +2,7 @@ from django.db import models
 from django.db.models import Q
 
 from market.models.accounts import User
+from market.models.files import DataFile
 from market.models.providers import DeviceClass
 from market.money import MoneyField
 
@@ -30,6 +31,13 @@ class JobRequest(models.Model):
         CANCELLED = "CANCELLED", "Cancelled"
         EXPIRED = "EXPIRED", "Expired"
 
+    class Placement(models.TextChoices):
+        """Where the job may run (market.services.placement): strict = within its latency SLA of its
+        region, or in its region without one; preferred = its region first, any region otherwise."""
+
+        STRICT = "strict", "Strict"
+        PREFERRED = "preferred", "Preferred"
+
     consumer = models.ForeignKey(User, on_delete=models.PROTECT, related_name="jobs")
     kind = models.CharField(max_length=10, choices=Kind.choices)
     model_name = models.CharField(max_length=100)
@@ -47,6 +55,7 @@ class JobRequest(models.Model):
     deadline = models.DateTimeField()
     latency_sla_ms = models.PositiveIntegerField(null=True, blank=True)
     region = models.CharField(max_length=32)
+    placement = models.CharField(max_length=9, choices=Placement.choices, default=Placement.PREFERRED)
     # What the consumer stated, if anything, and what CPX derived (and will match on).
     requested_memory_per_device_gib = models.DecimalField(
         max_digits=8, decimal_places=2, null=True, blank=True
@@ -55,6 +64,21 @@ class JobRequest(models.Model):
     memory_per_device_gib = models.DecimalField(max_digits=8, decimal_places=2)
     device_count = models.PositiveIntegerField()
     sizing = models.JSONField(default=dict, help_text="the sizing breakdown in GB")
+    # A batch inference job carries its requests in an input file (OpenAI Batch JSONL) and gets its
+    # results and errors back as files; a training or fine-tuning job may carry an opaque dataset
+    # and get an opaque artifact back as its output file.
+    input_file = models.ForeignKey(
+        DataFile, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    output_file = models.ForeignKey(
+        DataFile, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    error_file = models.ForeignKey(
+        DataFile, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    batch_totals = models.JSONField(
+        default=dict, blank=True, help_text="batch: requests done/failed and metered tokens so far"
+    )
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.SUBMITTED)
     close_reason = models.CharField(max_length=32, blank=True)
     idempotency_key = models.CharField(max_length=128, null=True, blank=True)  # noqa: DJ001 - NULL = no key; unique when set

@@ -5,6 +5,7 @@ from eth_utils import is_checksum_address, is_hex_address, to_checksum_address
 
 from config.errors import Conflict, InvalidInput, NotFound
 from market.models import Provider, Resource, User
+from market.services.placement import region_check
 
 
 def wallet_address_checked(address: str) -> str:
@@ -22,9 +23,11 @@ def wallet_address_checked(address: str) -> str:
 def provider_register(
     *, user: User, display_name: str, wallet_address: str, region: str, **fields
 ) -> Provider:
-    """Create the provider profile of a provider user. Raises InvalidInput, Conflict (already has one)."""
+    """Create the provider profile of a provider user. Raises InvalidInput (UnknownRegion among
+    them), Conflict (already has one)."""
     if not user.holds_role(User.Role.PROVIDER):
         raise InvalidInput("Only provider accounts can register a provider profile.")
+    region = region_check(region)
     try:
         with transaction.atomic():
             return Provider.objects.create(
@@ -42,6 +45,8 @@ def provider_update(*, provider: Provider, **fields) -> Provider:
     """Change a provider's own profile fields (status and reputation are the operators')."""
     if "wallet_address" in fields:
         fields["wallet_address"] = wallet_address_checked(fields["wallet_address"])
+    if "region" in fields:
+        fields["region"] = region_check(fields["region"])
     for name, value in fields.items():
         setattr(provider, name, value)
     provider.save(update_fields=list(fields))

@@ -12,7 +12,11 @@ from html import escape
 from django.utils.safestring import SafeString, mark_safe
 
 WIDTH, HEIGHT = 720, 240
-PAD_LEFT, PAD_RIGHT, PAD_TOP, PAD_BOTTOM = 56, 12, 12, 28
+PAD_LEFT, PAD_RIGHT, PAD_TOP, PAD_BOTTOM = 56, 12, 22, 28
+# A point this many times above the 90th percentile is an outlier (round 1's empty-book spike):
+# the scale stops at the percentile's headroom and the outlier is drawn on the top edge, labelled.
+OUTLIER_FACTOR = 3.0
+OUTLIER_HEADROOM = 1.25
 SERIES_CLASSES = 8
 MAX_DOTS = 120  # beyond this many points a line is dense enough without them
 
@@ -32,10 +36,21 @@ def _nice_ticks(low: float, high: float, count: int = 4) -> list[float]:
     start = math.floor(low / step) * step
     ticks = []
     value = start
-    while value <= high + step * 0.5 and len(ticks) < 12:
+    # Until a tick reaches the top value: the highest point must lie inside the plot.
+    while (not ticks or ticks[-1] < high) and len(ticks) < 12:
         ticks.append(round(value, 10))
         value += step
     return ticks
+
+
+def _scale_top(ys: list[float]) -> tuple[float, bool]:
+    """The top of the y scale, and whether outliers are clipped to it (OUTLIER_FACTOR above)."""
+    top = max(ys)
+    ordered = sorted(ys)
+    p90 = ordered[min(len(ordered) - 1, int(0.9 * (len(ordered) - 1) + 0.5))]
+    if len(ys) >= 5 and p90 > 0 and top > OUTLIER_FACTOR * p90:
+        return p90 * OUTLIER_HEADROOM, True
+    return top, False
 
 
 def _label(value: float) -> str:
@@ -49,19 +64,29 @@ def _label(value: float) -> str:
 
 
 def line_chart(
-    series: list[Series], *, title: str, description: str, x_label: str = "round", bridge_gaps: bool = False
+    series: list[Series],
+    *,
+    title: str,
+    description: str,
+    x_label: str = "round",
+    y_unit: str = "",
+    bridge_gaps: bool = False,
 ) -> SafeString:
-    """Lines over a shared x axis (round ids), with y ticks and an x range; empty → a plain note.
+    """Lines over a shared x axis (round ids), with y ticks, the y axis's unit and an x range;
+    empty → a plain note.
 
     A None y is a gap: the line breaks there, or with `bridge_gaps` (prices of a class that did not
-    trade every round) joins its neighbours, with a dot on every real point."""
+    trade every round) joins its neighbours, with a dot on every real point. A lone spike (over
+    OUTLIER_FACTOR x the 90th percentile) would flatten every other point: the scale stops below
+    it, and it is drawn on the top edge with its value, so the rest stays readable."""
     values = [(x, y) for s in series for x, y in s.points if y is not None]
     if not values:
         return mark_safe('<p class="empty">No data yet: charts appear once rounds have cleared.</p>')
     xs = [x for s in series for x, _ in s.points]  # the whole window, so charts side by side align
     ys = [y for _, y in values]
     x_low, x_high = min(xs), max(xs)
-    ticks = _nice_ticks(min(0.0, min(ys)), max(ys))
+    top, clipped = _scale_top(ys)
+    ticks = _nice_ticks(min(0.0, min(ys)), top)
     y_low, y_high = ticks[0], ticks[-1]
     plot_w, plot_h = WIDTH - PAD_LEFT - PAD_RIGHT, HEIGHT - PAD_TOP - PAD_BOTTOM
 
@@ -69,7 +94,7 @@ def line_chart(
         return PAD_LEFT + (0.5 if x_high == x_low else (x - x_low) / (x_high - x_low)) * plot_w
 
     def sy(y):
-        return PAD_TOP + (1 - (y - y_low) / ((y_high - y_low) or 1)) * plot_h
+        return PAD_TOP + (1 - (min(y, y_high) - y_low) / ((y_high - y_low) or 1)) * plot_h
 
     parts = [
         f'<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
@@ -80,6 +105,15 @@ def line_chart(
         parts.append(
             f'<line class="grid" x1="{PAD_LEFT}" x2="{WIDTH - PAD_RIGHT}" y1="{y:.1f}" y2="{y:.1f}"/>'
             f'<text class="tick" x="{PAD_LEFT - 6}" y="{y + 4:.1f}" text-anchor="end">{_label(tick)}</text>'
+        )
+    if y_unit:
+        parts.append(f'<text class="tick unit" x="4" y="12">{escape(y_unit)}</text>')
+    above = [(x, y) for s in series for x, y in s.points if y is not None and y > y_high]
+    if clipped and above:
+        peak_x, peak = max(above, key=lambda point: point[1])
+        parts.append(
+            f'<text class="tick clipped" x="{WIDTH - PAD_RIGHT}" y="12" text-anchor="end">'
+            f"{len(above)} off scale, up to {_label(peak)} ({x_label} {peak_x:g}) ▲</text>"
         )
     parts.append(
         f'<text class="tick" x="{PAD_LEFT}" y="{HEIGHT - 8}">{x_label} {x_low:g}</text>'

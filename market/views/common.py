@@ -2,6 +2,7 @@
 
 from functools import wraps
 
+from django.conf import settings
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
 from django.utils import timezone
@@ -23,7 +24,8 @@ def role_required(role: str):
             if not request.user.is_authenticated:
                 return redirect_to_login(request.get_full_path())
             if not request.user.holds_role(role):
-                raise PermissionDenied(f"This page needs a {role} account.")
+                article = "an" if role[:1].lower() in "aeiou" else "a"
+                raise PermissionDenied(f"This page needs {article} {role} account.")
             return view(request, *args, **kwargs)
 
         return checked
@@ -42,3 +44,8 @@ def is_htmx(request) -> bool:
 
 def now():
     return timezone.now()
+
+
+def market_units(request) -> dict:
+    """Template context: the currency's name and the price unit every page states (issue 14)."""
+    return {"currency": settings.CPX_CURRENCY}

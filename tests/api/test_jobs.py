@@ -366,13 +366,23 @@ class TestOperatorJobList:
         for _ in range(25):
             job_submit(consumer=consumer)
 
-        with django_assert_max_num_queries(3):
+        with django_assert_max_num_queries(4):  # key, count, page (with `spent`), leases
             response = client.get("/api/v1/operator/jobs")
 
         assert len(response.json()["results"]) == 30
         with CaptureQueriesContext(connection) as thirty:
             client.get("/api/v1/operator/jobs")
         assert len(thirty) == len(five)
+
+    def test_says_whose_job_each_is(self):
+        client = bearer_client(OperatorFactory())
+        consumer = ConsumerFactory(balance=Decimal("1000"), username="acme")
+        job = job_submit(consumer=consumer)
+
+        response = client.get("/api/v1/operator/jobs")
+
+        row = next(row for row in response.json()["results"] if row["id"] == job.pk)
+        assert row["consumer"] == "acme"
 
 
 @pytest.mark.services

@@ -139,7 +139,7 @@ class TestConsumer:
         job = page.goto(f"{live_market.url}/jobs/{theirs.pk}/")
 
         assert (market.status, job.status) == (403, 404)
-        expect(page.get_by_role("link", name="Market")).to_have_count(0)
+        expect(page.get_by_role("link", name="Dashboard")).to_have_count(0)
 
 
 class TestOperator:

@@ -56,6 +56,21 @@ def consumer_balance(job) -> Decimal:
 
 
 class TestAgentSimulate:
+    def test_logs_each_lease_it_takes_and_finishes(self, live_server, caplog):
+        lease = matched_job(expected_hours=Decimal("0.01"))
+        caplog.set_level("INFO", logger="cpx.agent")
+
+        _, thread = start_agent(
+            live_server, lease.provider, SimulateBackend(speedup=60, tick_s=0.1), once=True
+        )
+        thread.join(30)
+
+        lines = [record.getMessage() for record in caplog.records if record.name == "cpx.agent"]
+        assert any(
+            line.startswith(f"took lease {lease.pk}: job {lease.job_id} (INFERENCE") for line in lines
+        ), lines
+        assert any(line.startswith(f"finished lease {lease.pk}: completed") for line in lines), lines
+
     def test_runs_a_matched_job_to_completion_and_the_ledger_settles(self, live_server):
         lease = matched_job(expected_hours=Decimal("0.01"))  # 36 s at 60× → 0.6 s
 

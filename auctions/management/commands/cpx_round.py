@@ -1,6 +1,8 @@
 """`cpx_round clear` opens and clears a round now; `cpx_round list [--limit N]` lists rounds;
 `cpx_round replay ID` re-runs a round from its snapshot and compares hashes (exit 0 match, 1 mismatch,
-2 unknown round)."""
+2 unknown round); `cpx_round replay --file SNAPSHOT [--result RESULT]` does the same offline for a
+snapshot downloaded from GET /api/v1/rounds/{id}/snapshot (no database read; exit 2 for a file that
+is not a snapshot)."""
 
 import json
 import sys
@@ -9,6 +11,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
 from auctions.selectors.rounds import round_list
+from auctions.services.replays import snapshot_replay
 from auctions.services.rounds import RoundNotFound, round_clear, round_open, round_replay
 from config.errors import DomainError
 
@@ -22,13 +25,19 @@ class Command(BaseCommand):
         listing = sub.add_parser("list", help="the latest rounds, newest first")
         listing.add_argument("--limit", type=int, default=20)
         replay = sub.add_parser("replay", help="recompute a round from its snapshot; exit 1 on mismatch")
-        replay.add_argument("round_id", type=int)
+        replay.add_argument("round_id", type=int, nargs="?", help="a round in this database")
+        replay.add_argument("--file", help="a snapshot downloaded from GET /api/v1/rounds/{id}/snapshot")
+        replay.add_argument("--result", help="its result (GET /api/v1/rounds/{id}/result), to compare too")
 
     def handle(self, *args, action, **options):
         if action == "clear":
             return self._clear()
         if action == "list":
             return self._list(options["limit"])
+        if options["file"]:
+            return self._replay_file(options["file"], options["result"])
+        if options["round_id"] is None:
+            raise CommandError("replay needs a round id or --file SNAPSHOT")
         return self._replay(options["round_id"])
 
     def _clear(self):
@@ -65,3 +74,21 @@ class Command(BaseCommand):
             sys.exit(2)
         self.stdout.write(json.dumps(report, indent=2))
         sys.exit(0 if report["match"] else 1)
+
+    def _replay_file(self, path: str, result_path: str | None):
+        try:
+            snapshot = _read_json(path)
+            result = _read_json(result_path) if result_path else None
+            report = snapshot_replay(snapshot=snapshot, result=result)
+        except (OSError, ValueError, DomainError) as error:
+            self.stderr.write(json.dumps({"file": path, "error": getattr(error, "message", str(error))}))
+            sys.exit(2)
+        self.stdout.write(json.dumps(report, indent=2))
+        verdict = "hashes match" if report["match"] else "hashes DO NOT match"
+        self.stderr.write(f"round {report['round']}: {verdict}")
+        sys.exit(0 if report["match"] else 1)
+
+
+def _read_json(path: str):
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)

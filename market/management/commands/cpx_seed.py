@@ -14,6 +14,7 @@ from market.models import JobRequest, Provider, User
 from market.services.accounts import api_key_create
 from market.services.jobs import job_request_submit
 from market.services.ledger import ledger_deposit
+from market.services.placement import Unservable
 from market.services.providers import provider_register, resource_create
 
 # (username, display name, tier, region, site, lat, lon, [(class, model, count, mem GiB, ram, vcpu, tflops,
@@ -181,6 +182,7 @@ class Command(BaseCommand):
                 user=user, amount=Decimal(funds), now=now, reference=f"seed:{username}", memo="seed funds"
             )
             consumers.append(user)
+        refused = 0
         for number in range(jobs):
             consumer = rng.choice(consumers)
             key = f"seed-{seed}-{number}"
@@ -207,10 +209,14 @@ class Command(BaseCommand):
             if spec["latency_sla_ms"] is None:
                 del spec["latency_sla_ms"]
             if not JobRequest.objects.filter(consumer=consumer, idempotency_key=key).exists():
-                job_request_submit(consumer=consumer, spec=spec, now=now, idempotency_key=key)
+                try:
+                    job_request_submit(consumer=consumer, spec=spec, now=now, idempotency_key=key)
+                except Unservable:
+                    refused += 1  # a random spec no seeded resource could ever run: CPX refuses it
         self.stdout.write(
             self.style.SUCCESS(
-                f"seeded {len(PROVIDERS)} providers, {len(CONSUMERS)} consumers, {jobs} jobs "
+                f"seeded {len(PROVIDERS)} providers, {len(CONSUMERS)} consumers, {jobs - refused} jobs "
+                f"({refused} refused as unservable) "
                 "(operator login: operator / operator-operator)"
             )
         )
