@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: demo demo-headless worker beat test lint install install-production lock production production-stop node bench clean screenshots chaos
+.PHONY: demo demo-headless worker beat test lint install install-production lock production production-stop node bench clean screenshots chaos forge
 
 # Installs go through the locks: every package, direct or not, at its pinned version and hash.
 $(VENV)/.installed: requirements-dev.lock requirements.lock
@@ -68,6 +68,11 @@ production-stop:
 test: install
 	$(PY) -m pytest -q
 
+## make forge: the Solidity unit, fuzz and invariant tests (contracts/forge), offline, compiled by the
+## npm solcjs through contracts/forge/solc.js (forge never downloads a compiler)
+forge: install
+	node_modules/@foundry-rs/forge-linux-amd64/bin/forge test --offline --use contracts/forge/solc.js
+
 ## make chaos: the fault suite against PostgreSQL (DATABASE_URL names a database it drops and
 ## recreates) and a redis-server of its own: worker, Redis and agents killed, cancels racing rounds
 CHAOS_DURATION ?= 150
@@ -96,4 +101,4 @@ screenshots: install
 	$(PY) docs/screenshots.py
 
 clean:
-	rm -rf $(VENV) node_modules db.sqlite3 staticfiles
+	rm -rf $(VENV) node_modules db.sqlite3 staticfiles build/forge

@@ -14,7 +14,14 @@ from config.errors import NotFound
 from config.openapi import ErrorSerializer
 from contracts import selectors
 from contracts.models import ConsumerWallet, ReconciliationIssue, SettlementBatch, SettlementLease
-from contracts.services import BatchNotFound, consumer_wallet_register, settlement_batch_retry
+from contracts.services import (
+    BatchNotFound,
+    consumer_wallet_register,
+    order_document,
+    settlement_batch_retry,
+    settlement_order_draft,
+    settlement_order_submit,
+)
 from market.api.permissions import IsConsumer, IsOperator, IsProvider
 from market.api.serializers import StrictSerializerMixin
 
@@ -231,10 +238,50 @@ class WalletView(APIView):
         return Response(WalletSerializer(wallet).data)
 
 
+class OrderSerializer(StrictSerializerMixin, serializers.Serializer):
+    """The order fields of the draft, as signed, and the 65-byte signature (0x hex)."""
+
+    nonce = serializers.IntegerField(min_value=1, max_value=2**32 - 1)
+    deadline = serializers.IntegerField(min_value=1, max_value=2**63 - 1)
+    max_amount_wei = serializers.RegexField(r"^[0-9]{1,78}$")
+    cumulative_max_wei = serializers.RegexField(r"^[0-9]{1,78}$")
+    signature = serializers.RegexField(r"^0x[0-9a-fA-F]{130}$")
+
+
+class JobOrderView(APIView):
+    """The consumer's EIP-712 settlement order for one of its jobs. GET: the job's settlement path
+    ("on-chain", "awaiting-order" or "ledger") and the typed data to sign (eth_signTypedData_v4) or the
+    stored order; POST: the signed order (verified, then stored; the contract debits only under it)."""
+
+    permission_classes = [IsConsumer]
+
+    @extend_schema(responses={200: dict})
+    def get(self, request, pk):
+        return Response(settlement_order_draft(user=request.user, job_id=pk, now=timezone.now()))
+
+    @extend_schema(request=OrderSerializer, responses={201: dict})
+    def post(self, request, pk):
+        body = OrderSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = body.validated_data
+        row = settlement_order_submit(
+            user=request.user,
+            job_id=pk,
+            nonce=data["nonce"],
+            deadline=data["deadline"],
+            max_amount_wei=int(data["max_amount_wei"]),
+            cumulative_max_wei=int(data["cumulative_max_wei"]),
+            signature=data["signature"],
+            now=timezone.now(),
+        )
+        return Response({"job": pk, "path": "on-chain", "order": order_document(row)}, status=201)
+
+
 urlpatterns = [
     path("settlements", SettlementListView.as_view(), name="settlement-list"),
     path("settlements/<int:pk>", SettlementDetailView.as_view(), name="settlement-detail"),
     path("settlements/<int:pk>/retry", SettlementRetryView.as_view(), name="settlement-retry"),
     path("provider/proofs", ProviderProofListView.as_view(), name="provider-proofs"),
     path("wallet", WalletView.as_view(), name="consumer-wallet"),
+    path("jobs/<int:pk>/order", JobOrderView.as_view(), name="job-order"),
 ]

@@ -127,9 +127,9 @@ def _error_selectors() -> dict[bytes, tuple[str, list[str], list[str]]]:
 
 
 @functools.cache
-def _event_topics() -> dict[bytes, str]:
+def _event_topics(artifact: str = "Settlement") -> dict[bytes, str]:
     topics = {}
-    for item in load_artifact("Settlement")["abi"]:
+    for item in load_artifact(artifact)["abi"]:
         if item["type"] == "event":
             signature = f"{item['name']}({','.join(i['type'] for i in item['inputs'])})"
             topics[_chain_lib().Web3.keccak(text=signature)] = item["name"]
@@ -234,6 +234,8 @@ def _shared_in_process_connection() -> _Connection:
 class SettlementClient:
     """Deploy, fund, settle and read the Settlement contract; see the module docstring for the rules."""
 
+    ARTIFACT = "Settlement"
+
     def __init__(self, connection: _Connection, signer_key: str | bytes, contract_address: str | None = None):
         self._conn = connection
         self._w3 = connection.w3
@@ -267,7 +269,7 @@ class SettlementClient:
 
     def with_signer(self, signer_key: str) -> SettlementClient:
         """The same chain and contract, signing as another account."""
-        return SettlementClient(self._conn, signer_key, self.contract_address)
+        return type(self)(self._conn, signer_key, self.contract_address)
 
     def dev_keys(self) -> list[str]:
         """Private keys of the funded development accounts (in-process chain or anvil only)."""
@@ -323,6 +325,16 @@ class SettlementClient:
             )
         )
         return {**receipt, "root": tree.root_hex}
+
+    def estimate_commit_cost(self, batch_id: bytes | str, leaves: Sequence[Leaf]) -> int:
+        """What ``commit_batch`` of these leaves would cost now, in wei (estimated gas × gas price)."""
+        tree = MerkleTree(leaves)
+        debits = tree.debits()
+        call = self._contract().functions.commitBatch(
+            _b32(batch_id), tree.root, list(debits), list(debits.values()), len(leaves)
+        )
+        gas = self._read(lambda: call.estimate_gas({"from": self.address}))
+        return gas * self._read(lambda: self._w3.eth.gas_price)
 
     def settle_direct(self, batch_id: bytes | str, leaves: Sequence[Leaf]) -> dict:
         """Settle leaves at once (sorted by lease id here, as the contract requires)."""
@@ -428,8 +440,30 @@ class SettlementClient:
     def native_balance_wei(self, account: str) -> int:
         return self._read(lambda: self._w3.eth.get_balance(to_checksum_address(account)))
 
+    def transaction_receipt(self, tx_hash: str) -> dict | None:
+        """Where a transaction is mined now ({block_number, block_hash, status}), or None if the chain
+        does not hold it (never mined, or dropped by a reorg)."""
+        from web3.exceptions import TransactionNotFound
+
+        try:
+            receipt = self._w3.eth.get_transaction_receipt(tx_hash)
+        except TransactionNotFound:
+            return None
+        except Exception as exc:
+            raise map_chain_error(exc) from exc
+        if receipt is None:
+            return None
+        return {
+            "block_number": receipt["blockNumber"],
+            "block_hash": "0x" + bytes(receipt["blockHash"]).hex(),
+            "status": receipt["status"],
+        }
+
     def block_number(self) -> int:
         return self._read(lambda: self._w3.eth.block_number)
+
+    def chain_id(self) -> int:
+        return self._read(lambda: self._w3.eth.chain_id)
 
     def now(self) -> int:
         return self._read(lambda: self._w3.eth.get_block("latest")["timestamp"])
@@ -440,11 +474,16 @@ class SettlementClient:
         """Decoded Settlement events in chain order: {event, block_number, tx_hash, log_index, args}."""
         contract = self._contract()
         wanted = set(names)
-        by_topic = {t: n for t, n in _event_topics().items() if not wanted or n in wanted}
+        by_topic = {t: n for t, n in _event_topics(self.ARTIFACT).items() if not wanted or n in wanted}
         to_block = self.block_number() if to_block is None else to_block
         if from_block > to_block:  # real nodes refuse a range that starts past their head
             return []
-        params = {"address": contract.address, "fromBlock": from_block, "toBlock": to_block}
+        params = {
+            "address": contract.address,
+            "fromBlock": from_block,
+            "toBlock": to_block,
+            "topics": [["0x" + t.hex() for t in by_topic]],  # by topic: the node filters, not us
+        }
         logs = self._read(lambda: self._w3.eth.get_logs(params))
         out = []
         for log in logs:
@@ -456,6 +495,7 @@ class SettlementClient:
                 {
                     "event": name,
                     "block_number": log["blockNumber"],
+                    "block_hash": "0x" + bytes(log["blockHash"]).hex(),
                     "tx_hash": "0x" + bytes(log["transactionHash"]).hex(),
                     "log_index": log["logIndex"],
                     "args": {k: _plain(v) for k, v in event["args"].items()},
@@ -505,7 +545,7 @@ class SettlementClient:
     def _contract(self):
         if not self.contract_address:
             raise ChainRejected("NoContract", message="no Settlement address configured: deploy first")
-        return self._conn.contract("Settlement", self.contract_address)
+        return self._conn.contract(self.ARTIFACT, self.contract_address)
 
     def _erc20(self, address: str):
         return self._conn.contract("erc20", to_checksum_address(address), _ERC20_ABI)
@@ -600,3 +640,153 @@ def _in_process_contract(client: SettlementClient) -> str:
         if "native" not in _in_process_address:
             _in_process_address["native"] = client.deploy()
         return _in_process_address["native"]
+
+
+class SettlementV2Client(SettlementClient):
+    """The consumer-signed, cumulative-claims contract (``SettlementV2``): same rules as SettlementClient.
+
+    Debits are ``(Order, signature, amount)``; credits are ``(payee, cumulative wei)`` in the order the
+    contract hashes them (``contracts.merkle.CreditTree``)."""
+
+    ARTIFACT = "SettlementV2"
+
+    def deploy(  # type: ignore[override]
+        self,
+        *,
+        token_address: str | None = None,
+        admin: str,
+        operator: str | None = None,
+        reclaim_window_s: int = 30 * 86400,
+    ) -> str:
+        """Deploy with ``admin`` (a cold key, never the operator: the contract refuses admin == operator)."""
+        self.contract_address = self.deploy_artifact(
+            "SettlementV2",
+            to_checksum_address(token_address or NATIVE),
+            to_checksum_address(admin),
+            to_checksum_address(operator or self.address),
+            reclaim_window_s,
+        )
+        self._token_address = None
+        return self.contract_address
+
+    def sign(self, order) -> str:
+        """Sign ``order`` with this client's key (the consumer's wallet, in tests and the demo)."""
+        from contracts.orders import sign_order
+
+        return sign_order(order, self._account.key, chain_id=self.chain_id(), contract=self.contract_address)
+
+    def commit_credits(
+        self,
+        batch_id: bytes | str,
+        debits: Sequence[tuple[Any, str, int]],
+        credits: Sequence[tuple[str, int]],
+    ) -> dict:
+        """Commit a batch: ``debits`` = (Order, signature, amount wei), ``credits`` = (payee, cumulative)."""
+        from contracts.merkle import CreditTree
+        from contracts.orders import split_signature
+
+        rows = []
+        for order, signature, amount in debits:
+            v, r, s = split_signature(signature)
+            rows.append(
+                (order.consumer, bytes.fromhex(order.job_hash[2:]), order.max_amount_wei,
+                 order.cumulative_max_wei, order.nonce, order.deadline, amount, v, r, s)
+            )  # fmt: skip
+        tree = CreditTree(credits)
+        receipt = self._send(
+            self._contract().functions.commitBatch(_b32(batch_id), rows, [list(c) for c in tree.credits])
+        )
+        return {**receipt, "root": tree.root_hex}
+
+    def claim_credit(self, batch_id: bytes | str, payee: str, cumulative_wei: int, proof) -> dict:
+        return self._send(
+            self._contract().functions.claim(
+                _b32(batch_id), to_checksum_address(payee), cumulative_wei, _proof(proof)
+            )
+        )
+
+    def claim_credits(self, claims: Sequence[tuple[bytes | str, str, int, Iterable[bytes | str]]]) -> dict:
+        """Relay several payees' claims in one transaction: (batch id, payee, cumulative, proof) each."""
+        return self._send(
+            self._contract().functions.claimMany(
+                [_b32(b) for b, _, _, _ in claims],
+                [to_checksum_address(p) for _, p, _, _ in claims],
+                [c for _, _, c, _ in claims],
+                [_proof(pr) for _, _, _, pr in claims],
+            )
+        )
+
+    def withdraw(self) -> dict:
+        return self._send(self._contract().functions.withdraw())
+
+    def admin_call(self, fn: str, *args: Any) -> dict:
+        """proposeOperator / executeOperator / revokeOperator / proposeWindow / executeWindow /
+        proposeAdmin / executeAdmin / setPaused (the signer must be the admin)."""
+        return self._send(self._contract().functions[fn](*args))
+
+    def view(self, fn: str, *args: Any) -> Any:
+        return _plain(self._read(lambda: self._contract().functions[fn](*args).call()))
+
+    def escrow_of(self, consumer: str) -> dict:  # type: ignore[override]
+        escrow, debited, nonce, last, window = self._read(
+            lambda: self._contract().functions.escrowOf(to_checksum_address(consumer)).call()
+        )
+        return {
+            "escrow_wei": escrow,
+            "debited_wei": debited,
+            "nonce": nonce,
+            "last_activity": last,
+            "window_s": window,
+        }
+
+    def claimed_wei(self, payee: str) -> int:
+        return self.view("claimed", to_checksum_address(payee))
+
+    def root_of(self, batch_id: bytes | str) -> str:
+        return self.view("rootOf", _b32(batch_id))
+
+    def commits_from_chain(self, *, from_block: int = 0, to_block: int | None = None) -> list[dict]:
+        """Every commit's credits, decoded from the commit transactions' calldata (data availability):
+        [{batch_id, root, index, block_number, tx_hash, credits: [(payee, cumulative)]}] in chain order."""
+        contract = self._contract()
+        out = []
+        for event in self.events(from_block=from_block, to_block=to_block, names=["BatchCommitted"]):
+            tx = self._read(lambda e=event: self._w3.eth.get_transaction(e["tx_hash"]))
+            fn, args = contract.decode_function_input(tx["input"])
+            credits = [
+                (to_checksum_address(c["payee"]), int(c["cumulative"]))
+                if isinstance(c, dict)
+                else (to_checksum_address(c[0]), int(c[1]))
+                for c in args["credits"]
+            ]
+            out.append(
+                {
+                    "batch_id": event["args"]["batchId"],
+                    "root": event["args"]["root"],
+                    "index": event["args"]["index"],
+                    "block_number": event["block_number"],
+                    "tx_hash": event["tx_hash"],
+                    "credits": credits,
+                }
+            )
+        return out
+
+    def proofs_from_chain(self, *, from_block: int = 0) -> dict[str, dict]:
+        """Per payee, its newest cumulative amount and the proof against the batch that carries it, rebuilt
+        from chain data alone (no CPX database): {payee: {batch_id, cumulative_wei, claimed_wei, proof}}."""
+        from contracts.merkle import CreditTree
+
+        latest: dict[str, dict] = {}
+        for commit in self.commits_from_chain(from_block=from_block):
+            tree = CreditTree(commit["credits"])
+            if tree.root_hex != commit["root"]:  # cannot happen: the contract builds the root itself
+                raise ChainRejected("RootMismatch", {"batch_id": commit["batch_id"]})
+            for payee, cumulative in tree.credits:
+                latest[payee] = {
+                    "batch_id": commit["batch_id"],
+                    "cumulative_wei": cumulative,
+                    "proof": ["0x" + p.hex() for p in tree.proof(payee)],
+                }
+        for payee, row in latest.items():
+            row["claimed_wei"] = self.claimed_wei(payee)
+        return latest

@@ -132,3 +132,57 @@ class MerkleTree:
         for leaf in self.leaves:
             totals[leaf.consumer] = totals.get(leaf.consumer, 0) + leaf.debit_wei
         return totals
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Cumulative credit trees (SettlementV2): one leaf per payee of a batch, (payee, cumulative earnings).
+
+
+def credit_leaf(payee: str, cumulative_wei: int) -> bytes:
+    """keccak256(bytes.concat(keccak256(abi.encode(payee, cumulative)))) (``SettlementV2.creditLeaf``)."""
+    return keccak(keccak(encode(("address", "uint256"), (to_checksum_address(payee), cumulative_wei))))
+
+
+class CreditTree:
+    """The tree SettlementV2 builds on chain from a commit's credits: leaves in the given order, each
+    level pairs neighbours with the sorted-pair hash, an odd last node moves up unchanged. Anyone holding
+    a commit's calldata rebuilds the same tree, hence every payee's proof."""
+
+    def __init__(self, credits: Sequence[tuple[str, int]]):
+        if not credits:
+            raise ValueError("a credit tree needs at least one payee")
+        self.credits: tuple[tuple[str, int], ...] = tuple(
+            (to_checksum_address(p), int(c)) for p, c in credits
+        )
+        payees = [p for p, _ in self.credits]
+        if len(set(payees)) != len(payees):
+            raise ValueError("a payee appears once per credit tree")
+        self._levels: list[list[bytes]] = [[credit_leaf(p, c) for p, c in self.credits]]
+        while len(self._levels[-1]) > 1:
+            level = self._levels[-1]
+            up = [hash_pair(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
+            if len(level) % 2:
+                up.append(level[-1])
+            self._levels.append(up)
+        self._index = {p: i for i, p in enumerate(payees)}
+
+    @property
+    def root(self) -> bytes:
+        return self._levels[-1][0]
+
+    @property
+    def root_hex(self) -> str:
+        return "0x" + self.root.hex()
+
+    def cumulative(self, payee: str) -> int:
+        return self.credits[self._index[to_checksum_address(payee)]][1]
+
+    def proof(self, payee: str) -> list[bytes]:
+        i = self._index[to_checksum_address(payee)]
+        proof = []
+        for level in self._levels[:-1]:
+            sibling = i ^ 1
+            if sibling < len(level):
+                proof.append(level[sibling])
+            i >>= 1
+        return proof

@@ -61,18 +61,24 @@ class ConsumerWallet(models.Model):
 
 
 class ChainDeposit(models.Model):
-    """A `Deposited` event, seen once (unique by transaction and log index) and credited once (the
-    ledger reference `chain:deposit:<tx>:<log index>`)."""
+    """A `Deposited` event, seen once and credited once. Its identity is (transaction, ordinal of the
+    event among the transaction's own `Deposited` events): unlike the log index, that does not change
+    when a reorg mines the same transaction in another block (ledger reference
+    `chain:deposit:<tx>:Deposited:<ordinal>`). `block_number`, `block_hash` and `log_index` say where it
+    was last seen; a credit whose transaction a reorg dropped is REVERSED."""
 
     class Status(models.TextChoices):
         CREDITED = "CREDITED", "Credited to the consumer's balance"
         UNMATCHED = "UNMATCHED", "No consumer has this wallet (credited once one registers it)"
         DUST = "DUST", "Below the ledger's quantum"
+        REVERSED = "REVERSED", "Its transaction was reorged out: the credit was taken back"
 
     deployment = models.ForeignKey(ChainDeployment, on_delete=models.PROTECT, related_name="deposits")
     tx_hash = models.CharField(max_length=66)
+    event_ordinal = models.PositiveIntegerField(default=0, help_text="nth Deposited event of its transaction")
     log_index = models.PositiveIntegerField()
     block_number = models.BigIntegerField()
+    block_hash = models.CharField(max_length=66, blank=True)
     address = models.CharField(max_length=42)
     amount_wei = WeiField()
     amount = MoneyField(default=0, help_text="credited to the ledger")
@@ -85,7 +91,7 @@ class ChainDeposit(models.Model):
         ordering = ["-block_number", "-log_index"]
         constraints = [
             models.UniqueConstraint(
-                fields=["deployment", "tx_hash", "log_index"], name="chain_deposit_once_per_event"
+                fields=["deployment", "tx_hash", "event_ordinal"], name="chain_deposit_once_per_event"
             ),
             models.CheckConstraint(condition=Q(amount_wei__gt=0), name="chain_deposit_positive"),
         ]
@@ -173,6 +179,7 @@ class SettlementLease(models.Model):
         MATCHED = "MATCHED", "Ledger and chain agree"
         MISSING_ON_CHAIN = "MISSING_ON_CHAIN", "Not on chain"
         AMOUNT_MISMATCH = "AMOUNT_MISMATCH", "Ledger and chain amounts differ"
+        CLAWED_BACK = "CLAWED_BACK", "The consumer took the provider's payment back on chain"
 
     batch = models.ForeignKey(SettlementBatch, on_delete=models.PROTECT, related_name="settled_leases")
     lease = models.OneToOneField(Lease, on_delete=models.PROTECT, related_name="chain_settlement")
@@ -190,6 +197,9 @@ class SettlementLease(models.Model):
     provider_claimed = models.BooleanField(default=False)
     provider_claim_tx = models.CharField(max_length=66, blank=True)
     fee_claimed = models.BooleanField(default=False)
+    clawed_back_tx = models.CharField(
+        max_length=66, blank=True, help_text="the consumer's reclaimLeaf of the provider's payment"
+    )
 
     class Meta:
         ordering = ["lease_id"]
@@ -218,6 +228,8 @@ class ReconciliationIssue(models.Model):
         DEBIT_MISMATCH = "DEBIT_MISMATCH", "Escrow debited on chain differs from the batch's leaves"
         ROOT_MISMATCH = "ROOT_MISMATCH", "The chain holds another root under the batch's key"
         MISSING_ON_CHAIN = "MISSING_ON_CHAIN", "A confirmed batch the chain does not have"
+        DEPOSIT_REORGED = "DEPOSIT_REORGED", "A credited deposit's transaction was reorged out"
+        ESCROW_RECLAIMED = "ESCROW_RECLAIMED", "A consumer took escrow back on chain (reclaim)"
 
     deployment = models.ForeignKey(ChainDeployment, on_delete=models.PROTECT, related_name="issues")
     kind = models.CharField(max_length=20, choices=Kind.choices)
@@ -238,3 +250,36 @@ class ReconciliationIssue(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} {self.key}"
+
+
+class SettlementOrder(models.Model):
+    """A consumer's EIP-712 order for one job (contracts.orders): the signature that lets the
+    settlement contract debit its escrow for this job, up to `max_amount_wei`, before `deadline`.
+
+    A job with an order settles on chain under it; a job without one (a consumer without a wallet)
+    settles on the off-chain ledger alone. Per wallet, nonces run 1, 2, 3… and `cumulative_max_wei` is the
+    running total of `max_amount_wei` (SettlementV2 bounds a consumer's lifetime debits by it)."""
+
+    job = models.OneToOneField("market.JobRequest", on_delete=models.PROTECT, related_name="chain_order")
+    deployment = models.ForeignKey(ChainDeployment, on_delete=models.PROTECT, related_name="orders")
+    consumer_address = models.CharField(max_length=42)
+    job_hash = models.CharField(max_length=66)
+    max_amount_wei = WeiField()
+    cumulative_max_wei = WeiField()
+    nonce = models.PositiveIntegerField()
+    deadline = models.BigIntegerField(help_text="unix seconds")
+    chain_id = models.BigIntegerField()
+    signature = models.CharField(max_length=132)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["consumer_address", "nonce"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["deployment", "consumer_address", "nonce"], name="settlement_order_nonce_once"
+            ),
+            models.CheckConstraint(condition=Q(max_amount_wei__gt=0), name="settlement_order_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return f"order {self.nonce} of {self.consumer_address} for job {self.job_id}"

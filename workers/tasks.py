@@ -120,6 +120,7 @@ from contracts.services import (  # noqa: E402
     settlement_batch_create,
     settlement_batch_submit,
     settlement_batches_due,
+    settlement_fees_claim,
     settlement_reconcile,
 )
 
@@ -184,6 +185,17 @@ def sync_deposits() -> dict:
         return chain_deposits_sync(now=timezone.now()).as_dict()
     except (DomainError, ChainRejected) as error:
         return _refused("contracts.sync_deposits", _as_domain(error))
+
+
+@shared_task(name="contracts.claim_fees", soft_time_limit=120, time_limit=150, **CHAIN_POLICY)
+def claim_fees() -> dict:
+    """Claim the platform's fee leaves of confirmed batches before their claim window closes."""
+    if (off := _chain_off()) is not None:
+        return off
+    try:
+        return settlement_fees_claim(now=timezone.now())
+    except (DomainError, ChainRejected) as error:
+        return _refused("contracts.claim_fees", _as_domain(error))
 
 
 def _as_domain(error: Exception) -> DomainError:

@@ -279,10 +279,19 @@ CHAIN_WEI_PER_UNIT = env.int("CHAIN_WEI_PER_UNIT", default=10**12)
 CHAIN_FEE_ADDRESS = env.str("CHAIN_FEE_ADDRESS", default="")
 # Blocks a deposit must be buried under before it is credited (0 on a dev chain).
 CHAIN_CONFIRMATIONS = env.int("CHAIN_CONFIRMATIONS", default=0)
+# Confirmed blocks each deposit sync re-reads, and whose credited deposits it re-checks for a reorg.
+CHAIN_REORG_DEPTH = env.int("CHAIN_REORG_DEPTH", default=64)
 CHAIN_LOG_RANGE = env.int("CHAIN_LOG_RANGE", default=5000)  # blocks per eth_getLogs call
+# Gas-share guard: a batch whose commit would cost more than this share of the value it settles waits
+# to grow (0: off, the embedded default; e.g. 0.02 in production).
+CPX_SETTLEMENT_MAX_GAS_SHARE = env.float("CPX_SETTLEMENT_MAX_GAS_SHARE", default=0.0)
+# How long a consumer's EIP-712 settlement order stays valid (its deadline), from when it is drafted.
+CPX_ORDER_TTL_S = env.int("CPX_ORDER_TTL_S", default=30 * 86400)
 CPX_SETTLEMENT_BATCH_SIZE = env.int("CPX_SETTLEMENT_BATCH_SIZE", default=500)  # leases per batch
 CPX_SETTLEMENT_INTERVAL_S = env.float("CPX_SETTLEMENT_INTERVAL_S", default=15.0)
 CPX_RECONCILE_INTERVAL_S = env.float("CPX_RECONCILE_INTERVAL_S", default=30.0)
+# The platform claims its fee leaves this often (well inside the contract's claim window).
+CPX_FEE_CLAIM_INTERVAL_S = env.float("CPX_FEE_CLAIM_INTERVAL_S", default=3600.0)
 CPX_DEPOSIT_SYNC_INTERVAL_S = env.float("CPX_DEPOSIT_SYNC_INTERVAL_S", default=10.0)
 # A SUBMITTED batch older than this lost its worker: it is looked up on chain, then sent again if absent.
 # Longer than the client's receipt timeout (30 s).
@@ -357,6 +366,7 @@ CELERY_BEAT_SCHEDULE = {
     "settlement-batches": _every("contracts.create_batch", CPX_SETTLEMENT_INTERVAL_S),
     "settlement-deposits": _every("contracts.sync_deposits", CPX_DEPOSIT_SYNC_INTERVAL_S),
     "settlement-reconcile": _every("contracts.reconcile", CPX_RECONCILE_INTERVAL_S),
+    "settlement-fee-claims": _every("contracts.claim_fees", CPX_FEE_CLAIM_INTERVAL_S),
     # --- end Settlement on chain (issue 5)
     "expire-files": _every("market.expire_files", 3600),  # issue 10: CPX_FILE_TTL_DAYS
 }

@@ -1,6 +1,8 @@
 """Production: everything from base, but secrets and money-moving configuration are demanded,
 never defaulted, and cookies and transport are locked down."""
 
+from django.core.exceptions import ImproperlyConfigured
+
 from config.settings.base import *  # noqa: F403
 from config.settings.base import env, logging_config, postgresql_pool
 
@@ -46,3 +48,7 @@ if CPX_SETTLEMENT_ON_CHAIN:
     CHAIN_RPC_URL = env.str("CHAIN_RPC_URL")
     CHAIN_SIGNER_KEY = env.str("CHAIN_SIGNER_KEY")
     CHAIN_CONTRACT_ADDRESS = env.str("CHAIN_CONTRACT_ADDRESS")
+    # A deposit credited at 0 confirmations is one reorg away from being credited twice or never made.
+    CHAIN_CONFIRMATIONS = env.int("CHAIN_CONFIRMATIONS", default=12)
+    if CHAIN_CONFIRMATIONS < 1:
+        raise ImproperlyConfigured("CHAIN_CONFIRMATIONS must be at least 1 in production")

@@ -30,9 +30,13 @@ surplus (leaf id = FEE_LEAF_BASE + lease id, paid to CHAIN_FEE_ADDRESS). Togethe
 charge, which the commit debits from the consumer's on-chain escrow; the refund stays in that escrow just
 as it returns to the consumer's ledger balance, so the escrow keeps backing the balance.
 
+Orders: a consumer with a wallet signs an EIP-712 order per job (`orders`: draft, submit, the job's
+settlement path); one without a wallet settles on the ledger alone.
+
 Modules, by use case: `batches` (create, submit, retry: the outbox), `deposits` (wallets, deposits sync,
-demo funding), `reconcile`, `claims` (relayed claims); shared: `deployment` (the chain and contract CPX
-talks to) and `money` (ledger amounts ↔ wei). Every public name is importable from here.
+demo funding), `reconcile`, `claims` (relayed claims, the platform's fee claims); shared: `deployment`
+(the chain and contract CPX talks to, the signer's database lock) and `money` (ledger amounts ↔ wei).
+Every public name is importable from here.
 """
 
 from contracts.services.batches import (
@@ -51,11 +55,12 @@ from contracts.services.batches import (
     settlement_batch_submit,
     settlement_batches_due,
 )
-from contracts.services.claims import settlement_claims_relay
+from contracts.services.claims import settlement_claims_relay, settlement_fees_claim
 from contracts.services.deployment import (
     chain_client,
     checked_address,
     deployment_for,
+    signer_lock,
 )
 from contracts.services.deposits import (
     DepositSync,
@@ -65,6 +70,14 @@ from contracts.services.deposits import (
     consumer_wallet_register,
 )
 from contracts.services.money import FEE_LEAF_BASE, from_wei, lease_ledger_amounts, to_wei
+from contracts.services.orders import (
+    OrderExists,
+    OrderRefused,
+    order_document,
+    settlement_order_draft,
+    settlement_order_submit,
+    settlement_path,
+)
 from contracts.services.reconcile import EVENTS, Recon, Reconciliation, settlement_reconcile
 
 __all__ = [
@@ -77,6 +90,8 @@ __all__ = [
     "BatchNotFound",
     "BatchNotRetryable",
     "DepositSync",
+    "OrderExists",
+    "OrderRefused",
     "Recon",
     "Reconciliation",
     "Status",
@@ -92,11 +107,17 @@ __all__ = [
     "deployment_for",
     "from_wei",
     "lease_ledger_amounts",
+    "order_document",
     "settlement_batch_create",
     "settlement_batch_retry",
     "settlement_batch_submit",
     "settlement_batches_due",
     "settlement_claims_relay",
+    "settlement_fees_claim",
+    "settlement_order_draft",
+    "settlement_order_submit",
+    "settlement_path",
     "settlement_reconcile",
+    "signer_lock",
     "to_wei",
 ]

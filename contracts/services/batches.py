@@ -25,7 +25,7 @@ from contracts.models import (
     SettlementLease,
 )
 from contracts.services import deployment as deployments
-from contracts.services.deployment import _network, checked_address, deployment_for
+from contracts.services.deployment import _network, checked_address, deployment_for, signer_lock
 from contracts.services.money import FEE_LEAF_BASE, lease_ledger_amounts, to_wei
 from contracts.services.reconcile import _issue
 
@@ -70,24 +70,90 @@ def batch_tree(batch: SettlementBatch) -> MerkleTree:
     return tree
 
 
-def _escrow_available(deployment: ChainDeployment, addresses: set[str]) -> dict[str, int]:
-    """Per consumer address, credited on-chain deposits minus what batches of this contract already take."""
+def _escrow_available(
+    deployment: ChainDeployment, addresses: set[str], client: SettlementClient
+) -> dict[str, int]:
+    """Per consumer address, what the next batch may take from its escrow: the escrow the CHAIN holds
+    now (after any reclaim, refund or claw-back the database never saw) less what this contract's batches
+    not yet on chain will take, and never more than its credited deposits less everything batched."""
     deposited = (
         deployment.deposits.filter(status=ChainDeposit.Status.CREDITED, address__in=addresses)
         .values("address")
         .annotate(total=Sum("amount_wei"))
     )
+    charge = F("provider_wei") + F("fee_wei") + F("refund_wei")
     committed = (
         SettlementLease.objects.filter(batch__deployment=deployment, consumer_address__in=addresses)
         .values("consumer_address")
-        .annotate(total=Sum(F("provider_wei") + F("fee_wei") + F("refund_wei")))
+        .annotate(total=Sum(charge))
     )
-    available = {a: 0 for a in addresses}
+    in_flight = (
+        SettlementLease.objects.filter(
+            batch__deployment=deployment,
+            consumer_address__in=addresses,
+            batch__status__in=[Status.PENDING, Status.SUBMITTED, Status.FAILED],
+        )
+        .values("consumer_address")
+        .annotate(total=Sum(charge))
+    )
+    by_ledger = {a: 0 for a in addresses}
     for row in deposited:
-        available[row["address"]] += int(row["total"])
+        by_ledger[row["address"]] += int(row["total"])
     for row in committed:
-        available[row["consumer_address"]] -= int(row["total"])
-    return available
+        by_ledger[row["consumer_address"]] -= int(row["total"])
+    by_chain = {a: client.escrow_of(a)["escrow_wei"] for a in addresses}
+    for row in in_flight:
+        by_chain[row["consumer_address"]] -= int(row["total"])
+    return {a: min(by_ledger[a], by_chain[a]) for a in addresses}
+
+
+def _drop_uncovered(
+    batch: SettlementBatch, client: SettlementClient, now: datetime
+) -> SettlementBatch | None:
+    """Before a batch's first send: take out the leases of any consumer whose on-chain escrow no longer
+    covers its debit (it reclaimed since the batch was made), so one consumer cannot make the whole batch
+    revert with InsufficientEscrow. Their leases go back to the queue (an ESCROW_RECLAIMED issue says
+    why). Returns the batch (rebuilt if it changed), or None when every consumer is short (the batch is
+    then failed as it stands, for an operator retry once the escrow is back)."""
+    tree = batch_tree(batch)
+    short = {
+        consumer
+        for consumer, debit in tree.debits().items()
+        if client.escrow_of(consumer)["escrow_wei"] < debit
+    }
+    if not short:
+        return batch
+    if short == set(tree.debits()):
+        return None
+    for consumer in short:
+        _issue(
+            batch.deployment,
+            ReconciliationIssue.Kind.ESCROW_RECLAIMED,
+            f"{consumer}:batch:{batch.batch_key}",
+            f"{consumer}'s escrow no longer covers its leases in batch {batch.pk}: they were taken out "
+            "and wait for a deposit",
+            now,
+            batch=batch,
+        )
+    kept = [leaf for leaf in tree.leaves if leaf.consumer not in short]
+    with transaction.atomic():
+        SettlementLease.objects.filter(batch=batch, consumer_address__in=short).delete()
+        rows = list(SettlementLease.objects.filter(batch=batch))
+        new_tree = MerkleTree(kept)
+        SettlementBatch.objects.filter(pk=batch.pk).update(
+            batch_key=batch_key_for(batch.deployment, [row.lease_id for row in rows]),
+            merkle_root=new_tree.root_hex,
+            leaves=[
+                [str(x.lease_id), x.consumer, x.provider, str(x.amount_wei), str(x.refund_wei)] for x in kept
+            ],
+            leaf_count=len(kept),
+            lease_count=len(rows),
+            total_wei=sum(x.debit_wei for x in kept),
+            total=sum((row.provider_amount + row.fee_amount for row in rows), Decimal(0)),
+        )
+    batch.refresh_from_db()
+    _TREES[batch.batch_key] = new_tree
+    return batch
 
 
 def settlement_batch_create(
@@ -120,7 +186,9 @@ def settlement_batch_create(
     if not candidates:
         return None
     ledger = lease_ledger_amounts([lease.pk for lease in candidates])
-    budget = _escrow_available(deployment, {lease.job.consumer.chain_wallet.address for lease in candidates})
+    budget = _escrow_available(
+        deployment, {lease.job.consumer.chain_wallet.address for lease in candidates}, client
+    )
     chosen: list[SettlementLease] = []
     for lease in candidates:
         payment, fee = ledger[lease.pk]
@@ -158,6 +226,8 @@ def settlement_batch_create(
                 Leaf(FEE_LEAF_BASE + row.lease.pk, row.consumer_address, fee_address, row.fee_wei, 0)
             )
     tree = MerkleTree(leaves)
+    if not _worth_its_gas(client, deployment, tree, chosen, size):
+        return None
     try:
         with transaction.atomic():
             batch = SettlementBatch.objects.create(
@@ -182,6 +252,33 @@ def settlement_batch_create(
         return None
     _TREES[batch.batch_key] = tree
     return batch
+
+
+def _worth_its_gas(
+    client: SettlementClient, deployment: ChainDeployment, tree: MerkleTree, chosen: list, size: int
+) -> bool:
+    """The gas-share guard: a batch whose commit would cost more than CPX_SETTLEMENT_MAX_GAS_SHARE of the
+    value it settles is not made (0 turns the guard off); its leases wait and the batch grows with the
+    next ones, until it is worth its gas or full (a full batch cannot grow: it goes, and is logged)."""
+    share = settings.CPX_SETTLEMENT_MAX_GAS_SHARE
+    if not share:
+        return True
+    value = sum(leaf.debit_wei for leaf in tree.leaves)
+    probe = "0x" + keccak(text=f"gas-probe|{tree.root_hex}").hex()
+    try:
+        cost = client.estimate_commit_cost(probe, list(tree.leaves))
+    except (ChainRejected, ChainUnavailable) as error:
+        logger.warning("settlement batch: gas estimate failed (%s); not batching now", error)
+        return False
+    if cost <= Decimal(str(share)) * value:
+        return True
+    if len(chosen) >= size:
+        logger.warning(
+            "settlement batch of %s leases (full) costs %s wei for %s wei settled", size, cost, value
+        )
+        return True
+    logger.info("settlement batch: %s wei of gas for %s wei settled exceeds %s; waiting", cost, value, share)
+    return False
 
 
 def settlement_batches_due(*, now: datetime) -> list[int]:
@@ -233,8 +330,16 @@ def settlement_batch_submit(
                 return _confirm_from_chain(
                     batch, client, status, SettlementBatch.ConfirmedVia.CHAIN_LOOKUP, now
                 )
+        else:  # never sent: a consumer that reclaimed since must not sink everyone else's leases
+            rebuilt = _drop_uncovered(batch, client, now)
+            if rebuilt is None:
+                return _fail(
+                    batch, "InsufficientEscrow", "no consumer's on-chain escrow covers its debit", now
+                )
+            batch = rebuilt
         try:
-            receipt = client.commit_batch(batch.batch_key, batch_leaves(batch))
+            with signer_lock(client):
+                receipt = client.commit_batch(batch.batch_key, batch_leaves(batch))
         except ChainRejected as error:
             if error.error_name != "BatchAlreadySettled":
                 return _fail(batch, error.error_name, str(error), now)

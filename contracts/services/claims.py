@@ -1,13 +1,19 @@
-"""Claims relayed for payees whose wallets hold no keys (the demo): one multiproof per payee."""
+"""Claims relayed for payees: for providers whose wallets hold no keys (the demo), and the platform's own
+fee leaves (`settlement_fees_claim`, a beat task), one multiproof per payee per batch."""
 
 from __future__ import annotations
 
 from collections import defaultdict
+from datetime import datetime
 
-from contracts.client import SettlementClient
-from contracts.models import SettlementBatch
+from django.conf import settings
+
+from contracts.client import ChainRejected, SettlementClient
+from contracts.models import SettlementBatch, SettlementLease
 from contracts.services import deployment as deployments
 from contracts.services.batches import BatchNotFound, Status, batch_tree
+from contracts.services.deployment import checked_address, deployment_for, signer_lock
+from contracts.services.money import FEE_LEAF_BASE
 
 
 def settlement_claims_relay(*, batch_id: int, client: SettlementClient | None = None) -> dict:
@@ -26,7 +32,55 @@ def settlement_claims_relay(*, batch_id: int, client: SettlementClient | None = 
         if not client.claimed_of(batch.batch_key, leaf.lease_id)["provider"]:
             by_payee[leaf.provider].append(index)
     txs = []
-    for indices in by_payee.values():
-        leaves, proof, flags = tree.multiproof(indices)
-        txs.append(client.claim_many(batch.batch_key, leaves, proof, flags)["tx_hash"])
+    with signer_lock(client):
+        for indices in by_payee.values():
+            leaves, proof, flags = tree.multiproof(indices)
+            txs.append(client.claim_many(batch.batch_key, leaves, proof, flags)["tx_hash"])
     return {"batch": batch.pk, "claims": len(txs), "leaves": sum(map(len, by_payee.values())), "txs": txs}
+
+
+def settlement_fees_claim(*, now: datetime, client: SettlementClient | None = None) -> dict:
+    """Claim the platform's unclaimed fee leaves of every confirmed batch still inside its claim window,
+    one multiproof per batch (a beat task): fee revenue no longer lapses to consumers after the window.
+
+    A leaf already claimed on chain (by an earlier run or anyone relaying) is skipped. Raises
+    ChainUnavailable (retry); a batch the chain refuses is reported and left for the next run."""
+    client = client or deployments.chain_client()
+    deployment = deployment_for(client, now=now)
+    fee_address = checked_address(
+        settings.CHAIN_FEE_ADDRESS or client.address, field_name="CHAIN_FEE_ADDRESS"
+    )
+    chain_now = client.now()
+    open_batches = (
+        SettlementBatch.objects.filter(deployment=deployment, status=Status.CONFIRMED)
+        .filter(settled_leases__fee_claimed=False, settled_leases__fee_wei__gt=0)
+        .distinct()
+        .order_by("pk")
+    )
+    report = {"batches": 0, "leaves": 0, "txs": [], "refused": []}
+    for batch in open_batches:
+        status = client.batch_status(batch.batch_key)
+        if not status["settled"] or status["claim_deadline"] < chain_now:
+            continue
+        tree = batch_tree(batch)
+        mine = [
+            i
+            for i, leaf in enumerate(tree.leaves)
+            if leaf.provider == fee_address
+            and leaf.lease_id >= FEE_LEAF_BASE
+            and not client.claimed_of(batch.batch_key, leaf.lease_id)["provider"]
+        ]
+        if mine:
+            leaves, proof, flags = tree.multiproof(mine)
+            try:
+                with signer_lock(client):
+                    receipt = client.claim_many(batch.batch_key, leaves, proof, flags)
+            except ChainRejected as error:
+                report["refused"].append({"batch": batch.pk, "error": error.error_name})
+                continue
+            report["txs"].append(receipt["tx_hash"])
+            report["leaves"] += len(mine)
+        report["batches"] += 1
+        lease_ids = [leaf.lease_id - FEE_LEAF_BASE for leaf in tree.leaves if leaf.lease_id >= FEE_LEAF_BASE]
+        SettlementLease.objects.filter(batch=batch, lease_id__in=lease_ids).update(fee_claimed=True)
+    return report

@@ -3,10 +3,12 @@ addresses given to it."""
 
 from __future__ import annotations
 
+import contextlib
 import uuid
+from collections.abc import Iterator
 from datetime import datetime
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from eth_utils import is_address, to_checksum_address
 
 from config.errors import InvalidInput
@@ -54,3 +56,22 @@ def checked_address(address: str, *, field_name: str = "address") -> str:
     if address != address.lower() and address != to_checksum_address(address):
         raise InvalidInput("The address fails its EIP-55 checksum: check for a typo.", field=field_name)
     return to_checksum_address(address)
+
+
+@contextlib.contextmanager
+def signer_lock(client: SettlementClient) -> Iterator[None]:
+    """Hold the database's lock of the client's signer while it sends: the nonce comes from the node's
+    pending count, so two workers (processes or machines) sending as one signer at once would take the
+    same nonce. On PostgreSQL a session advisory lock keyed by the signer address serialises them across
+    processes; SQLite runs one worker process (TOOLCHAIN.md), where the client's own lock suffices."""
+    if connection.vendor != "postgresql":
+        yield
+        return
+    key = int(client.address[2:18], 16) - (1 << 63)  # 64 signed bits of the address
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_lock(%s)", [key])
+    try:
+        yield
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_unlock(%s)", [key])

@@ -1,7 +1,16 @@
 """Consumers' wallets and their on-chain deposits: `consumer_wallet_register` links a consumer to the
 address it deposits from; `chain_deposits_sync` credits each `Deposited` event once to the wallet's
-consumer (`ledger_deposit(reference="chain:deposit:<tx>:<log index>")` next to a unique ChainDeposit row);
-`chain_demo_fund` funds demo consumers from a development chain's accounts through the same path."""
+consumer (`ledger_deposit(reference="chain:deposit:<tx>:Deposited:<ordinal>")` next to a unique
+ChainDeposit row) once it is CHAIN_CONFIRMATIONS deep, and takes back a credit whose transaction a reorg
+dropped; `chain_demo_fund` funds demo consumers from a development chain's accounts through the same path.
+
+Reorgs. A deposit's identity is its transaction and the event's ordinal within it, which a reorg does not
+change (the log index does: the same transaction mined one block later behind another deposit gets
+another one). Each sync re-reads the last CHAIN_REORG_DEPTH confirmed blocks and asks the node for the
+receipt of every deposit credited within them: one mined elsewhere is moved (block, hash, log index),
+one the chain no longer holds is REVERSED — the ledger takes the amount back from the consumer's
+balance, as far as the balance goes; what was already spent stays owed and is recorded as a
+DEPOSIT_REORGED reconciliation issue for an operator (README, "Settlement on chain")."""
 
 from __future__ import annotations
 
@@ -16,20 +25,25 @@ from eth_utils import to_checksum_address
 
 from config.errors import Conflict, InvalidInput
 from contracts.client import SettlementClient
-from contracts.models import ChainDeployment, ChainDeposit, ConsumerWallet
+from contracts.models import ChainDeployment, ChainDeposit, ConsumerWallet, ReconciliationIssue
 from contracts.services import deployment as deployments
 from contracts.services.deployment import checked_address, deployment_for
 from contracts.services.money import from_wei, to_wei
-from market.models import User
-from market.services.ledger import ledger_deposit
+from market.models import LedgerAccount, LedgerTransfer, User
+from market.services.ledger import (
+    ledger_account_for_user,
+    ledger_deposit,
+    ledger_house_account,
+    ledger_transfer,
+)
 
 
 class WalletTaken(Conflict):
     code = "wallet_taken"
 
 
-def _deposit_reference(deployment: ChainDeployment, tx_hash: str, log_index: int) -> str:
-    reference = f"chain:deposit:{tx_hash}:{log_index}"
+def _deposit_reference(deployment: ChainDeployment, tx_hash: str, ordinal: int) -> str:
+    reference = f"chain:deposit:{tx_hash}:Deposited:{ordinal}"
     if deployment.in_process:  # an in-process chain repeats tx hashes from run to run
         reference += f"@{deployment.network.split(':', 1)[1]}"
     return reference
@@ -62,6 +76,8 @@ class DepositSync:
     seen: int = 0
     credited: int = 0
     unmatched: int = 0
+    reversed: int = 0
+    moved: int = 0
     credited_amount: Decimal = Decimal(0)
 
     def as_dict(self) -> dict:
@@ -70,34 +86,44 @@ class DepositSync:
             "seen": self.seen,
             "credited": self.credited,
             "unmatched": self.unmatched,
+            "reversed": self.reversed,
+            "moved": self.moved,
             "credited_amount": str(self.credited_amount),
         }
 
 
 def chain_deposits_sync(*, now: datetime, client: SettlementClient | None = None) -> DepositSync:
-    """Credit every `Deposited` event since the last block scanned to its wallet's consumer, once.
+    """Credit every `Deposited` event at least CHAIN_CONFIRMATIONS deep to its wallet's consumer, once;
+    move or reverse deposits a reorg touched (see the module docstring).
 
-    Idempotent: a ChainDeposit row is unique per (deployment, tx, log index) and its ledger transfer per
-    reference, so a second run (or two at once) credits nothing more. Deposits from an address no
-    consumer has registered are kept UNMATCHED and credited by a later run once one registers it.
-    Raises ChainUnavailable (retry).
+    Idempotent: a ChainDeposit row is unique per (deployment, tx, event ordinal) and its ledger transfer
+    per reference, so a second run (or two at once, or a rescan of the reorg window) credits nothing more.
+    Deposits from an address no consumer has registered are kept UNMATCHED and credited by a later run
+    once one registers it. Raises ChainUnavailable (retry).
     """
     client = client or deployments.chain_client()
     deployment = deployment_for(client, now=now)
-    head = client.block_number() - settings.CHAIN_CONFIRMATIONS
-    start = deployment.deposits_scanned_block + 1
-    result = DepositSync(scanned_to=max(head, deployment.deposits_scanned_block))
-    while start <= head:
-        end = min(head, start + settings.CHAIN_LOG_RANGE - 1)
+    safe = client.block_number() - settings.CHAIN_CONFIRMATIONS
+    window_start = max(0, safe - settings.CHAIN_REORG_DEPTH + 1)
+    start = min(deployment.deposits_scanned_block + 1, window_start)
+    result = DepositSync(scanned_to=max(safe, deployment.deposits_scanned_block))
+    seen: set[tuple[str, int]] = set()
+    while start <= safe:
+        end = min(safe, start + settings.CHAIN_LOG_RANGE - 1)
+        ordinals: dict[str, int] = {}
         for event in client.events(from_block=start, to_block=end, names=["Deposited"]):
+            ordinal = ordinals.get(event["tx_hash"], 0)
+            ordinals[event["tx_hash"]] = ordinal + 1
+            seen.add((event["tx_hash"], ordinal))
             result.seen += 1
-            row = _deposit_row(deployment, event, now)
+            row = _deposit_row(deployment, event, ordinal, now, result)
             if row.status == ChainDeposit.Status.UNMATCHED:
                 _deposit_credit(row.pk, now, result)
         ChainDeployment.objects.filter(pk=deployment.pk, deposits_scanned_block__lt=end).update(
             deposits_scanned_block=end
         )
         start = end + 1
+    _reverse_dropped(deployment, client, window_start, seen, now, result)
     # Deposits that arrived before their wallet was registered.
     wallets = ConsumerWallet.objects.values("address")
     waiting = deployment.deposits.filter(status=ChainDeposit.Status.UNMATCHED, address__in=wallets)
@@ -107,16 +133,23 @@ def chain_deposits_sync(*, now: datetime, client: SettlementClient | None = None
     return result
 
 
-def _deposit_row(deployment: ChainDeployment, event: dict, now: datetime) -> ChainDeposit:
+def _deposit_row(
+    deployment: ChainDeployment, event: dict, ordinal: int, now: datetime, result: DepositSync
+) -> ChainDeposit:
     args = event["args"]
+    where = {
+        "block_number": event["block_number"],
+        "block_hash": event.get("block_hash", ""),
+        "log_index": event["log_index"],
+    }
     try:
         with transaction.atomic():
-            row, _ = ChainDeposit.objects.get_or_create(
+            row, created = ChainDeposit.objects.get_or_create(
                 deployment=deployment,
                 tx_hash=event["tx_hash"],
-                log_index=event["log_index"],
+                event_ordinal=ordinal,
                 defaults={
-                    "block_number": event["block_number"],
+                    **where,
                     "address": to_checksum_address(args["consumer"]),
                     "amount_wei": args["amount"],
                     "status": ChainDeposit.Status.UNMATCHED,
@@ -124,10 +157,81 @@ def _deposit_row(deployment: ChainDeployment, event: dict, now: datetime) -> Cha
                 },
             )
     except IntegrityError:
-        row = ChainDeposit.objects.get(
-            deployment=deployment, tx_hash=event["tx_hash"], log_index=event["log_index"]
+        row, created = (
+            ChainDeposit.objects.get(deployment=deployment, tx_hash=event["tx_hash"], event_ordinal=ordinal),
+            False,
         )
+    if not created and any(getattr(row, k) != v for k, v in where.items()):
+        # The same transaction, mined again elsewhere by a reorg: the same deposit, not a new one.
+        ChainDeposit.objects.filter(pk=row.pk).update(**where)
+        result.moved += 1
     return row
+
+
+def _reverse_dropped(
+    deployment: ChainDeployment,
+    client: SettlementClient,
+    window_start: int,
+    seen: set[tuple[str, int]],
+    now: datetime,
+    result: DepositSync,
+) -> None:
+    """Deposits recorded in the reorg window but not seen there now: ask the node where their
+    transaction is; one it no longer holds (or that now failed) is reversed."""
+    recent = deployment.deposits.filter(block_number__gte=window_start).exclude(
+        status=ChainDeposit.Status.REVERSED
+    )
+    for row in recent:
+        if (row.tx_hash, row.event_ordinal) in seen:
+            continue
+        receipt = client.transaction_receipt(row.tx_hash)
+        if receipt is not None and receipt["status"] == 1:
+            continue  # mined deeper in a later block still inside confirmations: seen on a later run
+        _deposit_reverse(row.pk, now, result)
+
+
+@transaction.atomic
+def _deposit_reverse(deposit_id: int, now: datetime, result: DepositSync) -> None:
+    """Take a reorged-out deposit's credit back: from the consumer's balance as far as it goes; the rest
+    (already spent) is recorded as a DEPOSIT_REORGED issue with the shortfall."""
+    from contracts.services.reconcile import _issue
+
+    row = (
+        ChainDeposit.objects.select_for_update(of=("self",))
+        .select_related("deployment", "user")
+        .get(pk=deposit_id)
+    )
+    if row.status == ChainDeposit.Status.REVERSED:
+        return
+    was_credited = row.status == ChainDeposit.Status.CREDITED
+    row.status = ChainDeposit.Status.REVERSED
+    row.save(update_fields=["status"])
+    result.reversed += 1
+    if not was_credited:
+        return
+    reference = _deposit_reference(row.deployment, row.tx_hash, row.event_ordinal)
+    consumer = ledger_account_for_user(user=row.user, kind=LedgerAccount.Kind.CONSUMER)
+    consumer.refresh_from_db(fields=["balance"])
+    taken = min(consumer.balance, row.amount)
+    if taken > 0:
+        ledger_transfer(
+            debit=consumer,
+            credit=ledger_house_account(kind=LedgerAccount.Kind.EXTERNAL),
+            amount=taken,
+            kind=LedgerTransfer.Kind.WITHDRAWAL,
+            now=now,
+            reference=f"{reference}:reversed",
+            memo=f"on-chain deposit reorged out (block {row.block_number})",
+        )
+    shortfall = row.amount - taken
+    _issue(
+        row.deployment,
+        ReconciliationIssue.Kind.DEPOSIT_REORGED,
+        reference,
+        f"deposit of {row.amount} by {row.user} reorged out of block {row.block_number}: "
+        f"{taken} taken back, {shortfall} already spent and owed",
+        now,
+    )
 
 
 @transaction.atomic
@@ -147,7 +251,7 @@ def _deposit_credit(deposit_id: int, now: datetime, result: DepositSync) -> None
         user=wallet.user,
         amount=amount,
         now=now,
-        reference=_deposit_reference(row.deployment, row.tx_hash, row.log_index),
+        reference=_deposit_reference(row.deployment, row.tx_hash, row.event_ordinal),
         memo=f"on-chain deposit, block {row.block_number}",
     )
     row.status, row.user, row.amount, row.credited_at = ChainDeposit.Status.CREDITED, wallet.user, amount, now

@@ -1,6 +1,14 @@
-"""The reconciler: `settlement_reconcile` reads the contract's events since its last block, records what
-each batch and lease saw on chain, flags what the database cannot account for (ReconciliationIssue), and
-sets each batched lease's status: MATCHED, PENDING, MISSING_ON_CHAIN or AMOUNT_MISMATCH."""
+"""The reconciler: `settlement_reconcile` reads ALL of the contract's events (by topic, over ranges of
+CHAIN_LOG_RANGE blocks, from the cursor stored on the deployment), records what each batch and lease saw
+on chain, flags what the database cannot account for (ReconciliationIssue), and sets each batched
+lease's status: MATCHED, PENDING, MISSING_ON_CHAIN, AMOUNT_MISMATCH or CLAWED_BACK.
+
+Money leaving the contract for a consumer is never MATCHED: a `LeafReclaimed` (the consumer took a
+provider's unclaimed payment back after the claim window) marks its lease CLAWED_BACK with an
+UNKNOWN_ON_CHAIN issue — resolution: the provider was paid in the ledger, so the platform either pays
+it on chain again in a later batch or recovers the amount from the consumer's ledger balance; a
+`Reclaimed` (the consumer withdrew its whole escrow) is an ESCROW_RECLAIMED issue: its leases not yet
+committed are left out of batches until its escrow covers them again (contracts.services.batches)."""
 
 from __future__ import annotations
 
@@ -72,7 +80,20 @@ class Reconciliation:
         }
 
 
-EVENTS = ["BatchCommitted", "EscrowDebited", "Claimed", "LeaseSettled", "DirectSettled"]
+EVENTS = [
+    "BatchCommitted",
+    "EscrowDebited",
+    "Claimed",
+    "LeaseSettled",
+    "DirectSettled",
+    "RefundClaimed",
+    "LeafReclaimed",
+    "Reclaimed",
+    "Refunded",
+    "Deposited",
+    "WindowsSet",
+]
+_ACCOUNT_EVENTS = {"Reclaimed", "Refunded", "Deposited", "WindowsSet"}  # not about one batch
 
 
 def settlement_reconcile(*, now: datetime, client: SettlementClient | None = None) -> Reconciliation:
@@ -89,6 +110,7 @@ def settlement_reconcile(*, now: datetime, client: SettlementClient | None = Non
     batches = {b.batch_key: b for b in deployment.batches.all()}
     changed: dict[int, SettlementBatch] = {}
     claims: list[tuple[str, int, str]] = []  # (batch key, leaf id, tx)
+    clawed: list[tuple[str, int, str]] = []  # (batch key, lease id, tx)
     result = Reconciliation(scanned_to=head)
     start = deployment.events_scanned_block + 1
     while start <= head:
@@ -96,6 +118,9 @@ def settlement_reconcile(*, now: datetime, client: SettlementClient | None = Non
         for event in client.events(from_block=start, to_block=end, names=EVENTS):
             result.events += 1
             args = event["args"]
+            if event["event"] in _ACCOUNT_EVENTS:
+                _account_event(deployment, event, now)
+                continue
             key = args.get("batchId", "")
             batch = batches.get(key)
             if batch is None:
@@ -113,6 +138,10 @@ def settlement_reconcile(*, now: datetime, client: SettlementClient | None = Non
                 batch.chain_debits = {**batch.chain_debits, args["consumer"]: str(args["amount"])}
             elif event["event"] == "Claimed":
                 claims += [(key, int(leaf_id), event["tx_hash"]) for leaf_id in args["leaseIds"]]
+            elif event["event"] == "LeafReclaimed":
+                clawed.append((key, int(args["leaseId"]), event["tx_hash"]))
+            elif event["event"] == "RefundClaimed":
+                pass  # CPX commits no refund leaves; a refund claim under our key has nothing to record
             else:  # CPX commits Merkle batches only: a direct settlement under our key is foreign
                 _issue(
                     deployment,
@@ -128,6 +157,7 @@ def settlement_reconcile(*, now: datetime, client: SettlementClient | None = Non
         for batch in changed.values():
             batch.save(update_fields=["chain_seen", "chain_root", "chain_total_wei", "chain_debits"])
         _record_claims(deployment, batches, claims, now)
+        _record_claw_backs(deployment, batches, clawed, now)
         ChainDeployment.objects.filter(pk=deployment.pk).update(
             events_scanned_block=max(head, deployment.events_scanned_block), reconciled_at=now
         )
@@ -158,6 +188,36 @@ def _record_claims(deployment, batches, claims, now) -> None:
             )
 
 
+def _account_event(deployment: ChainDeployment, event: dict, now: datetime) -> None:
+    """Escrow leaving for its consumer outside any batch: a reclaim is an issue (its leases wait)."""
+    if event["event"] == "Reclaimed":
+        consumer = event["args"]["consumer"]
+        _issue(
+            deployment,
+            ReconciliationIssue.Kind.ESCROW_RECLAIMED,
+            f"{consumer}:{event['tx_hash']}",
+            f"{consumer} reclaimed {event['args']['amount']} wei of escrow in tx {event['tx_hash']}: its "
+            "leases not yet committed stay out of batches until a deposit covers them again",
+            now,
+        )
+
+
+def _record_claw_backs(deployment, batches, clawed, now) -> None:
+    for key, leaf_id, tx_hash in clawed:
+        batch = batches[key]
+        lease_id = leaf_id - FEE_LEAF_BASE if leaf_id >= FEE_LEAF_BASE else leaf_id
+        SettlementLease.objects.filter(batch=batch, lease_id=lease_id).update(clawed_back_tx=tx_hash)
+        _issue(
+            deployment,
+            ReconciliationIssue.Kind.UNKNOWN_ON_CHAIN,
+            f"{key}:{leaf_id}:clawed",
+            f"leaf {leaf_id} of batch {batch.pk} was taken back by its consumer in tx {tx_hash}: the ledger "
+            "paid the provider; pay it again on chain or recover the amount from the consumer's balance",
+            now,
+            batch=batch,
+        )
+
+
 def _lease_statuses(deployment: ChainDeployment, now: datetime) -> dict[str, int]:
     rows = list(SettlementLease.objects.filter(batch__deployment=deployment).select_related("batch"))
     ledger = lease_ledger_amounts([row.lease_id for row in rows])
@@ -176,6 +236,8 @@ def _lease_statuses(deployment: ChainDeployment, now: datetime) -> dict[str, int
             status, detail = Recon.MISSING_ON_CHAIN, "confirmed, but no BatchCommitted event on chain"
         elif batch.chain_root != batch.merkle_root:
             status, detail = Recon.MISSING_ON_CHAIN, f"the chain committed another root: {batch.chain_root}"
+        elif row.clawed_back_tx:
+            status, detail = Recon.CLAWED_BACK, f"taken back by the consumer in tx {row.clawed_back_tx}"
         elif (to_wei(payment), to_wei(fee)) != (int(row.provider_wei), int(row.fee_wei)):
             status = Recon.AMOUNT_MISMATCH
             detail = (

@@ -189,3 +189,76 @@ class TestConsumer:
         lease = market.completed_lease()
         [row] = bearer_client(lease.job.consumer).get(reverse("job-leases", args=[lease.job_id])).json()
         assert row["settlement_on_chain"] is None
+
+
+class TestOrders:
+    """EIP-712 order intake (issue 11): the consumer signs the server's draft; the path is shown."""
+
+    def _consumer_with_job(self, *, wallet: bool):
+        from decimal import Decimal
+
+        from eth_account import Account
+
+        from tests.factories import job_submit
+
+        user = ConsumerFactory(balance=Decimal("100"))
+        account = Account.create()
+        if wallet:
+            chain.consumer_wallet_register(user=user, address=account.address, now=NOW)
+        job = job_submit(consumer=user, budget=Decimal("10"))
+        return user, account, job
+
+    def _signed(self, draft: dict, key) -> dict:
+        from eth_account import Account
+
+        signed = Account.sign_typed_data(key, full_message=draft["typed_data"])
+        message = draft["typed_data"]["message"]
+        return {
+            "nonce": message["nonce"],
+            "deadline": message["deadline"],
+            "max_amount_wei": str(message["maxAmount"]),
+            "cumulative_max_wei": str(message["cumulativeMax"]),
+            "signature": "0x" + bytes(signed.signature).hex(),
+        }
+
+    def test_a_signed_order_is_verified_stored_and_puts_the_job_on_chain(self):
+        user, account, job = self._consumer_with_job(wallet=True)
+        api = bearer_client(user)
+        url = reverse("job-order", args=[job.pk])
+        draft = api.get(url).json()
+        assert draft["path"] == "awaiting-order"
+        assert draft["typed_data"]["domain"]["name"] == "CPX Settlement"
+        assert int(draft["typed_data"]["message"]["maxAmount"]) == chain.to_wei(job.budget)
+
+        body = api.post(url, self._signed(draft, account.key), format="json")
+
+        assert body.status_code == 201, body.json()
+        assert body.json()["path"] == "on-chain" and body.json()["order"]["nonce"] == 1
+        assert api.get(url).json()["path"] == "on-chain"
+        assert_error(
+            api.post(url, self._signed(draft, account.key), format="json"), 409, "settlement_order_exists"
+        )
+
+    def test_an_order_signed_by_another_key_or_altered_is_refused_and_nothing_is_stored(self):
+        from eth_account import Account
+
+        from contracts.models import SettlementOrder
+
+        user, account, job = self._consumer_with_job(wallet=True)
+        api = bearer_client(user)
+        url = reverse("job-order", args=[job.pk])
+        draft = api.get(url).json()
+        forged = self._signed(draft, Account.create().key)
+        assert_error(api.post(url, forged, format="json"), 400, "settlement_order_invalid")
+        bigger = {**self._signed(draft, account.key), "max_amount_wei": "1" + "0" * 30}
+        assert_error(api.post(url, bigger, format="json"), 400, "settlement_order_invalid")
+        assert_error(api.post(url, {"signature": "0x12"}, format="json"), 400, "invalid")
+        assert not SettlementOrder.objects.exists()
+
+    def test_a_consumer_without_a_wallet_stays_on_the_ledger(self):
+        user, account, job = self._consumer_with_job(wallet=False)
+        api = bearer_client(user)
+        body = api.get(reverse("job-order", args=[job.pk])).json()
+        assert body == {"job": job.pk, "path": "ledger", "typed_data": None}
+        other = bearer_client(ConsumerFactory())
+        assert_error(other.get(reverse("job-order", args=[job.pk])), 404, "not_found")

@@ -538,6 +538,81 @@ class TestReconcile:
         # The batch's escrow debit no longer matches its (now fewer) lease rows either.
         assert ReconciliationIssue.objects.filter(kind="DEBIT_MISMATCH", batch=batch).exists()
 
+    def test_a_reclaim_takes_only_its_consumers_leases_out_of_a_batch_and_is_an_issue(self, market):
+        """Issue 11: one consumer's reclaim() made every batch holding one of its leases revert, and the
+        reconciler showed no issue. Its leases now leave the batch; the others settle."""
+        alice, bob = market.consumer(), market.consumer()
+        mine, theirs = market.completed_lease(alice), market.completed_lease(bob)
+        batch = market.batch()
+        assert batch.lease_count == 2
+        market.operator.advance_time(5_001)  # alice's reclaim window (5,000 s) has passed
+        alice.wallet.reclaim()
+
+        batch = market.submit(batch)
+
+        assert batch.status == Status.CONFIRMED and batch.lease_count == 1
+        assert batch.settled_leases.get().lease == theirs
+        assert not SettlementLease.objects.filter(lease=mine).exists()  # back in the queue
+        assert chain.settlement_batch_create(now=NOW, client=market.operator) is None  # escrow gone
+        report = chain.settlement_reconcile(now=NOW, client=market.operator)
+        assert report.by_status == {"MATCHED": 1}
+        reclaimed = ReconciliationIssue.objects.filter(kind="ESCROW_RECLAIMED")
+        assert {i.key.split(":")[0] for i in reclaimed} == {alice.wallet.address}
+        assert reclaimed.count() == 2  # the batch's drop and the Reclaimed event
+
+    def test_a_clawed_back_lease_is_never_matched(self, market):
+        lease = market.completed_lease()
+        wallet = lease.job.consumer.wallet
+        batch = market.submit(market.batch())
+        tree = chain.batch_tree(batch)
+        index = next(i for i, leaf in enumerate(tree.leaves) if leaf.lease_id == lease.pk)
+        market.operator.advance_time(1_001)  # the provider did not claim within the claim window
+        wallet.reclaim_leaf(batch.batch_key, tree.leaves[index], tree.proof(index))
+
+        report = chain.settlement_reconcile(now=NOW, client=market.operator)
+
+        assert report.by_status == {"CLAWED_BACK": 1}
+        row = SettlementLease.objects.get(lease=lease)
+        assert row.clawed_back_tx and "taken back" in row.recon_detail
+        issue = ReconciliationIssue.objects.get(kind="UNKNOWN_ON_CHAIN", key__endswith=":clawed")
+        assert "pay it again on chain or recover" in issue.detail
+
+
+class TestFeesAndGuards:
+    def test_the_platform_claims_its_fee_leaves_once(self, market, settings):
+        fee_address = market.operator.with_signer(market.keys[9]).address
+        settings.CHAIN_FEE_ADDRESS = fee_address
+        lease = market.completed_lease()
+        batch = market.submit(market.batch())
+        fee_wei = int(SettlementLease.objects.get(lease=lease).fee_wei)
+        assert fee_wei > 0
+        before = market.operator.balance_wei(fee_address)
+
+        report = chain.settlement_fees_claim(now=NOW, client=market.operator)
+
+        assert report["leaves"] == 1 and report["batches"] == 1
+        assert market.operator.balance_wei(fee_address) - before == fee_wei
+        assert SettlementLease.objects.get(lease=lease).fee_claimed
+        assert chain.settlement_fees_claim(now=NOW, client=market.operator)["leaves"] == 0
+        assert market.operator.claimed_of(batch.batch_key, chain.FEE_LEAF_BASE + lease.pk)["provider"]
+
+    def test_a_batch_not_worth_its_gas_waits_to_grow(self, market, settings):
+        market.completed_lease()
+        settings.CPX_SETTLEMENT_MAX_GAS_SHARE = 1e-12  # gas may be at most a trillionth of the value
+        assert chain.settlement_batch_create(now=NOW, client=market.operator) is None
+        assert not SettlementBatch.objects.exists()
+        settings.CPX_SETTLEMENT_MAX_GAS_SHARE = 1e6
+        assert market.batch().lease_count == 1
+
+    def test_the_signer_lock_is_a_database_lock_on_postgresql(self, market):
+        from django.db import connection
+
+        with chain.signer_lock(market.operator):
+            if connection.vendor == "postgresql":
+                with connection.cursor() as cursor:
+                    cursor.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted")
+                    assert cursor.fetchone()[0] >= 1
+
 
 # ------------------------------------------------------------------ tasks (called directly)
 
@@ -548,6 +623,7 @@ class TestTasks:
         "contracts.submit_batch",
         "contracts.reconcile",
         "contracts.sync_deposits",
+        "contracts.claim_fees",
     ]
 
     def test_are_named_late_acked_time_limited_and_retry_only_transient_errors(self):

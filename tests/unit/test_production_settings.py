@@ -86,3 +86,11 @@ class TestProductionSettings:
         assert loaded["static"] == "whitenoise.storage.CompressedManifestStaticFilesStorage"
         assert loaded["pool"]["max_size"] >= 1 and loaded["age"] == 0
         assert loaded["redirect"] is True and r"^readyz$" in loaded["exempt"]
+
+    def test_refuse_to_credit_deposits_at_zero_confirmations(self):
+        """Issue 11: a deposit credited at 0 confirmations is one reorg from being credited twice."""
+        result = load({**COMPLETE, "CHAIN_CONFIRMATIONS": "0"})
+
+        assert result.returncode != 0
+        assert "CHAIN_CONFIRMATIONS" in result.stderr
+        assert load(COMPLETE).returncode == 0  # the default (12) is fine

@@ -1,7 +1,11 @@
-"""`python manage.py cpx_chain deploy|fund-demo|sync|batch|reconcile|status`: on-chain settlement by hand.
+"""`python manage.py cpx_chain deploy|fund-demo|sync|batch|reconcile|claim-fees|proofs|status`: on-chain
+settlement by hand.
 
-`deploy` puts a Settlement contract on the configured chain (CHAIN_RPC_URL + CHAIN_SIGNER_KEY) and
-prints the CHAIN_CONTRACT_ADDRESS to export; the others run one step of the settlement flow.
+`deploy --admin ADDRESS` puts a settlement contract on the configured chain (CHAIN_RPC_URL +
+CHAIN_SIGNER_KEY) with ADDRESS (a cold key, never the hot signer) as admin and the signer as operator,
+and prints the CHAIN_CONTRACT_ADDRESS to export (`--contract v2` deploys SettlementV2). `proofs
+--from-chain ADDRESS` rebuilds every payee's cumulative claim and proof of a SettlementV2 from the chain
+alone (commit calldata), with no CPX database. The others run one step of the settlement flow.
 """
 
 import json
@@ -10,7 +14,8 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
-from contracts.client import ChainRejected, ChainUnavailable, SettlementClient
+from config.errors import DomainError
+from contracts.client import ChainRejected, ChainUnavailable, SettlementClient, SettlementV2Client
 from contracts.demo import chain_summary, demo_chain_setup
 from contracts.services import (
     chain_client,
@@ -19,24 +24,42 @@ from contracts.services import (
     settlement_batch_create,
     settlement_batch_submit,
     settlement_batches_due,
+    settlement_fees_claim,
     settlement_reconcile,
 )
+from contracts.services.deployment import checked_address
 
 
 class Command(BaseCommand):
     help = "On-chain settlement: deploy the contract, fund demo consumers, sync, batch, reconcile."
 
     def add_arguments(self, parser):
-        parser.add_argument("action", choices=["deploy", "fund-demo", "sync", "batch", "reconcile", "status"])
+        parser.add_argument(
+            "action",
+            choices=["deploy", "fund-demo", "sync", "batch", "reconcile", "claim-fees", "proofs", "status"],
+        )
+        parser.add_argument("--admin", help="deploy: the admin address (a cold key, not CHAIN_SIGNER_KEY's)")
+        parser.add_argument("--contract", choices=["settlement", "v2"], default="settlement")
+        parser.add_argument("--from-chain", dest="from_chain", help="proofs: the SettlementV2 address")
+        parser.add_argument("--from-block", dest="from_block", type=int, default=0)
 
     def handle(self, *args, action, **options):
         now = timezone.now()
         try:
             if action == "deploy":
-                if not settings.CHAIN_RPC_URL or not settings.CHAIN_SIGNER_KEY:
-                    raise CommandError("deploy needs CHAIN_RPC_URL and CHAIN_SIGNER_KEY")
-                client = SettlementClient.connect(settings.CHAIN_RPC_URL, settings.CHAIN_SIGNER_KEY)
-                self.stdout.write(f"CHAIN_CONTRACT_ADDRESS={client.deploy()}")
+                self.stdout.write(f"CHAIN_CONTRACT_ADDRESS={self._deploy(options)}")
+            elif action == "proofs":
+                if not options["from_chain"]:
+                    raise CommandError("proofs needs --from-chain ADDRESS (a SettlementV2)")
+                client = SettlementV2Client.connect(
+                    settings.CHAIN_RPC_URL or None,
+                    contract_address=checked_address(options["from_chain"], field_name="--from-chain"),
+                    shared=not settings.CHAIN_RPC_URL,
+                )
+                proofs = client.proofs_from_chain(from_block=options["from_block"])
+                self.stdout.write(json.dumps(proofs, indent=2))
+            elif action == "claim-fees":
+                self.stdout.write(json.dumps(settlement_fees_claim(now=now)))
             elif action == "fund-demo":
                 self.stdout.write(demo_chain_setup())
             elif action == "sync":
@@ -52,5 +75,19 @@ class Command(BaseCommand):
             else:
                 deployment = deployment_for(chain_client(), now=now)
                 self.stdout.write(json.dumps(chain_summary(deployment_id=deployment.pk), indent=2))
-        except (ChainUnavailable, ChainRejected) as error:
+        except (ChainUnavailable, ChainRejected, DomainError) as error:
             raise CommandError(f"{type(error).__name__}: {error}") from error
+
+    def _deploy(self, options) -> str:
+        if not settings.CHAIN_RPC_URL or not settings.CHAIN_SIGNER_KEY:
+            raise CommandError("deploy needs CHAIN_RPC_URL and CHAIN_SIGNER_KEY")
+        if not options["admin"]:
+            raise CommandError("deploy needs --admin ADDRESS: the admin is a cold key, never the hot signer")
+        admin = checked_address(options["admin"], field_name="--admin")
+        if options["contract"] == "v2":
+            client = SettlementV2Client.connect(settings.CHAIN_RPC_URL, settings.CHAIN_SIGNER_KEY)
+            return client.deploy(admin=admin)
+        client = SettlementClient.connect(settings.CHAIN_RPC_URL, settings.CHAIN_SIGNER_KEY)
+        if admin == client.address:
+            raise CommandError("--admin must not be the operator signer (CHAIN_SIGNER_KEY's address)")
+        return client.deploy(admin=admin, operator=client.address)
