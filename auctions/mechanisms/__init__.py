@@ -11,10 +11,11 @@ from auctions.mechanisms.errors import MechanismError
 __all__ = ["MechanismError", "clear", "price", "ENGINE_VERSION"]
 
 # Bumped whenever a rule or convention changes an outcome; stored with every round.
-ENGINE_VERSION = "1.0.0"
+ENGINE_VERSION = "1.1.0"
 
 DOUBLE_AUCTIONS = frozenset({"mcafee", "trade_reduction", "vcg", "sbba", "sbba_buyer_lottery", "huang"})
 HETEROGENEOUS = frozenset({"welfare", "greedy"})
+POSTED_PRICE = "posted_price"
 GAMES = frozenset({"stackelberg", "linear_oligopoly", "budget_oligopoly"})
 
 
@@ -35,6 +36,10 @@ def clear(doc, *, input_sha256: str | None = None):
         from auctions.mechanisms.heterogeneous import clear_heterogeneous
 
         return clear_heterogeneous(doc, input_sha256=input_sha256)
+    if mechanism == POSTED_PRICE:
+        from auctions.mechanisms.posted_price import clear_posted_price
+
+        return clear_posted_price(doc, input_sha256=input_sha256)
     raise MechanismError("unknown_mechanism", f"unknown mechanism {mechanism!r}")
 
 
