@@ -22,6 +22,7 @@ from django.conf import settings
 
 from auctions.mechanisms import classes, latency, throughput
 from auctions.mechanisms.canonical import canonical_json
+from auctions.mechanisms.posted_price import clearing_price_estimate, unit_gains_bound
 from auctions.selectors import rounds as selectors
 
 LOTTERY_MECHANISMS = frozenset({"sbba", "sbba_buyer_lottery"})
@@ -102,6 +103,22 @@ def device_hours_on(job: dict, resource: dict) -> float:
     )
 
 
+def posted_prices() -> dict[str, float]:
+    """Each class's posted price for the next round, from data fixed before it: the newest
+    market-clearing estimate the class got in the last CPX_PRICING_RECENT_ROUNDS cleared rounds
+    (`Round.prices[class]["estimate"]`), else the class's newest Stackelberg quote (expected price).
+    A class with neither gets no price, so its devices sit out of the posted-price book for one round
+    (the round records an estimate for it). Nothing here reads the book the price will clear."""
+    prices: dict[str, float] = {}
+    for round_obj in selectors.round_recent_cleared(limit=settings.CPX_PRICING_RECENT_ROUNDS):
+        for key, entry in (round_obj.prices or {}).items():
+            if key not in prices and entry.get("estimate") is not None:
+                prices[key] = float(entry["estimate"])
+    for quote in selectors.quote_latest_list():
+        prices.setdefault(quote.resource_class, float(quote.expected_price))
+    return dict(sorted(prices.items()))
+
+
 @dataclass
 class _Book:
     kind: str
@@ -134,6 +151,11 @@ class BookBuilder:
         self._slowest_cache: dict = {}
         self.unit_jobs: dict[str, list] = defaultdict(list)
         self.hetero_jobs: list = []
+        self.posted_jobs: list = []  # single-device jobs of the posted-price book (rule "depth")
+        self.rule = config.get("rule", "per_class")
+        if self.rule == "depth":
+            self._route_by_depth()
+            return
         for job in self.jobs:
             key = self._unit_class(job)
             if key is not None:
@@ -150,18 +172,61 @@ class BookBuilder:
             position = {job["id"]: i for i, job in enumerate(self.jobs)}
             self.hetero_jobs.sort(key=lambda job: position[job["id"]])
 
+    def _route_by_depth(self) -> None:
+        """Rule "depth": a class is thick when at least `thick_min_orders` single-device jobs bid in it
+        and it has at least as many free devices; thick classes clear by the unit double auction (it
+        loses at most one of k >= thick_min_orders efficient trades), every other single-device job
+        goes to the one posted-price book over the thin classes' devices, where it may take any device
+        that fits it. Multi-device jobs (and jobs above the last memory tier) stay heterogeneous.
+        Thickness counts orders and devices, never reads a price, so no report steers a route."""
+        minimum = self.config["thick_min_orders"]
+        candidates: dict[str, list] = defaultdict(list)
+        for job in self.jobs:
+            if job["device_count"] != 1 or classes.required_tier(job["memory"]) is None:
+                self.hetero_jobs.append(job)
+                continue
+            key = self._unit_class(job)
+            if key is None:
+                self.posted_jobs.append(job)
+            else:
+                candidates[key].append(job)
+        for key, jobs in candidates.items():
+            units = sum(r["free"] for r in self.classes[key])
+            if len(jobs) >= minimum and units >= minimum:
+                self.unit_jobs[key] = jobs
+            else:
+                self.posted_jobs.extend(jobs)
+        # A class with no price yet (no earlier round saw it, no quote) cannot post one: its jobs clear
+        # as under "per_class" this once (a double auction from two bids, else the heterogeneous book),
+        # and the round records the class's estimate, so the next round posts it. A job with no home
+        # class goes to the posted-price book when some class of its device class has a price.
+        prices = self.config.get("posted_prices") or {}
+        priced = {key.split("/", 1)[0] for key in prices}
+        posted, fallback = [], defaultdict(list)
+        for job in self.posted_jobs:
+            home = self._home_class(job)
+            if home in prices or (home is None and job["device_class"].replace("/", "-") in priced):
+                posted.append(job)
+            elif (key := self._unit_class(job)) is not None:
+                fallback[key].append(job)
+            else:
+                self.hetero_jobs.append(job)
+        for key, jobs in fallback.items():
+            if len(jobs) >= MIN_UNIT_BIDS:
+                self.unit_jobs[key] = jobs
+            else:
+                self.hetero_jobs.extend(jobs)
+        position = {job["id"]: i for i, job in enumerate(self.jobs)}
+        self.posted_jobs = sorted(posted, key=lambda job: position[job["id"]])
+        self.hetero_jobs.sort(key=lambda job: position[job["id"]])
+
     # --- routing
 
     def _unit_class(self, job: dict) -> str | None:
         """The class a single-device job bids in, or None when only a heterogeneous book can place it."""
-        if job["device_count"] != 1:
+        key = self._home_class(job)
+        if key is None:
             return None
-        needed = classes.required_tier(job["memory"])
-        tiers = self.tiers.get((job["device_class"], job["region"]), [])
-        index = bisect.bisect_left(tiers, needed) if needed is not None else len(tiers)
-        if index == len(tiers):
-            return None
-        key = class_of(device_class=job["device_class"], memory_gib=tiers[index], region=job["region"])
         members = self.classes[key]
         excluded = self.exclusions.get(job["id"])
         if excluded and any(r["provider_id"] in excluded for r in members):
@@ -174,6 +239,17 @@ class BookBuilder:
         if device_hours_on(job, self._slowest(key)) > job["hours_left"]:
             return None  # the slowest device of the class would miss the deadline
         return key
+
+    def _home_class(self, job: dict) -> str | None:
+        """The smallest memory tier of the job's device class and region that fits it and has supply."""
+        if job["device_count"] != 1:
+            return None
+        needed = classes.required_tier(job["memory"])
+        tiers = self.tiers.get((job["device_class"], job["region"]), [])
+        index = bisect.bisect_left(tiers, needed) if needed is not None else len(tiers)
+        if index == len(tiers):
+            return None
+        return class_of(device_class=job["device_class"], memory_gib=tiers[index], region=job["region"])
 
     def _worst_rtt(self, key: str, consumer_region: str) -> float:
         cache_key = (key, consumer_region)
@@ -292,7 +368,62 @@ class BookBuilder:
                 doc["seed"] = unit["seed"]
             book = self._add("unit", doc, jobs, asks, {"kind": "unit", "resource_class": key})
             results.append(clear_document(book.doc, book.digest))
+        book = self._posted_book()
+        if book is not None:
+            results.append(clear_document(book.doc, book.digest))
         return results
+
+    def _posted_book(self) -> "_Book | None":
+        """The posted-price book (rule "depth"): thin classes' free devices at the class's posted price
+        (config `posted_prices`, fixed before the round), each job accepting every device that fits it:
+        its device class, enough memory, a provider that has not failed it, its latency SLA (RTT from
+        its region), its deadline on that device, and its own region when `placement` is "strict"."""
+        prices = self.config.get("posted_prices") or {}
+        if not self.posted_jobs:
+            return None
+        asks = [
+            r
+            for r in self.resources
+            if self.free[r["id"]] > 0 and r["class"] not in self.unit_jobs and r["class"] in prices
+        ]
+        if not asks:
+            return None
+        device_class = np.array([r["device_class"] for r in asks], dtype=object)
+        memory = np.array([r["memory"] for r in asks])
+        provider = np.array([r["provider_id"] for r in asks])
+        region = np.array([r["region"] for r in asks], dtype=object)
+        rtt_by_region: dict[str, np.ndarray] = {}
+        bids = []
+        for job in self.posted_jobs:
+            mask = (device_class == job["device_class"]) & (memory >= job["memory"] - 1e-9)
+            if job["latency_sla_ms"] is not None:
+                if job["region"] not in rtt_by_region:
+                    rtt_by_region[job["region"]] = np.array([self._rtt(job["region"], r) for r in asks])
+                with np.errstate(invalid="ignore"):
+                    mask &= rtt_by_region[job["region"]] <= job["latency_sla_ms"]
+            if job.get("placement") == "strict":
+                mask &= region == job["region"]
+            excluded = self.exclusions.get(job["id"])
+            if excluded:
+                mask &= ~np.isin(provider, list(excluded))
+            accepts = [
+                f"r{asks[i]['id']}"
+                for i in np.flatnonzero(mask)
+                if device_hours_on(job, asks[i]) <= job["hours_left"]
+            ]
+            bids.append({"id": f"j{job['id']}", "price": job["bid"], "accepts": accepts})
+        used = sorted({r["class"] for r in asks})
+        doc = {
+            "mechanism": "posted_price",
+            "salt": self.config["salt"],
+            "prices": {key: prices[key] for key in used},
+            "bids": bids,
+            "asks": [
+                {"id": f"r{r['id']}", "price": r["ask"], "quantity": self.free[r["id"]], "class": r["class"]}
+                for r in asks
+            ],
+        }
+        return self._add("posted_price", doc, self.posted_jobs, asks, {"kind": "posted_price"})
 
     def _candidates(self, providers: list, jobs: list) -> list:
         """The cheapest providers (cost per speed-1 device-hour, ask / speed) holding CANDIDATE_MARGIN
@@ -365,10 +496,29 @@ class BookBuilder:
         """One fill per matched job, all its devices on one resource."""
         fills = []
         for book, result in zip(self.books, results, strict=True):
-            fills.extend(
-                self._hetero_fills(book, result)
-                if book.kind == "heterogeneous"
-                else self._unit_fills(book, result)
+            if book.kind == "heterogeneous":
+                fills.extend(self._hetero_fills(book, result))
+            elif book.kind == "posted_price":
+                fills.extend(self._posted_fills(book, result))
+            else:
+                fills.extend(self._unit_fills(book, result))
+        return fills
+
+    def _posted_fills(self, book: _Book, result: dict) -> list[Fill]:
+        fills = []
+        for job_id, resource_id in result["assignments"].items():
+            job, resource = book.jobs[job_id], book.resources[resource_id]
+            price = result["unit_prices"][job_id]
+            fills.append(
+                Fill(
+                    job=job,
+                    resource=resource,
+                    devices=1,
+                    resource_class=resource["class"],
+                    unit_price_paid=price,
+                    unit_price_received=price,
+                    expected_device_hours=device_hours_on(job, resource),
+                )
             )
         return fills
 
@@ -442,25 +592,110 @@ class BookBuilder:
         return fills
 
     def summary(self, results: list) -> dict:
-        """Welfare, LP bound and gap (heterogeneous books), and clearing prices per class."""
-        welfare, hetero_welfare, bound, prices = 0.0, 0.0, None, {}
+        """Welfare, LP bound and gap, clearing prices per class, and each class's clearing-price estimate.
+
+        `lp_bound` bounds the welfare of every book as the round routed them: the LP-relaxation bound of
+        each heterogeneous book plus the gains of the efficient trades of each unit or posted-price book
+        (no rule can do better in that book). It is None when a heterogeneous book has no bound (its LP
+        did not finish), because a partial bound would not bound the whole. `gap` = (bound - welfare) /
+        |bound|; floating error never makes it negative, and the bound is never below the welfare.
+        Welfare is in each book's own unit (money per job in heterogeneous books, per device-hour in
+        unit and posted-price books), as before; the bound adds the same units book by book."""
+        welfare, bound, bounded, prices = 0.0, 0.0, True, {}
         for book, result in zip(self.books, results, strict=True):
             if book.kind == "heterogeneous":
                 welfare += result["welfare"]
-                hetero_welfare += result["welfare"]
-                if result.get("lp_bound") is not None:
-                    bound = (bound or 0.0) + result["lp_bound"]
+                if result.get("lp_bound") is None:
+                    bounded = False
+                else:
+                    bound += max(result["lp_bound"], result["welfare"])
                 continue
             welfare += result["gains_from_trade"]
+            book_bids = book.doc["bids"]
+            bid_prices = (
+                list(book_bids["price"]) if isinstance(book_bids, dict) else [b["price"] for b in book_bids]
+            )
+            ask_units = self._ask_units(book)
+            bound += max(unit_gains_bound(bid_prices, ask_units), result["gains_from_trade"])
+            if book.kind == "posted_price":
+                prices.update(self._posted_prices_summary(book, result))
+                continue
             prices[book.meta["resource_class"]] = {
+                "rule": book.doc["mechanism"],
                 "buyer_price": result["buyer_price"],
                 "seller_price": result["seller_price"],
                 "traded": result["traded_quantity"],
                 "efficient_trades": result["efficient_trades"],
                 "bids": len(book.doc["bids"]["id"]),
                 "asks": len(book.doc["asks"]["id"]),
+                "estimate": clearing_price_estimate(bid_prices, ask_units),
             }
-        gap = None
-        if bound is not None:
-            gap = max(0.0, (bound - hetero_welfare) / max(abs(bound), 1e-12))
+        if self.rule == "depth":
+            self._unpriced_estimates(prices)
+        if not bounded:
+            return {"welfare": welfare, "lp_bound": None, "gap": None, "prices": prices}
+        gap = max(0.0, (bound - welfare) / max(abs(bound), 1e-12)) if bound > 0 else 0.0
         return {"welfare": welfare, "lp_bound": bound, "gap": gap, "prices": prices}
+
+    def _unpriced_estimates(self, prices: dict) -> None:
+        """Classes no book priced this round get an estimate from their home demand against their free
+        devices at the snapshot, so that the next round can post a price for them."""
+        demand: dict[str, list[float]] = defaultdict(list)
+        for job in self.jobs:
+            home = self._home_class(job)
+            if home is not None and home not in prices:
+                demand[home].append(job["bid"])
+        for key, bids in sorted(demand.items()):
+            units = [(r["ask"], r["free"]) for r in self.classes[key] if r["free"] > 0]
+            prices[key] = {
+                "rule": None,
+                "buyer_price": None,
+                "seller_price": None,
+                "traded": 0,
+                "bids": len(bids),
+                "asks": len(units),
+                "estimate": clearing_price_estimate(bids, units),
+            }
+
+    @staticmethod
+    def _ask_units(book: _Book) -> list[tuple[float, int]]:
+        asks = book.doc["asks"]
+        if isinstance(asks, dict):
+            return list(zip(asks["price"], asks["quantity"], strict=True))
+        return [(a["price"], a["quantity"]) for a in asks]
+
+    def _posted_prices_summary(self, book: _Book, result: dict) -> dict:
+        """Per class of the posted-price book: its posted price, trades, and the market-clearing price
+        of its own demand (jobs whose home class it is, and jobs that accepted it and stayed unmatched)
+        against its devices — the estimate the NEXT round posts (spec: docs/engine.md)."""
+        matched = result["assignments"]
+        demand: dict[str, list[float]] = defaultdict(list)
+        home_count: dict[str, int] = defaultdict(int)
+        ask_class = {a["id"]: a["class"] for a in book.doc["asks"]}
+        for bid in book.doc["bids"]:
+            job = book.jobs[bid["id"]]
+            home = self._home_class(job)
+            keys = {home} if home in book.doc["prices"] else set()
+            if bid["id"] not in matched:
+                keys |= {ask_class[a] for a in bid["accepts"]}
+            if home is not None:
+                home_count[home] += 1
+            for key in keys:
+                demand[key].append(bid["price"])
+        traded: dict[str, int] = defaultdict(int)
+        for ask in matched.values():
+            traded[ask_class[ask]] += 1
+        summary = {}
+        for key, price in book.doc["prices"].items():
+            units = [(a["price"], a["quantity"]) for a in book.doc["asks"] if a["class"] == key]
+            summary[key] = {
+                "rule": "posted_price",
+                "posted_price": price,
+                "buyer_price": price if traded[key] else None,
+                "seller_price": price if traded[key] else None,
+                "traded": traded[key],
+                "bids": home_count[key],
+                "asks": len(units),
+                "estimate": clearing_price_estimate(demand[key], units),
+            }
+        return summary

@@ -21,7 +21,12 @@ Books (built from one snapshot, cleared in a fixed order that no bid influences)
 2. one unit double auction per resource class (`CPX_UNIT_MECHANISM`) over the devices left: bids are
    the jobs' max price per device-hour (one unit each), asks the resources' ask with quantity = free
    devices. A job's devices are never split: a unit job needs one device; a heterogeneous job gets
-   all of its devices on one resource.
+   all of its devices on one resource. Under `CPX_CLEARING_RULE=depth` (the default) only thick
+   classes (at least CPX_THICK_BOOK_MIN_ORDERS bids and free devices) clear this way;
+3. (rule "depth") one posted-price book over the thin classes' devices left: every other single-device
+   job buys at its class's posted price, fixed before the round from earlier rounds
+   (`round_books.posted_prices`), on any device that fits it, rationed by sha256 of the round id and
+   the order id (`auctions/mechanisms/posted_price.py`).
 """
 
 import hashlib
@@ -46,6 +51,7 @@ ACTIVE = (Round.Status.OPEN, Round.Status.CLEARING)
 FINAL = (Round.Status.CLEARED, Round.Status.FAILED)
 UNIT_MECHANISMS = frozenset({"mcafee", "trade_reduction", "sbba", "sbba_buyer_lottery"})
 HETEROGENEOUS_RULES = {"greedy": "critical", "welfare": "vcg"}
+CLEARING_RULES = frozenset({"depth", "per_class"})
 # The column holds 8 integer digits; a free resource (ask 0) has no escrow limit worth storing.
 MAX_DEVICE_HOURS = Decimal("99999999.999999")
 HOUR_QUANTUM = Decimal("0.000001")
@@ -100,7 +106,12 @@ def clearing_config() -> dict:
             "CPX_HETEROGENEOUS_MECHANISM/PAYMENT_RULE must be greedy/critical or welfare/vcg.",
             setting="CPX_HETEROGENEOUS_MECHANISM",
         )
+    clearing_rule = settings.CPX_CLEARING_RULE
+    if clearing_rule not in CLEARING_RULES:
+        raise InvalidInput("CPX_CLEARING_RULE must be depth or per_class.", setting="CPX_CLEARING_RULE")
     return {
+        "rule": clearing_rule,
+        "thick_min_orders": settings.CPX_THICK_BOOK_MIN_ORDERS,
         "unit": {"mechanism": unit, "seed": settings.CPX_ROUND_SEED},
         "heterogeneous": {
             "mechanism": hetero,
@@ -125,6 +136,9 @@ def round_clear(*, round_id: int, now: datetime) -> Round:
         if round_obj.status in FINAL:
             return round_obj
         started = time.perf_counter()
+        if config["rule"] == "depth":
+            # Fixed before the snapshot is read, from earlier rounds; published in the snapshot.
+            config = {**config, "salt": f"round-{round_obj.pk}", "posted_prices": books.posted_prices()}
         snapshot = books.snapshot_book(now=now, include_unseen=settings.CPX_BOOK_INCLUDE_UNSEEN_PROVIDERS)
         builder = books.BookBuilder(snapshot=snapshot, config=config, now=now)
         timings = {"snapshot": 0.0, "clear": 0.0, "write": 0.0}
