@@ -3,20 +3,24 @@
 Model. Each resource class c carries a posted price p_c per device-hour, set before the round from data
 the traders in the book do not report in it (the round service uses the class's market-clearing price
 estimated in earlier rounds, else its stored Stackelberg quote). Each ask (a resource's free devices,
-`quantity` units of class `class`) is willing iff ask <= p_c. Each bid (one single-device job, one unit)
-lists the asks it can run on (`accepts`: memory, region within its latency limit, deadline, earlier
-failures — whatever the caller checked), so a job may be served by any class that fits it, not only its
+`quantity` units of class `class`, `speed` s > 0 relative to the reference device, default 1) is
+willing iff ask <= p_c. Bids are per reference device-hour (the work a speed-1 device does in an hour):
+a device of speed s does it in 1/s device-hours, so at p_c per device-hour it costs the job p_c / s per
+reference device-hour. Each bid (one single-device job, one unit) lists the asks it can run on
+(`accepts`: memory, region within its latency limit, deadline, earlier failures — whatever the caller
+checked), so a job may be served by any class that fits it, not only its
 own. Buyers are taken in priority order: sha256("<salt>:<bid id>") ascending (the round service uses
 the round id as salt, so the order is published with the snapshot and no order can choose it). Each
-buyer takes, among its accepted willing asks with a unit left and p_c <= bid, the one of lowest p_c
-(ties by the ask's priority sha256("<salt>:<ask id>")), and pays p_c; that seller receives p_c.
+buyer takes, among its accepted willing asks with a unit left and p_c / s <= bid, the one of lowest
+p_c / s (ties by the ask's priority sha256("<salt>:<ask id>")), and pays p_c / s per reference
+device-hour, which is p_c per device-hour of that device; the seller receives exactly that.
 
 Properties (tested with Hypothesis in tests/unit/mechanisms/test_posted_price.py):
 - truthful for both sides: no report changes any price or any priority. A buyer's bid only decides
   which classes it accepts; it gets the cheapest one left when its turn comes, so a lower bid can only
   remove options and a higher one can only add options priced above its value. An ask only decides
   whether the seller is willing; it sells at p_c either way (serial dictatorship with fixed prices);
-- individually rational: a buyer pays p_c <= bid, a seller receives p_c >= ask;
+- individually rational: a buyer pays p_c / s <= bid, a seller receives p_c >= ask per device-hour;
 - exactly (strongly) budget balanced: each unit's payment is its receipt; `surplus` is 0;
 - deterministic from the document: replaying it gives the same result and hash.
 It is not efficient: a pair whose bid and ask straddle no posted price does not trade (the price of the
@@ -24,10 +28,11 @@ guarantees); the round service therefore uses it only where a double auction wou
 trades (thin books) and keeps McAfee for thick ones.
 
 BOOK: {"mechanism": "posted_price", "salt": str, "prices": {class: p >= 0},
-"bids": [{"id", "price", "accepts": [ask ids]}], "asks": [{"id", "price", "quantity", "class"}]}.
+"bids": [{"id", "price", "accepts": [ask ids]}], "asks": [{"id", "price", "quantity", "class", "speed"?}]}.
 RESULT: {"mechanism", "assignments": {bid: ask}, "fills": {id: units}, "payments": {id: money per
-device-hour paid (bids) or received (asks), summed over its units}, "unit_prices": {bid: p_c},
-"traded_quantity", "surplus" (0.0), "gains_from_trade" (sum of bid - ask over the trades), "input_sha256"}.
+reference device-hour of the job paid (bids) or received (asks, summed over the jobs it serves)},
+"unit_prices": {bid: p_c, per device-hour of the device it got}, "traded_quantity", "surplus" (0.0),
+"gains_from_trade" (sum of bid - ask / s over the trades, per reference device-hour), "input_sha256"}.
 """
 
 import hashlib
@@ -85,7 +90,10 @@ def _validate(doc: dict) -> tuple[str, dict, list, list]:
         key = row.get("class")
         if key not in prices:
             raise _bad(f"{what} class {key!r} has no posted price")
-        clean_asks.append((name, _number(row.get("price"), f"{what} price"), quantity, key))
+        speed = row.get("speed", 1)
+        if _number(speed, f"{what} speed") <= 0:
+            raise _bad(f"{what} speed must be > 0")
+        clean_asks.append((name, _number(row.get("price"), f"{what} price"), quantity, key, float(speed)))
     ask_names = {row[0] for row in clean_asks}
     clean_bids = []
     for index, row in enumerate(bids):
@@ -111,37 +119,40 @@ def clear_posted_price(doc: dict, *, input_sha256: str | None = None) -> dict:
     """Clear a `posted_price` book (module docstring) and return its RESULT document."""
     salt, prices, bids, asks = _validate(doc)
     digest = input_sha256 if input_sha256 is not None else _hash(doc)
-    ask_rows = {name: (price, quantity, key) for name, price, quantity, key in asks}
-    left = {name: quantity for name, price, quantity, key in asks if price <= prices[key] and quantity > 0}
+    ask_rows = {name: (price, quantity, key, speed) for name, price, quantity, key, speed in asks}
+    left = {name: quantity for name, price, quantity, key, _ in asks if price <= prices[key] and quantity > 0}
+    per_reference = {name: prices[key] / speed for name, _, _, key, speed in asks}
     ask_rank = {name: priority(salt, name) for name in left}
     assignments: dict[str, str] = {}
     unit_prices: dict[str, float] = {}
+    paid_by: dict[str, float] = {}
     fills: dict[str, int] = {}
     receipts: dict[str, list[float]] = {}
     gains = []
     for name, bid, accepts in sorted(bids, key=lambda row: (priority(salt, row[0]), row[0])):
         options = [
-            (prices[ask_rows[a][2]], ask_rank[a], a)
+            (per_reference[a], ask_rank[a], a)
             for a in accepts
-            if left.get(a, 0) > 0 and prices[ask_rows[a][2]] <= bid
+            if left.get(a, 0) > 0 and per_reference[a] <= bid
         ]
         if not options:
             continue
         price, _, ask = min(options)
         left[ask] -= 1
         assignments[name] = ask
-        unit_prices[name] = price
+        paid_by[name] = price
+        unit_prices[name] = prices[ask_rows[ask][2]]
         fills[name] = 1
         fills[ask] = fills.get(ask, 0) + 1
         receipts.setdefault(ask, []).append(price)
-        gains.append(bid - ask_rows[ask][0])
-    paid = list(unit_prices.values())
+        gains.append(bid - ask_rows[ask][0] / ask_rows[ask][3])
+    paid = list(paid_by.values())
     received = [price for values in receipts.values() for price in values]
     return {
         "mechanism": "posted_price",
         "assignments": assignments,
         "fills": fills,
-        "payments": {**unit_prices, **{ask: math.fsum(values) for ask, values in receipts.items()}},
+        "payments": {**paid_by, **{ask: math.fsum(values) for ask, values in receipts.items()}},
         "unit_prices": unit_prices,
         "traded_quantity": len(assignments),
         # fsum is exact up to one final rounding of the same multiset of unit prices: 0.0 exactly.
@@ -181,3 +192,13 @@ def clearing_price_estimate(bids: list[float], asks: list[tuple[float, int]]) ->
     low = max([sellers[k - 1], *buyers[k : k + 1]])
     high = min([buyers[k - 1], *sellers[k : k + 1]])
     return (low + high) / 2
+
+
+def posted_gains_bound(doc: dict) -> float:
+    """An upper bound on the gains any assignment of a posted-price book can hold: each bid's best gain
+    bid - ask / s over the asks it accepts (per reference device-hour), summed where positive."""
+    cost = {a["id"]: a["price"] / a.get("speed", 1) for a in doc["asks"] if a["quantity"] > 0}
+    best = [
+        max((bid["price"] - cost[a] for a in bid["accepts"] if a in cost), default=0.0) for bid in doc["bids"]
+    ]
+    return math.fsum(max(0.0, gain) for gain in best)

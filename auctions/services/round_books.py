@@ -13,6 +13,7 @@ misses), when it is alone in its class, or when its region has no fitting class 
 import bisect
 import hashlib
 import math
+import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -22,7 +23,7 @@ from django.conf import settings
 
 from auctions.mechanisms import classes, latency, throughput
 from auctions.mechanisms.canonical import canonical_json
-from auctions.mechanisms.posted_price import clearing_price_estimate, unit_gains_bound
+from auctions.mechanisms.posted_price import clearing_price_estimate, posted_gains_bound, unit_gains_bound
 from auctions.selectors import rounds as selectors
 
 LOTTERY_MECHANISMS = frozenset({"sbba", "sbba_buyer_lottery"})
@@ -101,6 +102,19 @@ def device_hours_on(job: dict, resource: dict) -> float:
     return throughput.job_device_hours(
         **_workload(job), fp16_tflops=resource["tflops"], speed_factor=resource["speed"]
     )
+
+
+def _per_device_hour_estimate(bids: list[float], asks: list[dict]) -> float | None:
+    """The clearing price of bids (per reference device-hour) against asks {price, quantity, speed}
+    (per device-hour), found in reference units (ask / speed) and posted per device-hour of the
+    class's median-speed device (what a posted-price book charges: p_c per device-hour is p_c / s per
+    reference device-hour on a device of speed s)."""
+    if not asks:
+        return None
+    estimate = clearing_price_estimate(bids, [(a["price"] / a["speed"], a["quantity"]) for a in asks])
+    if estimate is None:
+        return None
+    return estimate * statistics.median(a["speed"] for a in asks)
 
 
 def posted_prices() -> dict[str, float]:
@@ -419,7 +433,13 @@ class BookBuilder:
             "prices": {key: prices[key] for key in used},
             "bids": bids,
             "asks": [
-                {"id": f"r{r['id']}", "price": r["ask"], "quantity": self.free[r["id"]], "class": r["class"]}
+                {
+                    "id": f"r{r['id']}",
+                    "price": r["ask"],
+                    "quantity": self.free[r["id"]],
+                    "class": r["class"],
+                    "speed": r["speed"],
+                }
                 for r in asks
             ],
         }
@@ -611,15 +631,16 @@ class BookBuilder:
                     bound += max(result["lp_bound"], result["welfare"])
                 continue
             welfare += result["gains_from_trade"]
+            if book.kind == "posted_price":
+                bound += max(posted_gains_bound(book.doc), result["gains_from_trade"])
+                prices.update(self._posted_prices_summary(book, result))
+                continue
             book_bids = book.doc["bids"]
             bid_prices = (
                 list(book_bids["price"]) if isinstance(book_bids, dict) else [b["price"] for b in book_bids]
             )
             ask_units = self._ask_units(book)
             bound += max(unit_gains_bound(bid_prices, ask_units), result["gains_from_trade"])
-            if book.kind == "posted_price":
-                prices.update(self._posted_prices_summary(book, result))
-                continue
             prices[book.meta["resource_class"]] = {
                 "rule": book.doc["mechanism"],
                 "buyer_price": result["buyer_price"],
@@ -646,15 +667,19 @@ class BookBuilder:
             if home is not None and home not in prices:
                 demand[home].append(job["bid"])
         for key, bids in sorted(demand.items()):
-            units = [(r["ask"], r["free"]) for r in self.classes[key] if r["free"] > 0]
+            members = [
+                {"price": r["ask"], "quantity": r["free"], "speed": r["speed"]}
+                for r in self.classes[key]
+                if r["free"] > 0
+            ]
             prices[key] = {
                 "rule": None,
                 "buyer_price": None,
                 "seller_price": None,
                 "traded": 0,
                 "bids": len(bids),
-                "asks": len(units),
-                "estimate": clearing_price_estimate(bids, units),
+                "asks": len(members),
+                "estimate": _per_device_hour_estimate(bids, members),
             }
 
     @staticmethod
@@ -687,7 +712,8 @@ class BookBuilder:
             traded[ask_class[ask]] += 1
         summary = {}
         for key, price in book.doc["prices"].items():
-            units = [(a["price"], a["quantity"]) for a in book.doc["asks"] if a["class"] == key]
+            members = [a for a in book.doc["asks"] if a["class"] == key]
+            units = [(a["price"], a["quantity"]) for a in members]
             summary[key] = {
                 "rule": "posted_price",
                 "posted_price": price,
@@ -696,6 +722,6 @@ class BookBuilder:
                 "traded": traded[key],
                 "bids": home_count[key],
                 "asks": len(units),
-                "estimate": clearing_price_estimate(demand[key], units),
+                "estimate": _per_device_hour_estimate(demand[key], members),
             }
         return summary

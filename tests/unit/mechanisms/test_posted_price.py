@@ -13,7 +13,12 @@ from hypothesis import strategies as st
 
 from auctions.mechanisms import MechanismError, clear
 from auctions.mechanisms.canonical import canonical_json, input_sha256
-from auctions.mechanisms.posted_price import clearing_price_estimate, priority, unit_gains_bound
+from auctions.mechanisms.posted_price import (
+    clearing_price_estimate,
+    posted_gains_bound,
+    priority,
+    unit_gains_bound,
+)
 
 EXAMPLES = settings(max_examples=300, deadline=None)
 EPS = 1e-9
@@ -30,6 +35,7 @@ def books(draw):
             "price": draw(small),
             "quantity": draw(st.integers(min_value=0, max_value=3)),
             "class": draw(st.sampled_from(sorted(prices))),
+            "speed": draw(st.sampled_from([1, 1, 0.5, 2, 1.6])),
         }
         for i in range(draw(st.integers(min_value=0, max_value=6)))
     ]
@@ -55,7 +61,8 @@ def utility(doc: dict, result: dict, name: str, value: float) -> float:
     payment = result["payments"].get(name, 0.0)
     if name.startswith("j"):
         return value * units - payment
-    return payment - value * units
+    speed = next(row.get("speed", 1) for row in doc["asks"] if row["id"] == name)
+    return payment - value / speed * units
 
 
 def with_price(doc: dict, name: str, price: float) -> dict:
@@ -71,13 +78,18 @@ class TestPostedPriceProperties:
 
         for bid in doc["bids"]:
             if bid["id"] in result["assignments"]:
-                assert result["unit_prices"][bid["id"]] <= bid["price"] + EPS
+                assert result["payments"][bid["id"]] <= bid["price"] + EPS
                 assert result["assignments"][bid["id"]] in bid["accepts"]
         for ask in doc["asks"]:
             units = result["fills"].get(ask["id"], 0)
             assert units <= ask["quantity"]
             if units:
-                assert result["payments"][ask["id"]] >= ask["price"] * units - EPS
+                assert result["payments"][ask["id"]] >= ask["price"] / ask["speed"] * units - EPS
+                assert all(
+                    result["unit_prices"][bid] >= ask["price"] - EPS
+                    for bid, seller in result["assignments"].items()
+                    if seller == ask["id"]
+                )
 
     @EXAMPLES
     @given(books())
@@ -123,10 +135,7 @@ class TestPostedPriceProperties:
     def test_never_holds_more_gains_than_the_efficient_trades_of_its_book(self, doc):
         result = clear(doc)
 
-        bound = unit_gains_bound(
-            [row["price"] for row in doc["bids"]], [(row["price"], row["quantity"]) for row in doc["asks"]]
-        )
-        assert result["gains_from_trade"] <= bound + EPS
+        assert result["gains_from_trade"] <= posted_gains_bound(doc) + EPS
 
 
 class TestPostedPriceRule:
@@ -148,6 +157,25 @@ class TestPostedPriceRule:
         assert posted["assignments"] == {"j1": "r1"}
         assert posted["payments"] == {"j1": 1.5, "r1": 1.5}
         assert posted["gains_from_trade"] == 1.0
+
+    def test_a_slower_device_costs_more_per_reference_device_hour(self):
+        doc = {
+            "mechanism": "posted_price",
+            "salt": "s",
+            "prices": {"c": 1.0, "d": 0.4},
+            "bids": [{"id": "j1", "price": 1.5, "accepts": ["fast", "slow"]}],
+            "asks": [
+                {"id": "fast", "price": 0.5, "quantity": 1, "class": "c", "speed": 2.0},
+                {"id": "slow", "price": 0.1, "quantity": 1, "class": "d", "speed": 0.25},
+            ],
+        }
+
+        result = clear(doc)
+
+        # fast: 1.0 / 2 = 0.5 per reference device-hour; slow: 0.4 / 0.25 = 1.6, above the bid.
+        assert result["assignments"] == {"j1": "fast"}
+        assert result["payments"] == {"j1": 0.5, "fast": 0.5}
+        assert result["unit_prices"] == {"j1": 1.0}
 
     def test_a_job_takes_the_cheapest_class_that_fits_it(self):
         doc = {
