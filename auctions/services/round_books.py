@@ -57,9 +57,13 @@ class Fill:
     expected_device_hours: float
 
 
-def snapshot_book(*, now: datetime, include_unseen: bool) -> Snapshot:
-    """The book in three bulk queries: jobs (locked FOR UPDATE), exclusions, resources with free devices."""
-    jobs = selectors.round_book_jobs(now=now, lock=True)
+def snapshot_book(
+    *, now: datetime, include_unseen: bool, lock: bool = True, extra_jobs: tuple = ()
+) -> Snapshot:
+    """The book in three bulk queries: jobs (locked FOR UPDATE unless `lock` is off: a quote only
+    reads), exclusions, resources with free devices. `extra_jobs` (job rows not in the database, a
+    quote's job) join the end of the queue, so they lose ties as a newly submitted job would."""
+    jobs = selectors.round_book_jobs(now=now, lock=lock) + [dict(job) for job in extra_jobs]
     exclusions = defaultdict(set)
     for job_id, provider_id in selectors.round_book_exclusions():
         exclusions[job_id].add(provider_id)

@@ -155,6 +155,33 @@ def round_clear(*, round_id: int, now: datetime) -> Round:
     return round_obj
 
 
+def round_preview_fill(*, job: dict, now: datetime) -> "books.Fill | None":
+    """What the next round's rule would give `job` (a book row, id not in the database) if it cleared
+    now on the current book plus this job: its fill, or None. Reads only; nothing is locked or written.
+
+    Runs the same routing, posted prices, salt (the next round's id) and engine as `round_clear`, so
+    `would_clear_now` comes true unless the book changes before the round (arrivals, cancellations,
+    providers leaving). Raises InvalidInput (a misconfigured mechanism)."""
+    config = clearing_config()
+    if config["rule"] == "depth":
+        active = selectors.round_active()
+        next_id = (
+            active.pk
+            if active is not None
+            else (Round.objects.order_by("-id").values_list("id", flat=True).first() or 0) + 1
+        )
+        config = {**config, "salt": f"round-{next_id}", "posted_prices": books.posted_prices()}
+    snapshot = books.snapshot_book(
+        now=now, include_unseen=settings.CPX_BOOK_INCLUDE_UNSEEN_PROVIDERS, lock=False, extra_jobs=(job,)
+    )
+    builder = books.BookBuilder(snapshot=snapshot, config=config, now=now)
+    try:
+        cleared = builder.run(clear_document=lambda doc, digest: clear(doc, input_sha256=digest))
+    except MechanismError:
+        return None
+    return next((fill for fill in builder.fills(cleared) if fill.job["id"] == job["id"]), None)
+
+
 def _lock(round_id: int) -> Round:
     if connection.features.has_select_for_update_skip_locked:
         locked = Round.objects.select_for_update(skip_locked=True).filter(pk=round_id).first()
