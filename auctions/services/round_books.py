@@ -108,32 +108,26 @@ def device_hours_on(job: dict, resource: dict) -> float:
     )
 
 
-def _per_device_hour_estimate(bids: list[float], asks: list[dict]) -> float | None:
-    """The clearing price of bids (per reference device-hour) against asks {price, quantity, speed}
-    (per device-hour), found in reference units (ask / speed) and posted per device-hour of the
-    class's median-speed device (what a posted-price book charges: p_c per device-hour is p_c / s per
-    reference device-hour on a device of speed s)."""
+def _reference_estimate(bids: list[float], asks: list[dict]) -> float | None:
+    """The market-clearing price per reference device-hour of bids (per reference device-hour)
+    against asks {price per device-hour, quantity, speed} (ask / speed per reference device-hour);
+    None when a side is empty."""
     if not asks:
         return None
-    estimate = clearing_price_estimate(bids, [(a["price"] / a["speed"], a["quantity"]) for a in asks])
-    if estimate is None:
-        return None
-    return estimate * statistics.median(a["speed"] for a in asks)
+    return clearing_price_estimate(bids, [(a["price"] / a["speed"], a["quantity"]) for a in asks])
 
 
 def posted_prices() -> dict[str, float]:
-    """Each class's posted price for the next round, from data fixed before it: the newest
-    market-clearing estimate the class got in the last CPX_PRICING_RECENT_ROUNDS cleared rounds
-    (`Round.prices[class]["estimate"]`), else the class's newest Stackelberg quote (expected price).
-    A class with neither gets no price, so its devices sit out of the posted-price book for one round
-    (the round records an estimate for it). Nothing here reads the book the price will clear."""
+    """Each class's posted price (per reference device-hour) for the next round, from data fixed
+    before it: the newest market-clearing estimate the class got in the last
+    CPX_PRICING_RECENT_ROUNDS cleared rounds (`Round.prices[class]["estimate"]`). Nothing here reads
+    the book the price will clear. (BookBuilder gives a class with no estimate the median estimate of
+    its device class's classes, still from earlier rounds.)"""
     prices: dict[str, float] = {}
     for round_obj in selectors.round_recent_cleared(limit=settings.CPX_PRICING_RECENT_ROUNDS):
         for key, entry in (round_obj.prices or {}).items():
             if key not in prices and entry.get("estimate") is not None:
                 prices[key] = float(entry["estimate"])
-    for quote in selectors.quote_latest_list():
-        prices.setdefault(quote.resource_class, float(quote.expected_price))
     return dict(sorted(prices.items()))
 
 
@@ -171,6 +165,7 @@ class BookBuilder:
         self.hetero_jobs: list = []
         self.posted_jobs: list = []  # single-device jobs of the posted-price book (rule "depth")
         self.rule = config.get("rule", "per_class")
+        self.prices = self._class_prices(config.get("posted_prices") or {})
         if self.rule == "depth":
             self._route_by_depth()
             return
@@ -189,6 +184,20 @@ class BookBuilder:
                 self.hetero_jobs.extend(self.unit_jobs.pop(key))
             position = {job["id"]: i for i, job in enumerate(self.jobs)}
             self.hetero_jobs.sort(key=lambda job: position[job["id"]])
+
+    def _class_prices(self, posted: dict) -> dict:
+        """Posted prices for every class of the snapshot: its own estimate from earlier rounds, else the
+        median of the estimates of its device class's classes (earlier rounds too, so no trader of
+        this round sets it); a device class with no estimate at all has no price this round."""
+        prices = dict(posted)
+        by_device: dict[str, list] = defaultdict(list)
+        for key, price in posted.items():
+            by_device[key.split("/", 1)[0]].append(price)
+        for key in sorted(self.classes):
+            device = key.split("/", 1)[0]
+            if key not in prices and by_device.get(device):
+                prices[key] = statistics.median(by_device[device])
+        return prices
 
     def _route_by_depth(self) -> None:
         """Rule "depth": a class is thick when at least `thick_min_orders` single-device jobs bid in it
@@ -218,12 +227,13 @@ class BookBuilder:
         # as under "per_class" this once (a double auction from two bids, else the heterogeneous book),
         # and the round records the class's estimate, so the next round posts it. A job with no home
         # class goes to the posted-price book when some class of its device class has a price.
-        prices = self.config.get("posted_prices") or {}
-        priced = {key.split("/", 1)[0] for key in prices}
+        prices = self.prices
         posted, fallback = [], defaultdict(list)
         for job in self.posted_jobs:
             home = self._home_class(job)
-            if home in prices or (home is None and job["device_class"].replace("/", "-") in priced):
+            if home in prices or (
+                home is None and any(key.startswith(job["device_class"] + "/") for key in prices)
+            ):
                 posted.append(job)
             elif (key := self._unit_class(job)) is not None:
                 fallback[key].append(job)
@@ -396,7 +406,7 @@ class BookBuilder:
         (config `posted_prices`, fixed before the round), each job accepting every device that fits it:
         its device class, enough memory, a provider that has not failed it, its latency SLA (RTT from
         its region), its deadline on that device, and its own region when `placement` is "strict"."""
-        prices = self.config.get("posted_prices") or {}
+        prices = self.prices
         if not self.posted_jobs:
             return None
         asks = [
@@ -653,7 +663,13 @@ class BookBuilder:
                 "efficient_trades": result["efficient_trades"],
                 "bids": len(book.doc["bids"]["id"]),
                 "asks": len(book.doc["asks"]["id"]),
-                "estimate": clearing_price_estimate(bid_prices, ask_units),
+                "estimate": _reference_estimate(
+                    bid_prices,
+                    [
+                        {"price": price, "quantity": units, "speed": book.resources[name]["speed"]}
+                        for name, (price, units) in zip(book.doc["asks"]["id"], ask_units, strict=True)
+                    ],
+                ),
             }
         if self.rule == "depth":
             self._unpriced_estimates(prices)
@@ -683,7 +699,7 @@ class BookBuilder:
                 "traded": 0,
                 "bids": len(bids),
                 "asks": len(members),
-                "estimate": _per_device_hour_estimate(bids, members),
+                "estimate": _reference_estimate(bids, members),
             }
 
     @staticmethod
@@ -726,6 +742,6 @@ class BookBuilder:
                 "traded": traded[key],
                 "bids": home_count[key],
                 "asks": len(units),
-                "estimate": _per_device_hour_estimate(demand[key], members),
+                "estimate": _reference_estimate(demand[key], members),
             }
         return summary

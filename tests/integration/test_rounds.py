@@ -528,7 +528,9 @@ class TestRoundClearDepthRule:
         assert round_obj.jobs_matched == 0
         assert JobRequest.objects.get(pk=job.pk).status == Status.QUEUED
         assert round_replay(round_id=round_obj.pk)["match"] is True
-        assert round_obj.prices["GPU/24G/eu-west"]["estimate"] == pytest.approx(0.2)
+        # Next round's price: the lowest that clears this book (the ask 0.10; bids are per reference
+        # device-hour and this device has speed 1).
+        assert round_obj.prices["GPU/24G/eu-west"]["estimate"] == pytest.approx(0.1)
 
     def test_a_class_without_a_price_yet_clears_as_before_and_records_one(self):
         online_resource(ask_per_device_hour=Decimal("0.10"))
@@ -538,7 +540,7 @@ class TestRoundClearDepthRule:
 
         assert Lease.objects.get(round=round_obj).job_id == job.pk
         assert round_obj.mechanism["books"] == [{"kind": "heterogeneous", "device_class": "GPU"}]
-        assert round_obj.prices["GPU/24G/eu-west"]["estimate"] == pytest.approx(0.55)
+        assert round_obj.prices["GPU/24G/eu-west"]["estimate"] == pytest.approx(0.1)
 
     def test_a_thick_class_clears_by_the_unit_double_auction(self, settings):
         settings.CPX_THICK_BOOK_MIN_ORDERS = 2

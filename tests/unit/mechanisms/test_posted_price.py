@@ -158,21 +158,25 @@ class TestPostedPriceRule:
         assert posted["payments"] == {"j1": 1.5, "r1": 1.5}
         assert posted["gains_from_trade"] == 1.0
 
-    def test_a_slower_device_costs_more_per_reference_device_hour(self):
+    def test_prices_are_per_reference_device_hour_whatever_the_speed(self):
         doc = {
             "mechanism": "posted_price",
             "salt": "s",
-            "prices": {"c": 1.0, "d": 0.4},
-            "bids": [{"id": "j1", "price": 1.5, "accepts": ["fast", "slow"]}],
+            "prices": {"c": 0.5},
+            "bids": [
+                {"id": "j1", "price": 1.5, "accepts": ["fast"]},
+                {"id": "j2", "price": 1.5, "accepts": ["slow"]},
+            ],
             "asks": [
-                {"id": "fast", "price": 0.5, "quantity": 1, "class": "c", "speed": 2.0},
-                {"id": "slow", "price": 0.1, "quantity": 1, "class": "d", "speed": 0.25},
+                {"id": "fast", "price": 0.9, "quantity": 1, "class": "c", "speed": 2.0},
+                {"id": "slow", "price": 0.2, "quantity": 1, "class": "c", "speed": 0.25},
             ],
         }
 
         result = clear(doc)
 
-        # fast: 1.0 / 2 = 0.5 per reference device-hour; slow: 0.4 / 0.25 = 1.6, above the bid.
+        # fast: 0.9 / 2 = 0.45 <= 0.5, willing, paid 0.5 x 2 = 1.0 per device-hour; slow: 0.2 / 0.25 = 0.8
+        # per reference device-hour is above the posted 0.5, so it does not sell.
         assert result["assignments"] == {"j1": "fast"}
         assert result["payments"] == {"j1": 0.5, "fast": 0.5}
         assert result["unit_prices"] == {"j1": 1.0}
@@ -249,9 +253,10 @@ class TestPostedPriceRule:
 
 
 class TestClearingPriceEstimate:
-    def test_is_inside_the_interval_where_every_price_clears(self):
-        assert clearing_price_estimate([3.0, 2.5, 2.0], [(1.0, 1)]) == 2.75
-        assert clearing_price_estimate([2.0], [(1.0, 1), (1.1, 1)]) == 1.05
+    def test_is_the_lowest_price_at_which_the_book_clears(self):
+        assert clearing_price_estimate([3.0, 2.5, 2.0], [(1.0, 1)]) == 2.5  # the best losing bid
+        assert clearing_price_estimate([2.0], [(1.0, 1), (1.1, 1)]) == 1.0  # the marginal seller
+        assert clearing_price_estimate([0.5], [(1.0, 1)]) == 1.0  # nothing crosses: the lowest ask
         assert clearing_price_estimate([], [(1.0, 1)]) is None
 
     def test_bound_counts_the_efficient_trades_only(self):
