@@ -22,6 +22,7 @@ BOOK_JOB_FIELDS = (
     "region",
     "memory_per_device_gib",
     "device_count",
+    "waiting_reason",
 )
 BOOK_RESOURCE_FIELDS = (
     "id",

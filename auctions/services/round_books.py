@@ -117,6 +117,10 @@ def _reference_estimate(bids: list[float], asks: list[dict]) -> float | None:
     return clearing_price_estimate(bids, [(a["price"] / a["speed"], a["quantity"]) for a in asks])
 
 
+def _reason(code: str, message: str, **figures) -> dict:
+    return {"code": code, "message": message, **figures}
+
+
 def posted_prices() -> dict[str, float]:
     """Each class's posted price (per reference device-hour) for the next round, from data fixed
     before it: the newest market-clearing estimate the class got in the last
@@ -624,6 +628,119 @@ class BookBuilder:
                 )
             )
         return fills
+
+    def waiting_reasons(self, results: list, *, matched: set) -> dict[int, dict]:
+        """Why each job of the snapshot that this round did not match waits: {job id: {code, message,
+        and figures}}, codes `bid_below_price` (with `price`, the lowest price that would have served
+        it, and `short_by`), `rationed` (its price was met but the devices went to orders ahead of it),
+        `reduced_trade` (the double auction gave up its trade), `no_willing_supply` (no device that
+        fits it takes the posted price), `outbid` (a heterogeneous book gave the devices to others),
+        `deadline`, `memory`, `no_supply` (no free device fits it: memory, devices on one node, region
+        or latency SLA, or all busy). Prices are per reference device-hour."""
+        reasons: dict[int, dict] = {}
+        for book, result in zip(self.books, results, strict=True):
+            if book.kind == "posted_price":
+                self._posted_reasons(book, result, reasons)
+            elif book.kind == "unit":
+                self._unit_reasons(book, result, reasons, matched)
+            else:
+                for job in book.jobs.values():
+                    if job["id"] not in matched:
+                        reasons[job["id"]] = self._hetero_reason(job, book)
+        for job in self.jobs:
+            if job["id"] not in matched and job["id"] not in reasons:
+                reasons[job["id"]] = self._unplaced_reason(job)
+        return reasons
+
+    def _posted_reasons(self, book: _Book, result: dict, reasons: dict) -> None:
+        prices = book.doc["prices"]
+        asks = {a["id"]: a for a in book.doc["asks"]}
+        willing = {name for name, a in asks.items() if a["price"] / a["speed"] <= prices[a["class"]]}
+        for bid in book.doc["bids"]:
+            if bid["id"] in result["assignments"]:
+                continue
+            job = book.jobs[bid["id"]]
+            offered = [prices[asks[a]["class"]] for a in bid["accepts"] if a in willing]
+            if not bid["accepts"]:
+                reasons[job["id"]] = self._unplaced_reason(job)
+            elif not offered:
+                reasons[job["id"]] = _reason(
+                    "no_willing_supply",
+                    "No free device that fits the job takes its class's posted price now.",
+                )
+            elif min(offered) > bid["price"]:
+                low = min(offered)
+                reasons[job["id"]] = _reason(
+                    "bid_below_price",
+                    f"The bid is {low - bid['price']:.6f} below the lowest posted price of a fitting class "
+                    f"({low:.6f} per reference device-hour).",
+                    price=low,
+                    short_by=low - bid["price"],
+                )
+            else:
+                reasons[job["id"]] = _reason(
+                    "rationed",
+                    "Its price was met, but the fitting devices went to orders ahead of it this round.",
+                )
+
+    def _unit_reasons(self, book: _Book, result: dict, reasons: dict, matched: set) -> None:
+        bids = book.doc["bids"]
+        order = sorted(range(len(bids["id"])), key=lambda i: (-bids["price"][i], i))
+        for rank, i in enumerate(order):
+            job = book.jobs[bids["id"][i]]
+            if job["id"] in matched:
+                continue
+            price = result["buyer_price"]
+            if rank < result["efficient_trades"]:
+                reasons[job["id"]] = _reason(
+                    "reduced_trade",
+                    "The class's double auction gave up this trade to stay truthful and budget-balanced.",
+                )
+            elif price is not None and bids["price"][i] < price:
+                reasons[job["id"]] = _reason(
+                    "bid_below_price",
+                    f"The bid is {price - bids['price'][i]:.6f} below the class's clearing price "
+                    f"({price:.6f}).",
+                    price=price,
+                    short_by=price - bids["price"][i],
+                )
+            else:
+                reasons[job["id"]] = _reason(
+                    "outbid", "Higher bids took the class's free devices this round."
+                )
+
+    def _hetero_reason(self, job: dict, book: _Book) -> dict:
+        costs = [r["ask"] / r["speed"] for r in book.resources.values()]
+        low = min(costs) if costs else None
+        if low is not None and job["bid"] < low:
+            return _reason(
+                "bid_below_price",
+                f"The bid is {low - job['bid']:.6f} below the cheapest fitting device "
+                f"({low:.6f} per reference device-hour).",
+                price=low,
+                short_by=low - job["bid"],
+            )
+        return _reason("outbid", "Other jobs took the devices that fit it this round.")
+
+    def _unplaced_reason(self, job: dict) -> dict:
+        same = [r for r in self.resources if r["device_class"] == job["device_class"]]
+        if not any(r["memory"] >= job["memory"] - 1e-9 for r in same):
+            return _reason(
+                "memory", f"No free device has {job['memory']:g} GiB per device; it waits for one that does."
+            )
+        fitting = [
+            r for r in same if r["memory"] >= job["memory"] - 1e-9 and r["free"] >= job["device_count"]
+        ]
+        if fitting and all(
+            device_hours_on(job, r) / job["device_count"] > job["hours_left"] for r in fitting
+        ):
+            return _reason("deadline", "No free device that fits it can finish before its deadline.")
+        return _reason(
+            "no_supply",
+            "No free device fits it now (memory, devices on one node, region or latency SLA): it waits "
+            "for one.",
+            region=job["region"],
+        )
 
     def summary(self, results: list) -> dict:
         """Welfare, LP bound and gap, clearing prices per class, and each class's clearing-price estimate.

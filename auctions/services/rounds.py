@@ -228,7 +228,7 @@ def _write(round_obj: Round, *, builder, cleared: list, config: dict, now: datet
     job_ids = [lease.job_id for lease in leases]
     # One compare-and-set for every matched job; the row count says whether the book held.
     moved = JobRequest.objects.filter(pk__in=job_ids, status=JobRequest.Status.QUEUED).update(
-        status=JobRequest.Status.MATCHED, updated_at=now
+        status=JobRequest.Status.MATCHED, updated_at=now, waiting_reason=None
     )
     if moved != len(job_ids):
         raise RoundBookChanged(
@@ -238,6 +238,7 @@ def _write(round_obj: Round, *, builder, cleared: list, config: dict, now: datet
             moved=moved,
         )
     Lease.objects.bulk_create(leases, batch_size=2000)
+    _write_waiting_reasons(round_obj, builder=builder, cleared=cleared, matched=set(job_ids))
     summary = builder.summary(cleared)
     round_obj.status = Round.Status.CLEARED
     round_obj.active_slot = None
@@ -257,6 +258,22 @@ def _write(round_obj: Round, *, builder, cleared: list, config: dict, now: datet
     round_obj.cleared_at = now
     round_obj.error = ""
     round_obj.save()
+
+
+def _write_waiting_reasons(round_obj: Round, *, builder, cleared: list, matched: set) -> None:
+    """Store why each unmatched job waits (JobRequest.waiting_reason), writing only the jobs whose
+    reason changed since the last round (the round number does not count as a change), in bulk."""
+    reasons = builder.waiting_reasons(cleared, matched=matched)
+    changed = []
+    for job in builder.jobs:
+        reason = reasons.get(job["id"])
+        if job["id"] in matched or reason is None:
+            continue
+        previous = dict(job.get("waiting_reason") or {})
+        previous.pop("round", None)
+        if previous != reason:
+            changed.append(JobRequest(pk=job["id"], waiting_reason={**reason, "round": round_obj.pk}))
+    JobRequest.objects.bulk_update(changed, ["waiting_reason"], batch_size=1000)
 
 
 def _lease(round_obj: Round, fill: "books.Fill", *, now: datetime) -> Lease:

@@ -576,3 +576,40 @@ class TestRoundLpBound:
         assert round_obj.lp_bound >= round_obj.welfare > 0
         expected_gap = (round_obj.lp_bound - round_obj.welfare) / round_obj.lp_bound
         assert round_obj.optimality_gap == pytest.approx(expected_gap, abs=1e-12)
+
+
+class TestRoundWaitingReason:
+    def test_a_bid_below_the_posted_price_is_told_by_how_much(self):
+        online_resource(ask_per_device_hour=Decimal("0.10"))
+        job = bid(funded_consumer(), "0.30")
+        priced_round({"GPU/24G/eu-west": 0.4})
+
+        round_obj = cleared_round()
+
+        reason = JobRequest.objects.get(pk=job.pk).waiting_reason
+        assert reason["code"] == "bid_below_price"
+        assert reason["price"] == pytest.approx(0.4)
+        assert reason["short_by"] == pytest.approx(0.1)
+        assert reason["round"] == round_obj.pk
+
+    def test_a_job_no_free_device_fits_says_so_and_keeps_the_round_it_was_first_told(self):
+        online_resource(ask_per_device_hour=Decimal("0.10"), memory_per_device_gib=Decimal("8"))
+        job = bid(funded_consumer(), "1.00")
+        first = cleared_round()
+
+        cleared_round()
+
+        reason = JobRequest.objects.get(pk=job.pk).waiting_reason
+        assert reason["code"] == "memory"
+        assert reason["round"] == first.pk  # unchanged reasons are not rewritten each round
+
+    def test_a_matched_job_has_no_waiting_reason(self):
+        job = bid(funded_consumer(), "1.00")
+        cleared_round()
+        assert JobRequest.objects.get(pk=job.pk).waiting_reason["code"] == "memory"
+        online_resource(ask_per_device_hour=Decimal("0.10"))
+
+        cleared_round()
+
+        job.refresh_from_db()
+        assert (job.status, job.waiting_reason) == (Status.MATCHED, None)
