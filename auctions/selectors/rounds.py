@@ -93,6 +93,15 @@ def round_active() -> Round | None:
     return Round.objects.filter(active_slot=1).first()
 
 
+def round_next_id() -> int:
+    """The id the next round to clear will have: the active round's, else one past the newest (a
+    sequence may skip ids after a failed insert, so a quote's guess can be wrong then)."""
+    active = round_active()
+    if active is not None:
+        return active.pk
+    return (Round.objects.order_by("-id").values_list("id", flat=True).first() or 0) + 1
+
+
 def round_get(*, round_id: int) -> Round | None:
     return Round.objects.filter(pk=round_id).first()
 

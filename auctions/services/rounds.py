@@ -164,13 +164,8 @@ def round_preview_fill(*, job: dict, now: datetime) -> "books.Fill | None":
     providers leaving). Raises InvalidInput (a misconfigured mechanism)."""
     config = clearing_config()
     if config["rule"] == "depth":
-        active = selectors.round_active()
-        next_id = (
-            active.pk
-            if active is not None
-            else (Round.objects.order_by("-id").values_list("id", flat=True).first() or 0) + 1
-        )
-        config = {**config, "salt": f"round-{next_id}", "posted_prices": books.posted_prices()}
+        salt = f"round-{selectors.round_next_id()}"
+        config = {**config, "salt": salt, "posted_prices": books.posted_prices()}
     snapshot = books.snapshot_book(
         now=now, include_unseen=settings.CPX_BOOK_INCLUDE_UNSEEN_PROVIDERS, lock=False, extra_jobs=(job,)
     )
