@@ -37,7 +37,8 @@ device-hours — and prints per rule:
 --seeds N runs seeds seed..seed+N-1 and prints min / median / max of each figure. --json prints one
 object {"rules": {rule: {figure: value or {min, median, max}}}, "seeds", "rounds"}.
 Embedded SQLite by default (a temporary file); --postgres uses DATABASE_URL's server with its own
-database (--database, dropped at the end).
+database (--database, dropped at the end). MARKET_DAY_DEBUG=1 prints, on standard error, every trade
+of the optimum a round missed and every servable job that waited more than 3 rounds.
 """
 
 import argparse

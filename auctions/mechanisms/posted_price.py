@@ -6,14 +6,14 @@ device-hour, set before the round from data the traders in the book do not repor
 service uses the class's market-clearing price estimated in earlier rounds). Each ask (a resource's
 free devices, `quantity` units of class `class`, `speed` s > 0, default 1, an ask per device-hour) is
 willing iff ask / s <= p_c, i.e. iff p_c x s per device-hour covers its ask. Each bid (one
-single-device job, one unit) lists the asks it can run on
-(`accepts`: memory, region within its latency limit, deadline, earlier failures — whatever the caller
-checked), so a job may be served by any class that fits it, not only its
-own. Buyers are taken in priority order: sha256("<salt>:<bid id>") ascending (the round service uses
-the round id as salt, so the order is published with the snapshot and no order can choose it). Each
-buyer takes, among its accepted willing asks with a unit left and p_c <= bid, the one of lowest p_c
-(ties by the ask's priority sha256("<salt>:<ask id>")), and pays p_c per reference device-hour, which
-is p_c x s per device-hour of that device; the seller receives exactly that.
+single-device job, one unit) lists the asks it can run on (`accepts`: memory, region within its
+latency limit, deadline, earlier failures — whatever the caller checked), so a job may be served by
+any class that fits it, not only its own. Buyers are taken in priority order: sha256("<salt>:<bid
+id>") ascending (the round service uses the round id as salt, so the order is published with the
+snapshot and no order can choose it). Each buyer takes, among its accepted willing asks with a unit
+left and p_c <= bid, the one of lowest p_c (ties by the ask's priority sha256("<salt>:<ask id>")),
+and pays p_c per reference device-hour, which is p_c x s per device-hour of that device; the seller
+receives exactly that.
 
 Properties (tested with Hypothesis in tests/unit/mechanisms/test_posted_price.py):
 - truthful for both sides: no report changes any price or any priority. A buyer's bid only decides

@@ -502,6 +502,8 @@ class TestRoundClearDepthRule:
         assert round_obj.mechanism["books"] == [{"kind": "posted_price"}]
         entry = round_obj.prices["GPU/24G/eu-west"]
         assert (entry["rule"], entry["posted_price"], entry["traded"]) == ("posted_price", 0.4, 1)
+        assert json.loads(round_obj.snapshot)[0]["salt"] == f"round-{round_obj.pk}"
+        assert round_replay(round_id=round_obj.pk)["match"] is True
 
     def test_a_job_is_served_by_a_larger_class_when_its_own_is_full(self):
         online_resource(ask_per_device_hour=Decimal("0.10"), device_count=1)
