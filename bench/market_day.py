@@ -613,12 +613,12 @@ def summarise(runs: list[dict]) -> dict:
     return out
 
 
-def _cell(value, fmt: str) -> str:
+def _cell(value, fmt: str, missing: str = "n/a") -> str:
     if value is None:
-        return "never"
+        return missing
     if isinstance(value, dict):
         if value["median"] is None:
-            return "/".join(_cell(v, fmt) for v in value["values"])
+            return "/".join(_cell(v, fmt, missing) for v in value["values"])
         return "/".join(fmt.format(value[k]) for k in ("min", "median", "max"))
     return fmt.format(value)
 
@@ -630,7 +630,8 @@ def print_table(report: dict) -> None:
     print(f"market day: {report['rounds']} rounds of {ROUND_MINUTES} min, {note}")
     print(f"{'figure':<30}{'per_class (old)':>26}{'depth (new)':>26}  target")
     for key, label, fmt, target in FIGURES:
-        cells = [_cell(rules[rule][key], fmt) for rule in RULES]
+        missing = "never" if key.startswith("wait_rounds") else "n/a"
+        cells = [_cell(rules[rule][key], fmt, missing) for rule in RULES]
         print(f"{label:<30}{cells[0]:>26}{cells[1]:>26}  {target}")
     for rule in RULES:
         print(f"backlog quartiles ({rule}): {rules[rule]['backlog_quartiles']}")
