@@ -55,6 +55,7 @@ CLEARING_RULES = frozenset({"depth", "per_class"})
 # The column holds 8 integer digits; a free resource (ask 0) has no escrow limit worth storing.
 MAX_DEVICE_HOURS = Decimal("99999999.999999")
 HOUR_QUANTUM = Decimal("0.000001")
+WAITING_BATCH = 1000
 
 
 class RoundNotFound(NotFound):
@@ -257,9 +258,12 @@ def _write(round_obj: Round, *, builder, cleared: list, config: dict, now: datet
 
 def _write_waiting_reasons(round_obj: Round, *, builder, cleared: list, matched: set) -> None:
     """Store why each unmatched job waits (JobRequest.waiting_reason), writing only the jobs whose
-    reason changed since the last round (the round number does not count as a change), in bulk."""
+    reason changed since the last round (the round number does not count as a change).
+
+    One `UPDATE … FROM (VALUES …)` per 1,000 jobs: a round can leave thousands of jobs waiting, and
+    `bulk_update`'s CASE per row cost seconds at 10,000 (bench/round.py)."""
     reasons = builder.waiting_reasons(cleared, matched=matched)
-    changed = []
+    rows = []
     for job in builder.jobs:
         reason = reasons.get(job["id"])
         if job["id"] in matched or reason is None:
@@ -267,8 +271,20 @@ def _write_waiting_reasons(round_obj: Round, *, builder, cleared: list, matched:
         previous = dict(job.get("waiting_reason") or {})
         previous.pop("round", None)
         if previous != reason:
-            changed.append(JobRequest(pk=job["id"], waiting_reason={**reason, "round": round_obj.pk}))
-    JobRequest.objects.bulk_update(changed, ["waiting_reason"], batch_size=1000)
+            rows.append((job["id"], json.dumps({**reason, "round": round_obj.pk}, allow_nan=False)))
+    table = connection.ops.quote_name(JobRequest._meta.db_table)
+    if connection.vendor == "postgresql":
+        row_sql, alias, job_id, reason = "(%s::bigint, %s::jsonb)", "v(id, reason)", "v.id", "v.reason"
+    else:  # SQLite names a VALUES table's columns column1, column2
+        row_sql, alias, job_id, reason = "(%s, %s)", "v", "v.column1", "v.column2"
+    with connection.cursor() as cursor:
+        for start in range(0, len(rows), WAITING_BATCH):
+            batch = rows[start : start + WAITING_BATCH]
+            cursor.execute(
+                f"UPDATE {table} SET waiting_reason = {reason} "  # noqa: S608 - names are ours, values bound
+                f"FROM (VALUES {', '.join([row_sql] * len(batch))}) AS {alias} WHERE {table}.id = {job_id}",
+                [value for row in batch for value in row],
+            )
 
 
 def _lease(round_obj: Round, fill: "books.Fill", *, now: datetime) -> Lease:
