@@ -231,13 +231,19 @@ class BookBuilder:
         # as under "per_class" this once (a double auction from two bids, else the heterogeneous book),
         # and the round records the class's estimate, so the next round posts it. A job with no home
         # class goes to the posted-price book when some class of its device class has a price.
+        # A job whose home class is thick but cannot bid in it (a latency SLA, a deadline or a failed
+        # provider the class cannot express) goes to the heterogeneous book as under "per_class": the
+        # posted-price book only offers thin classes' devices.
         prices = self.prices
+        thin_priced = {
+            key.split("/", 1)[0] for key in self.classes if key in prices and key not in self.unit_jobs
+        }
         posted, fallback = [], defaultdict(list)
         for job in self.posted_jobs:
             home = self._home_class(job)
-            if home in prices or (
-                home is None and any(key.startswith(job["device_class"] + "/") for key in prices)
-            ):
+            if home in self.unit_jobs:
+                self.hetero_jobs.append(job)
+            elif home in prices or (home is None and job["device_class"].replace("/", "-") in thin_priced):
                 posted.append(job)
             elif (key := self._unit_class(job)) is not None:
                 fallback[key].append(job)

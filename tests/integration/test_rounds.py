@@ -557,6 +557,22 @@ class TestRoundClearDepthRule:
         assert round_obj.mechanism["books"] == [{"kind": "unit", "resource_class": "GPU/24G/eu-west"}]
         assert round_obj.prices["GPU/24G/eu-west"]["rule"] == "mcafee"
 
+    def test_a_job_its_thick_class_cannot_hold_to_its_sla_goes_to_the_heterogeneous_book(self, settings):
+        settings.CPX_THICK_BOOK_MIN_ORDERS = 2
+        online_resource(ask_per_device_hour=Decimal("0.10"), lat=38.72, lon=-9.14, device_count=2)
+        paris = online_resource(ask_per_device_hour=Decimal("0.30"), lat=48.86, lon=2.35)
+        consumer = funded_consumer()
+        bid(consumer, "1.00")
+        bid(consumer, "0.90")
+        strict = bid(consumer, "1.00", latency_sla_ms=15)  # Lisbon (~24 ms) is in the class, too far
+        priced_round({"GPU/24G/eu-west": 0.2})
+
+        round_obj = cleared_round()
+
+        kinds = [book["kind"] for book in round_obj.mechanism["books"]]
+        assert kinds == ["heterogeneous", "unit"]
+        assert Lease.objects.get(job=strict).resource_id == paris.pk
+
 
 class TestRoundLpBound:
     def test_the_bound_is_never_below_the_welfare_and_the_gap_is_consistent(self, settings):
