@@ -5,12 +5,13 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: demo demo-headless worker beat test lint install node bench clean screenshots
+.PHONY: demo demo-headless worker beat test lint install install-production lock production production-stop node bench clean screenshots
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+# Installs go through the locks: every package, direct or not, at its pinned version and hash.
+$(VENV)/.installed: requirements-dev.lock requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements-dev.txt
+	$(PY) -m pip install --quiet --require-hashes -r requirements-dev.lock
 	touch $@
 
 node_modules/.installed: package.json package-lock.json
@@ -18,6 +19,19 @@ node_modules/.installed: package.json package-lock.json
 	touch $@
 
 install: $(VENV)/.installed node_modules/.installed
+
+## make install-production: the runtime set only (requirements.lock: no test tools, no in-process
+## EVM) and the one npm package the pages serve (htmx)
+install-production:
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --require-hashes -r requirements.lock
+	test -f node_modules/htmx.org/dist/htmx.min.js || npm ci --no-audit --no-fund --loglevel=error --omit=dev
+
+## make lock: re-resolve requirements.lock / requirements-dev.lock (exact versions and hashes) after
+## editing requirements.txt / requirements-dev.txt
+lock: $(VENV)/.installed
+	$(VENV)/bin/uv pip compile requirements.txt --generate-hashes --python-version 3.11 -o requirements.lock -q
+	$(VENV)/bin/uv pip compile requirements-dev.txt --generate-hashes --python-version 3.11 -o requirements-dev.lock -q
 
 ## make demo: install, migrate, seed, then serve the market moving on http://$(HOST):$(PORT)/ —
 ## web app + in-process Celery worker and beat (rounds every CPX_ROUND_INTERVAL_S) + SIMULATED
@@ -40,6 +54,15 @@ worker: $(VENV)/.installed
 
 beat: $(VENV)/.installed
 	$(VENV)/bin/celery -A config beat --loglevel=INFO
+
+## make production: the production topology on this machine (gunicorn, one Celery worker, the beat,
+## under config.settings.production on the local PostgreSQL and Redis), started in the background
+## until /readyz answers 200; scripts/production.sh, logs and pids in var/production/
+production: install-production
+	scripts/production.sh start
+
+production-stop:
+	scripts/production.sh stop
 
 ## make test: install and run the whole suite (embedded default unless DATABASE_URL etc. are set)
 test: install

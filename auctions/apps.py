@@ -3,3 +3,6 @@ from django.apps import AppConfig
 
 class AuctionsConfig(AppConfig):
     name = "auctions"
+
+    def ready(self):
+        from auctions import checks  # noqa: F401  (registers the clearing and pricing settings checks)

@@ -165,3 +165,75 @@ class PriceQuote(models.Model):
 
     def __str__(self) -> str:
         return f"{self.resource_class}: ask {self.recommended_ask}"
+
+
+class BatchResult(models.Model):
+    """One request of a batch job, answered: the OpenAI Batch output line a provider's agent sent,
+    with the usage CPX checked. One row per (job, custom_id), whichever lease ran it: a request
+    finished before a failover is carried over and never run (or paid) twice.
+
+    `status_code` 200 with a body is a result; anything else (another status, or `error` when the
+    server gave no answer) goes to the job's error file and is not billed.
+    """
+
+    job = models.ForeignKey(JobRequest, on_delete=models.PROTECT, related_name="batch_results")
+    lease = models.ForeignKey(Lease, on_delete=models.PROTECT, related_name="batch_results")
+    custom_id = models.CharField(max_length=64)
+    line = models.PositiveIntegerField(help_text="1-based line of the request in the input file")
+    request_id = models.CharField(max_length=100, blank=True)
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    body = models.JSONField(null=True, blank=True)
+    error = models.JSONField(null=True, blank=True)
+    prompt_tokens = models.PositiveIntegerField(default=0)
+    completion_tokens = models.PositiveIntegerField(default=0, help_text="billed: at most max_tokens")
+    reported_completion_tokens = models.PositiveIntegerField(default=0, help_text="as the server said")
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["job", "line"]
+        constraints = [
+            models.UniqueConstraint(fields=["job", "custom_id"], name="batch_result_one_per_request"),
+        ]
+        indexes = [models.Index(fields=["lease", "line"])]
+
+    def __str__(self) -> str:
+        return f"job {self.job_id} {self.custom_id} {self.status_code}"
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status_code == 200 and self.error is None
+
+
+class Verification(models.Model):
+    """A spot check of a completed batch lease: k of its greedy (temperature 0) requests re-run by a
+    different provider serving the same model, their texts compared exactly with what the lease
+    returned (auctions.services.verification states the rule and the consequences).
+
+    PENDING (waiting for a verifier) → ASSIGNED (a verifier's agent took it) → PASSED | FAILED.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "PENDING", "Waiting for a verifier"
+        ASSIGNED = "ASSIGNED", "Being re-run"
+        PASSED = "PASSED", "Passed"
+        FAILED = "FAILED", "Failed"
+
+    job = models.ForeignKey(JobRequest, on_delete=models.PROTECT, related_name="verifications")
+    lease = models.OneToOneField(Lease, on_delete=models.PROTECT, related_name="verification")
+    verifier = models.ForeignKey(
+        Provider, on_delete=models.PROTECT, null=True, blank=True, related_name="verifications_run"
+    )
+    custom_ids = models.JSONField(default=list, help_text="the sampled requests")
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.PENDING)
+    mismatches = models.JSONField(default=list, help_text="custom_ids whose text differed")
+    refunded = MoneyField(default=0)
+    created_at = models.DateTimeField()
+    assigned_at = models.DateTimeField(null=True, blank=True)
+    decided_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["status", "id"])]
+
+    def __str__(self) -> str:
+        return f"verification {self.pk} of lease {self.lease_id} {self.status}"

@@ -20,6 +20,7 @@ from django.shortcuts import render
 from django.views.decorators.http import require_POST
 
 from auctions.selectors import dashboard
+from auctions.selectors import leases as lease_selectors
 from auctions.selectors import rounds as selectors
 from auctions.services.rounds import RoundNotFound, round_replay
 from market.views.charts import Series, legend, line_chart
@@ -139,6 +140,7 @@ def _live_context() -> dict:
         "totals": dashboard.round_totals(),
         "depth": dashboard.book_depth(now=current_time),
         "providers": list(dashboard.provider_health(now=current_time)),
+        "verifications": list(lease_selectors.verification_list()[:8]),  # spot checks (issue 10)
     }
 
 

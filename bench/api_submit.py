@@ -85,9 +85,9 @@ _children: list[subprocess.Popen] = []  # processes this run started; stopped on
 
 
 def pg_admin(args, sql: str) -> None:
-    import psycopg2
+    import psycopg
 
-    conn = psycopg2.connect(host=args.pg_host, port=args.pg_port, user=args.pg_user, dbname="postgres")
+    conn = psycopg.connect(host=args.pg_host, port=args.pg_port, user=args.pg_user, dbname="postgres")
     try:
         conn.autocommit = True
         with conn.cursor() as cur:
@@ -480,7 +480,7 @@ def run_pgbench(args, script_path: str, clients: int, duration: float) -> Result
         f"--client={clients}",
         f"--jobs={min(clients, 2)}",
         f"--time={max(1, round(duration))}",
-        "--protocol=simple",  # as Django with psycopg2 sends them
+        "--protocol=simple",  # values inlined in the SQL, as Django's client-side binding sends them
         f"--file={script_path}",
         args.db_name,
     ]
@@ -877,8 +877,8 @@ def profile(args, consumers: list[Consumer], body: bytes, count: int) -> None:
 
 
 def _layer(filename: str, name: str) -> str:
-    if "psycopg2" in name or "psycopg2" in filename:
-        return "psycopg2 (client side of the round trips)"
+    if "psycopg" in name or "psycopg" in filename:
+        return "psycopg (client side of the round trips)"
     if "rest_framework" in filename:
         return "DRF"
     if "/django/db/" in filename:

@@ -52,15 +52,14 @@ def database_url(base: str, name: str) -> str:
 
 
 def admin_connection(base: str):
-    import psycopg2
+    import psycopg
 
-    connection = psycopg2.connect(database_url(base, "postgres"))
-    connection.autocommit = True
-    return connection
+    return psycopg.connect(database_url(base, "postgres"), autocommit=True)
 
 
 def _admin(base: str, *statements: str) -> None:
-    # Not `with connection:` — psycopg2 opens a transaction there, and DROP DATABASE refuses one.
+    # Not `with connection:` — it would close the connection on exit; autocommit, since DROP
+    # DATABASE refuses to run inside a transaction.
     connection = admin_connection(base)
     try:
         with connection.cursor() as cursor:

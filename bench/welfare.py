@@ -21,7 +21,8 @@ Printed per variant, over the seeds: time min / median / max (s); welfare as % o
 bound on the % of the optimum, available for every seed — the bound is a valid upper bound on the
 optimum); the reported gap (max over seeds); statuses. Payment rule "none" throughout: VCG needs one
 extra solve per winner and is timed on a 150 x 8 book at the end. The machine's load average is printed
-first: the solves are single-threaded but the timings move with the load.
+first: the solves are single-threaded but the timings move with the load, so each row also gives the
+process's CPU seconds (close to the wall time of a quiet machine).
 """
 
 import argparse
@@ -87,14 +88,18 @@ def realistic_book(n_jobs: int, n_providers: int, seed: int, *, mechanism="welfa
     return {"mechanism": mechanism, "payment_rule": rule, "jobs": jobs, "providers": providers}
 
 
+CPU_SECONDS = []  # CPU seconds of every timed `clear`, in order (a loaded machine inflates wall time)
+
+
 def timed(doc: dict) -> tuple[float, dict]:
     """(seconds, result) of one `clear`, with HiGHS's C++ chatter on file descriptor 1 sent to stderr."""
     sys.stdout.flush()
     saved = os.dup(1)
     os.dup2(2, 1)
     try:
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         result = clear(doc)
+        CPU_SECONDS.append(time.process_time() - cpu)
         return time.perf_counter() - start, result
     finally:
         os.dup2(saved, 1)
@@ -125,13 +130,13 @@ def run_size(n_jobs, n_providers, exact_limit, levels, seeds) -> None:
         for seed, (_, result) in zip(seeds, runs, strict=True):
             if result["status"] == "optimal":
                 optimum[seed] = result["welfare"]
-        rows.append((f"exact (limit {exact_limit:g} s)", runs))
+        rows.append((f"exact (limit {exact_limit:g} s)", runs, CPU_SECONDS[-len(seeds) :]))
     variants = [("default", {})]
     variants += [(f"pruned N={n}", {"pruning": {"per_provider": n}}) for n in levels]
     variants += [("greedy + critical", {"mechanism": "greedy", "payment_rule": "critical"})]
     for name, change in variants:
-        rows.append((name, [timed(dict(books[s], **change)) for s in seeds]))
-    for name, runs in rows:
+        rows.append((name, [timed(dict(books[s], **change)) for s in seeds], CPU_SECONDS[-len(seeds) :]))
+    for name, runs, cpu in rows:
         times = [t for t, _ in runs]
         of_optimum = [
             100 * r["welfare"] / optimum[s] for s, (_, r) in zip(seeds, runs, strict=True) if s in optimum
@@ -147,7 +152,7 @@ def run_size(n_jobs, n_providers, exact_limit, levels, seeds) -> None:
             kept = f"{pairs}/{total}" + (" auto" if pruning[0].get("automatic") else "")
         print(
             f"{label:>9} {name:>22} {mmm(times):>24} {mmm(of_optimum):>24} {mmm(of_bound):>24}"
-            f" {max(gaps) if gaps else float('nan'):8.4%} {statuses:>16} {kept:>17}"
+            f" {max(gaps) if gaps else float('nan'):8.4%} {statuses:>16} {kept:>17} {mmm(cpu):>24}"
         )
     print(
         f"{'':>9} {len(seeds)} seeds, optimum proven for {len(optimum)};"
@@ -166,6 +171,7 @@ def main(argv=None) -> None:
     print(
         f"{'size':>9} {'variant':>22} {'time s min/med/max':>24} {'% optimum min/med/max':>24}"
         f" {'% LP bound min/med/max':>24} {'max gap':>8} {'status':>16} {'pairs kept (med)':>17}"
+        f" {'CPU s min/med/max':>24}"
     )
     for n_jobs, n_providers, exact_limit, levels in QUICK if args.quick else PLAN:
         count = 1 if args.quick and n_jobs >= 2000 else args.seeds

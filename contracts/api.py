@@ -11,6 +11,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from config.errors import NotFound
+from config.openapi import ErrorSerializer
 from contracts import selectors
 from contracts.models import ConsumerWallet, ReconciliationIssue, SettlementBatch, SettlementLease
 from contracts.services import BatchNotFound, consumer_wallet_register, settlement_batch_retry
@@ -213,7 +214,7 @@ class WalletView(APIView):
 
     permission_classes = [IsConsumer]
 
-    @extend_schema(responses=WalletSerializer)
+    @extend_schema(responses={200: WalletSerializer, 404: ErrorSerializer})  # no wallet yet
     def get(self, request):
         wallet = ConsumerWallet.objects.filter(user=request.user).first()
         if wallet is None:

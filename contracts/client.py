@@ -13,24 +13,25 @@ The rest of CPX talks to the chain only through ``SettlementClient``. Its contra
 
 With no RPC URL the chain is an in-process EVM (web3's ``EthereumTesterProvider`` on py-evm): the embedded
 default, and the chain the tests use. An RPC URL plus a signer key selects a real node (anvil in CI).
-Django is imported only inside ``client_from_settings``.
+Django is imported only inside ``client_from_settings``. web3, eth_account and py-evm are imported only
+when a chain is first used (``_chain_lib``), and with the interpreter's recursion limit kept: see there.
 """
 
 from __future__ import annotations
 
 import ast
+import contextlib
 import functools
 import json
+import sys
 import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from eth_abi import decode
-from eth_account import Account
 from eth_utils import function_signature_to_4byte_selector, to_checksum_address
-from web3 import EthereumTesterProvider, HTTPProvider, Web3
-from web3.exceptions import ContractLogicError, ProviderConnectionError, TimeExhausted
 
 from contracts.merkle import Leaf, MerkleTree
 
@@ -48,6 +49,40 @@ _ERC20_ABI = [
         ("balanceOf", "view", [{"name": "a", "type": "address"}], [{"name": "", "type": "uint256"}]),
     ]
 ]  # fmt: skip
+
+
+@contextlib.contextmanager
+def _recursion_limit_kept():
+    """Undo what importing the chain libraries does to the interpreter's recursion limit.
+
+    py_ecc (imported by eth_account) raises it to 100,000 and py-evm to 12,288 at import. A thread's C
+    stack (8 MB) overflows long before 100,000 nested calls of the JSON decoder or of repr(), so with
+    that limit a nested request body killed a gunicorn worker with SIGSEGV instead of raising
+    RecursionError. CPX's contract calls nest a few frames deep, far inside Python's default."""
+    limit = sys.getrecursionlimit()
+    try:
+        yield
+    finally:
+        sys.setrecursionlimit(limit)
+
+
+@functools.cache
+def _chain_lib() -> SimpleNamespace:
+    """web3 and eth_account, imported on first use: a process that never talks to a chain (settlement
+    off, the web app's requests) never loads them."""
+    with _recursion_limit_kept():
+        from eth_account import Account
+        from web3 import EthereumTesterProvider, HTTPProvider, Web3
+        from web3.exceptions import ContractLogicError, ProviderConnectionError, TimeExhausted
+    return SimpleNamespace(
+        Account=Account,
+        EthereumTesterProvider=EthereumTesterProvider,
+        HTTPProvider=HTTPProvider,
+        Web3=Web3,
+        ContractLogicError=ContractLogicError,
+        ProviderConnectionError=ProviderConnectionError,
+        TimeExhausted=TimeExhausted,
+    )
 
 
 class ChainUnavailable(Exception):
@@ -97,7 +132,7 @@ def _event_topics() -> dict[bytes, str]:
     for item in load_artifact("Settlement")["abi"]:
         if item["type"] == "event":
             signature = f"{item['name']}({','.join(i['type'] for i in item['inputs'])})"
-            topics[Web3.keccak(text=signature)] = item["name"]
+            topics[_chain_lib().Web3.keccak(text=signature)] = item["name"]
     return topics
 
 
@@ -148,14 +183,16 @@ def map_chain_error(exc: BaseException) -> ChainUnavailable | ChainRejected:
     """Map any exception raised by web3 / eth-tester / the transport to one of our two errors."""
     if isinstance(exc, ChainUnavailable | ChainRejected):
         return exc
-    if isinstance(exc, TimeExhausted | ProviderConnectionError | ConnectionError | TimeoutError | OSError):
+    lib = _chain_lib()
+    transport = (lib.TimeExhausted, lib.ProviderConnectionError, ConnectionError, TimeoutError, OSError)
+    if isinstance(exc, transport):
         return ChainUnavailable(str(exc) or type(exc).__name__)
     if type(exc).__module__.startswith(("requests", "urllib3", "aiohttp")):
         return ChainUnavailable(str(exc) or type(exc).__name__)
     revert = _revert_bytes(exc)
     if revert is not None:
         return decode_revert(revert)
-    if isinstance(exc, ContractLogicError):
+    if isinstance(exc, lib.ContractLogicError):
         return ChainRejected("Reverted", message=str(exc))
     return ChainRejected(type(exc).__name__, message=str(exc))
 
@@ -164,13 +201,15 @@ class _Connection:
     """One web3 connection shared by clients of several signers (the in-process chain lives in it)."""
 
     def __init__(self, rpc_url: str | None, timeout_s: float):
+        lib = _chain_lib()
         if rpc_url:
-            provider = HTTPProvider(
+            provider = lib.HTTPProvider(
                 rpc_url, request_kwargs={"timeout": timeout_s}, exception_retry_configuration=None
             )
         else:
-            provider = EthereumTesterProvider()
-        self.w3 = Web3(provider)
+            with _recursion_limit_kept():  # the provider imports eth-tester and py-evm on first use
+                provider = lib.EthereumTesterProvider()
+        self.w3 = lib.Web3(provider)
         self.in_process = not rpc_url
         self.lock = threading.Lock()
         self.timeout_s = timeout_s
@@ -198,7 +237,7 @@ class SettlementClient:
     def __init__(self, connection: _Connection, signer_key: str | bytes, contract_address: str | None = None):
         self._conn = connection
         self._w3 = connection.w3
-        self._account = Account.from_key(signer_key)
+        self._account = _chain_lib().Account.from_key(signer_key)
         self.contract_address = to_checksum_address(contract_address) if contract_address else None
         self._token_address: str | None = None
 
@@ -522,9 +561,10 @@ def _proof(proof: Iterable[bytes | str]) -> list[bytes]:
 def _dev_keys(conn: _Connection) -> list[str]:
     if conn.in_process:
         return ["0x" + k.to_bytes().hex() for k in conn.w3.provider.ethereum_tester.backend.account_keys]
-    Account.enable_unaudited_hdwallet_features()
+    account = _chain_lib().Account
+    account.enable_unaudited_hdwallet_features()
     return [
-        "0x" + Account.from_mnemonic(ANVIL_MNEMONIC, account_path=f"m/44'/60'/0'/0/{i}").key.hex()
+        "0x" + account.from_mnemonic(ANVIL_MNEMONIC, account_path=f"m/44'/60'/0'/0/{i}").key.hex()
         for i in range(10)
     ]
 

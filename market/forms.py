@@ -206,6 +206,20 @@ class JobForm(SerializerForm):
     }
 
 
+class JobWithFileForm(JobForm):
+    """The submit page: the job's fields, and optionally its input file (an OpenAI Batch JSONL file
+    for inference, a dataset for training or fine-tuning), kept through the files service."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["input_file"] = forms.FileField(
+            required=False,
+            label="Input file (optional)",
+            help_text="Inference: an OpenAI Batch JSONL file whose requests name the model above "
+            "(tokens are then counted from it). Training: a dataset.",
+        )
+
+
 class ApiKeyForm(forms.Form):
     name = forms.CharField(
         max_length=100,

@@ -6,7 +6,16 @@ from decimal import Decimal
 
 from django.db.models import Q, QuerySet, Sum
 
-from market.models import ApiKey, JobRequest, LedgerAccount, LedgerTransfer, Provider, Resource, User
+from market.models import (
+    ApiKey,
+    DataFile,
+    JobRequest,
+    LedgerAccount,
+    LedgerTransfer,
+    Provider,
+    Resource,
+    User,
+)
 from market.money import to_money
 from market.services.accounts import api_key_digest
 
@@ -42,8 +51,15 @@ def resource_list(*, provider: Provider | None = None) -> QuerySet[Resource]:
 
 def job_request_list(*, consumer: User | None = None) -> QuerySet[JobRequest]:
     """Jobs newest first, a consumer's own when given."""
-    jobs = JobRequest.objects.select_related("consumer").order_by("-created_at", "-id")
+    jobs = JobRequest.objects.select_related("consumer", "output_file", "error_file").order_by(
+        "-created_at", "-id"
+    )
     return jobs.filter(consumer=consumer) if consumer is not None else jobs
+
+
+def file_list(*, owner: User) -> QuerySet[DataFile]:
+    """The owner's files, newest first."""
+    return DataFile.objects.filter(owner=owner).order_by("-created_at", "-id")
 
 
 def balance_get(*, user: User) -> dict:

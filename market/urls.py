@@ -1,11 +1,14 @@
-"""Provider console, consumer pages, accounts and API keys (issue 6)."""
+"""Pages of market data: accounts and API keys, the provider's profile and listings, the consumer's
+job list, submit form and balance (issue 6).
+
+Pages that show leases (the provider console, a job's own page and its cancel, the quote) are
+`auctions.pages.urls`; config/urls.py serves both lists under the one `pages` namespace.
+"""
 
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
 from market.views import accounts, consumer, provider
-
-app_name = "pages"
 
 urlpatterns = [
     path("", accounts.home, name="home"),
@@ -18,21 +21,13 @@ urlpatterns = [
     path("accounts/signup/", accounts.signup, name="signup"),
     path("keys/", accounts.api_keys, name="api-keys"),
     path("keys/<str:prefix>/revoke/", accounts.api_key_revoke_view, name="api-key-revoke"),
-    # provider console
-    path("provider/", provider.console, name="provider-console"),
-    path("provider/live/", provider.console_live, name="provider-live"),
+    # provider profile and listings
     path("provider/profile/", provider.profile, name="provider-profile"),
-    path("provider/leases/", provider.leases, name="provider-leases"),
-    path("provider/proofs.json", provider.proofs_json, name="provider-proofs-json"),
     path("provider/resources/new/", provider.resource_new, name="resource-new"),
     path("provider/resources/<int:pk>/edit/", provider.resource_edit, name="resource-edit"),
     # consumer pages
     path("jobs/", consumer.job_list, name="job-list"),
     path("jobs/live/", consumer.job_list_live, name="job-list-live"),
     path("jobs/new/", consumer.job_new, name="job-new"),
-    path("jobs/quote/", consumer.job_quote_partial, name="job-quote"),
-    path("jobs/<int:pk>/", consumer.job_detail, name="job-detail"),
-    path("jobs/<int:pk>/live/", consumer.job_live, name="job-live"),
-    path("jobs/<int:pk>/cancel/", consumer.job_cancel, name="job-cancel"),
     path("balance/", consumer.balance, name="balance"),
 ]

@@ -16,6 +16,7 @@ from django.db import connection
 from rest_framework.test import APIClient
 
 from market.services.accounts import api_key_create
+from tests.llm import MODEL, llama_cpp_available, llama_server, write_tiny_gguf
 
 NOW = datetime(2026, 1, 15, 12, 0, tzinfo=UTC)
 
@@ -132,3 +133,49 @@ def shared_db(transactional_db):
     yield db
     if db.shared:
         db.connection.dec_thread_sharing()
+
+
+@pytest.fixture
+def file_storage(settings, tmp_path):
+    """Files (issue 10) go to a temporary directory of this test, through the default storage."""
+    location = tmp_path / "files"
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "default": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": location},
+        },
+    }
+    return location
+
+
+# --- a real LLM inference server (issue 10): llama-cpp-python's server on tiny models the tests write
+
+
+def _llm_server(tmp_path_factory, *, seed: int, name: str):
+    if not llama_cpp_available():
+        service_unavailable("needs llama-cpp-python[server] and gguf (pip install -r requirements-llm.txt)")
+    folder = tmp_path_factory.mktemp(name)
+    model = write_tiny_gguf(folder / "tiny.gguf", seed=seed)
+    return llama_server(model, alias=MODEL, log=folder / "server.log")
+
+
+@pytest.fixture(scope="session")
+def llm_url(tmp_path_factory):
+    """The provider's server: the tiny model (seed 1) served as tests.batches.MODEL."""
+    with _llm_server(tmp_path_factory, seed=1, name="llm") as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def llm_url_verifier(tmp_path_factory):
+    """Another provider's server with the same weights (seed 1): an honest verifier."""
+    with _llm_server(tmp_path_factory, seed=1, name="llm-verifier") as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def llm_url_other_model(tmp_path_factory):
+    """A server answering under the same name with other weights (seed 2): a cheaper model."""
+    with _llm_server(tmp_path_factory, seed=2, name="llm-other") as url:
+        yield url

@@ -30,6 +30,7 @@ from auctions.services.leases import lease_sweep
 from auctions.services.pricing import price_quotes_update
 from auctions.services.rounds import round_clear, round_open
 from config.errors import DomainError
+from market.services.files import file_expire
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +102,12 @@ def sweep_leases() -> dict:
         return lease_sweep(now=timezone.now()).as_dict()
     except DomainError as error:
         return _refused("auctions.sweep_leases", error)
+
+
+@shared_task(name="market.expire_files", soft_time_limit=120, time_limit=180, **POLICY)
+def expire_files() -> dict:
+    """Delete the bytes of files past their expiry (issue 10); rows and sha256s stay."""
+    return {"expired": file_expire(now=timezone.now())}
 
 
 # --- Settlement on chain (issue 5): thin tasks over contracts.services.

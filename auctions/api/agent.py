@@ -10,12 +10,21 @@ from django.conf import settings
 from django.urls import path
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import generics
+from rest_framework.parsers import BaseParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from auctions.api import agent_serializers as s
+from auctions.api.long_poll import long_poll_slots
 from auctions.models import Lease
 from auctions.selectors import leases as lease_selectors
+from auctions.services.batches import (
+    lease_artifact_store,
+    lease_batch_record,
+    lease_batch_state,
+    lease_input_file,
+)
 from auctions.services.leases import (
     LeaseNotFound,
     lease_accept,
@@ -25,10 +34,13 @@ from auctions.services.leases import (
     lease_report_progress,
     provider_heartbeat,
 )
+from auctions.services.verification import verification_decide, verification_poll
 from config.errors import NotFound
 from contracts.selectors import lease_chain_status
 from market import selectors
-from market.api.permissions import IsConsumer, IsProvider
+from market.api.permissions import IsConsumer, IsOperator, IsProvider
+from market.api.serializers import FileSerializer
+from market.api.views import file_download
 
 # How often a long-poll looks for new offers: short enough to feel instant, long enough to be cheap.
 LONG_POLL_STEP_S = 0.25
@@ -39,6 +51,12 @@ def _provider(request):
     if provider is None:
         raise NotFound("Register your provider profile first (POST /api/v1/provider).")
     return provider
+
+
+def _caller_key(request) -> str:
+    """Who holds a long-poll slot: the API key (a browser session counts as its user)."""
+    prefix = getattr(request.auth, "prefix", None)
+    return f"key:{prefix}" if prefix else f"user:{request.user.pk}"
 
 
 def _valid(serializer_class, data) -> dict:
@@ -61,7 +79,8 @@ class HeartbeatView(APIView):
 
 class LeasePollView(APIView):
     """The leases offered to the caller (DISPATCHED). `wait=S` holds the request open up to S seconds
-    (at most CPX_AGENT_LONG_POLL_S) until there is one."""
+    (at most CPX_AGENT_LONG_POLL_S) until there is one, within the caps of held polls per key and per
+    process (auctions/api/long_poll.py; beyond them: 429 with Retry-After at once)."""
 
     permission_classes = [IsProvider]
 
@@ -72,10 +91,13 @@ class LeasePollView(APIView):
     def get(self, request):
         provider = _provider(request)
         wait = min(_valid(s.PollSerializer, request.query_params)["wait"], settings.CPX_AGENT_LONG_POLL_S)
-        give_up_at = time.monotonic() + wait
         offers = Lease.objects.filter(provider=provider, status=Lease.Status.DISPATCHED)
-        while not offers.exists() and time.monotonic() < give_up_at:
-            time.sleep(min(LONG_POLL_STEP_S, max(0.0, give_up_at - time.monotonic())))
+        if wait > 0 and not offers.exists():
+            # A waiting poll holds a server thread: only within this process's caps (long_poll.py).
+            with long_poll_slots.hold(_caller_key(request)):
+                give_up_at = time.monotonic() + wait
+                while not offers.exists() and time.monotonic() < give_up_at:
+                    time.sleep(min(LONG_POLL_STEP_S, max(0.0, give_up_at - time.monotonic())))
         leases = lease_poll(provider=provider, now=timezone.now())
         return Response(s.AgentLeaseSerializer(leases, many=True).data)
 
@@ -141,6 +163,111 @@ class LeaseFailView(APIView):
         return Response(s.AgentLeaseSerializer(lease).data)
 
 
+class LeaseInputView(APIView):
+    """The job's input file, for the provider holding a live lease on it (403 once the lease is
+    closed, 404 for another provider's lease); its sha256 in X-CPX-SHA256."""
+
+    permission_classes = [IsProvider]
+
+    @extend_schema(responses={(200, "application/octet-stream"): bytes})
+    def get(self, request, pk):
+        return file_download(lease_input_file(provider=_provider(request), lease_id=pk))
+
+
+class LeaseBatchView(APIView):
+    """A batch lease's state: the input file (id, sha256, bytes, lines) and the custom_ids already
+    answered for the job, so a restarted or failed-over agent runs only the rest."""
+
+    permission_classes = [IsProvider]
+
+    @extend_schema(responses=s.BatchStateSerializer)
+    def get(self, request, pk):
+        return Response(lease_batch_state(provider=_provider(request), lease_id=pk))
+
+
+class LeaseResultsView(APIView):
+    """Record answered requests (OpenAI Batch output lines, at most 1000 per call); each request is
+    kept once per job. An implausible usage block answers 422 and records nothing."""
+
+    permission_classes = [IsProvider]
+
+    @extend_schema(request=s.BatchResultsSerializer, responses=s.BatchRecordedSerializer)
+    def post(self, request, pk):
+        data = _valid(s.BatchResultsSerializer, request.data)
+        answer = lease_batch_record(
+            provider=_provider(request), lease_id=pk, results=data["results"], now=timezone.now()
+        )
+        return Response(answer)
+
+
+class OctetStreamParser(BaseParser):
+    """Raw bytes, read up to one byte past the limit (the service refuses what is over it)."""
+
+    media_type = "application/octet-stream"
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        return stream.read(settings.CPX_FILE_MAX_BYTES + 1) if stream is not None else b""
+
+
+class LeaseArtifactView(APIView):
+    """A training or fine-tuning lease's artifact (raw bytes, `X-Filename` names it): kept as the
+    job's output file, for its consumer (`GET /jobs/{id}/output`)."""
+
+    permission_classes = [IsProvider]
+    parser_classes = [OctetStreamParser]
+
+    @extend_schema(request={"application/octet-stream": bytes}, responses={201: FileSerializer})
+    def post(self, request, pk):
+        artifact = lease_artifact_store(
+            provider=_provider(request),
+            lease_id=pk,
+            data=request.data or b"",
+            filename=request.headers.get("X-Filename", ""),
+            now=timezone.now(),
+        )
+        return Response(FileSerializer(artifact).data, status=201)
+
+
+class VerificationPollView(APIView):
+    """Spot checks for a verifier: `models=a,b` names the models the caller's server serves; each
+    check handed out is ASSIGNED to the caller, with the requests to re-run at temperature 0."""
+
+    permission_classes = [IsProvider]
+
+    @extend_schema(
+        parameters=[OpenApiParameter("models", str, description="comma-separated model names")],
+        responses=s.VerificationOfferSerializer(many=True),
+    )
+    def get(self, request):
+        models = [m.strip() for m in request.query_params.get("models", "").split(",") if m.strip()][:20]
+        return Response(verification_poll(provider=_provider(request), models=models, now=timezone.now()))
+
+
+class VerificationResultsView(APIView):
+    """The verifier's answers (OpenAI Batch output lines); the check is decided at once."""
+
+    permission_classes = [IsProvider]
+
+    @extend_schema(request=s.BatchResultsSerializer, responses=s.VerificationSerializer)
+    def post(self, request, pk):
+        data = _valid(s.BatchResultsSerializer, request.data)
+        verification = verification_decide(
+            provider=_provider(request), verification_id=pk, results=data["results"], now=timezone.now()
+        )
+        return Response(s.VerificationSerializer(verification).data)
+
+
+class OperatorVerificationListView(generics.ListAPIView):
+    """Every spot check, newest first (operator); filter `status`."""
+
+    permission_classes = [IsOperator]
+    serializer_class = s.VerificationSerializer
+    filterset_fields = ["status"]
+
+    def get_queryset(self):
+        return lease_selectors.verification_list()
+
+
 class JobLeaseListView(APIView):
     """Every lease of one of the caller's jobs, oldest first, with how and why each ended."""
 
@@ -164,5 +291,16 @@ urlpatterns = [
     path("agent/leases/<int:pk>/progress", LeaseProgressView.as_view(), name="agent-lease-progress"),
     path("agent/leases/<int:pk>/complete", LeaseCompleteView.as_view(), name="agent-lease-complete"),
     path("agent/leases/<int:pk>/fail", LeaseFailView.as_view(), name="agent-lease-fail"),
+    path("agent/leases/<int:pk>/input", LeaseInputView.as_view(), name="agent-lease-input"),
+    path("agent/leases/<int:pk>/batch", LeaseBatchView.as_view(), name="agent-lease-batch"),
+    path("agent/leases/<int:pk>/results", LeaseResultsView.as_view(), name="agent-lease-results"),
+    path("agent/leases/<int:pk>/artifact", LeaseArtifactView.as_view(), name="agent-lease-artifact"),
+    path("agent/verifications", VerificationPollView.as_view(), name="agent-verifications"),
+    path(
+        "agent/verifications/<int:pk>/results",
+        VerificationResultsView.as_view(),
+        name="agent-verification-results",
+    ),
+    path("operator/verifications", OperatorVerificationListView.as_view(), name="operator-verifications"),
     path("jobs/<int:pk>/leases", JobLeaseListView.as_view(), name="job-leases"),
 ]

@@ -5,8 +5,13 @@ from decimal import Decimal
 
 from rest_framework import serializers
 
-from auctions.models import Lease
-from auctions.services.leases import AGENT_FAIL_REASONS, MAX_TOKENS, lease_allocated_device_seconds
+from auctions.models import Lease, Verification
+from auctions.services.leases import (
+    AGENT_FAIL_REASONS,
+    MAX_TOKENS,
+    USAGE_INPUT_DECIMALS,
+    lease_allocated_device_seconds,
+)
 from market.api.serializers import StrictSerializerMixin
 from market.models import JobRequest
 
@@ -18,7 +23,11 @@ def _tokens():
 
 
 def _device_seconds():
-    return serializers.DecimalField(max_digits=13, decimal_places=3, min_value=Decimal("0"))
+    # Up to 10 integer digits (the column's range) and USAGE_INPUT_DECIMALS decimals; the service
+    # meters to the millisecond, the precision every lease field is published in.
+    return serializers.DecimalField(
+        max_digits=10 + USAGE_INPUT_DECIMALS, decimal_places=USAGE_INPUT_DECIMALS, min_value=Decimal("0")
+    )
 
 
 class HeartbeatSerializer(StrictSerializerMixin, serializers.Serializer):
@@ -61,6 +70,11 @@ class FailSerializer(StrictSerializerMixin, serializers.Serializer):
 
 
 class LeaseJobSerializer(serializers.ModelSerializer):
+    input_file = serializers.SerializerMethodField(help_text="batch or dataset file id (read with the lease)")
+
+    def get_input_file(self, job) -> str | None:
+        return f"file-{job.input_file_id}" if job.input_file_id else None
+
     class Meta:
         model = JobRequest
         fields = [
@@ -74,6 +88,7 @@ class LeaseJobSerializer(serializers.ModelSerializer):
             "workload_tokens",
             "workload_device_hours",
             "deadline",
+            "input_file",
         ]
         read_only_fields = fields
 
@@ -168,3 +183,58 @@ class ConsumerLeaseSerializer(serializers.ModelSerializer):
 
     def get_settlement_on_chain(self, lease) -> dict | None:
         return self.context.get("chain", {}).get(lease.pk)
+
+
+class BatchFileSerializer(serializers.Serializer):
+    id = serializers.CharField()
+    sha256 = serializers.CharField()
+    bytes = serializers.IntegerField()
+    lines = serializers.IntegerField()
+
+
+class BatchStateSerializer(serializers.Serializer):
+    input_file = BatchFileSerializer()
+    done = serializers.ListField(child=serializers.CharField())
+    default_max_tokens = serializers.IntegerField()
+
+
+class BatchResultsSerializer(StrictSerializerMixin, serializers.Serializer):
+    results = serializers.ListField(child=serializers.DictField(), max_length=1000)
+
+
+class BatchRecordedSerializer(serializers.Serializer):
+    recorded = serializers.IntegerField()
+    duplicates = serializers.IntegerField()
+    done = serializers.IntegerField()
+    lines = serializers.IntegerField()
+
+
+class VerificationOfferSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    requests = serializers.ListField(child=serializers.DictField())
+
+
+class VerificationSerializer(serializers.ModelSerializer):
+    """A spot check: which lease, who re-ran it, the sampled requests, the outcome."""
+
+    provider = serializers.CharField(source="lease.provider.display_name", read_only=True)
+    verifier_name = serializers.CharField(source="verifier.display_name", default=None, read_only=True)
+
+    class Meta:
+        model = Verification
+        fields = [
+            "id",
+            "job",
+            "lease",
+            "provider",
+            "verifier",
+            "verifier_name",
+            "custom_ids",
+            "status",
+            "mismatches",
+            "refunded",
+            "created_at",
+            "assigned_at",
+            "decided_at",
+        ]
+        read_only_fields = fields

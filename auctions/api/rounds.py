@@ -14,6 +14,7 @@ from auctions.selectors import rounds as selectors
 from auctions.services.pricing import job_quote
 from auctions.services.rounds import RoundNotFound, round_replay
 from market.api.permissions import IsConsumer, IsOperator
+from market.services.jobs import job_spec_with_input
 
 
 class QuoteListView(generics.ListAPIView):
@@ -41,7 +42,8 @@ class JobQuoteView(APIView):
     def post(self, request):
         serializer = s.JobQuoteRequestSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        answer = job_quote(spec=serializer.validated_data, now=timezone.now())
+        spec = job_spec_with_input(consumer=request.user, spec=serializer.validated_data)
+        answer = job_quote(spec=spec, now=timezone.now())
         return Response(s.JobQuoteSerializer(answer).data)
 
 

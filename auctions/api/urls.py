@@ -1,4 +1,5 @@
 from auctions.api.agent import urlpatterns as agent_urls
+from auctions.api.jobs import urlpatterns as job_urls
 from auctions.api.rounds import urlpatterns as round_urls
 
-urlpatterns = round_urls + agent_urls
+urlpatterns = round_urls + agent_urls + job_urls

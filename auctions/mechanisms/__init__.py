@@ -11,7 +11,8 @@ from auctions.mechanisms.errors import MechanismError
 __all__ = ["MechanismError", "clear", "price", "ENGINE_VERSION"]
 
 # Bumped whenever a rule or convention changes an outcome; stored with every round.
-ENGINE_VERSION = "1.1.0"
+# 1.1.0: work limits, not wall-clock limits; `stopped_by`, `time_cuts`, replay. 1.2.0: posted_price.
+ENGINE_VERSION = "1.2.0"
 
 DOUBLE_AUCTIONS = frozenset({"mcafee", "trade_reduction", "vcg", "sbba", "sbba_buyer_lottery", "huang"})
 HETEROGENEOUS = frozenset({"welfare", "greedy"})
@@ -19,12 +20,20 @@ POSTED_PRICE = "posted_price"
 GAMES = frozenset({"stackelberg", "linear_oligopoly", "budget_oligopoly"})
 
 
-def clear(doc, *, input_sha256: str | None = None):
-    """Clear one BOOK document (or a list of them) and return the RESULT document(s)."""
+def clear(doc, *, input_sha256: str | None = None, replay=None):
+    """Clear one BOOK document (or a list of them) and return the RESULT document(s).
+
+    `replay`: the RESULT recorded when the book was first cleared (a list for a list), to re-run it
+    exactly: a heterogeneous solve the wall-clock guard cut then (its `time_cuts`) is cut again, and no
+    guard applies to the others, so the replay does not depend on this machine's speed or load."""
     if isinstance(doc, list):
         if input_sha256 is not None:
             raise MechanismError("bad_input", "input_sha256 is given per document, not for a list")
-        return [clear(item) for item in doc]
+        if replay is None:
+            return [clear(item) for item in doc]
+        if not isinstance(replay, list) or len(replay) != len(doc):
+            raise MechanismError("bad_input", "replay must be a list of results, one per document")
+        return [clear(item, replay=recorded) for item, recorded in zip(doc, replay, strict=True)]
     if not isinstance(doc, dict):
         raise MechanismError("bad_input", "a book must be a JSON object")
     mechanism = doc.get("mechanism")
@@ -35,12 +44,22 @@ def clear(doc, *, input_sha256: str | None = None):
     if mechanism in HETEROGENEOUS:
         from auctions.mechanisms.heterogeneous import clear_heterogeneous
 
-        return clear_heterogeneous(doc, input_sha256=input_sha256)
+        return clear_heterogeneous(doc, input_sha256=input_sha256, time_cuts=_time_cuts(replay))
     if mechanism == POSTED_PRICE:
         from auctions.mechanisms.posted_price import clear_posted_price
 
         return clear_posted_price(doc, input_sha256=input_sha256)
     raise MechanismError("unknown_mechanism", f"unknown mechanism {mechanism!r}")
+
+
+def _time_cuts(replay) -> list[int] | None:
+    """The solves to cut on a replay ([] when the original cut none); None for a live run."""
+    if replay is None:
+        return None
+    cuts = replay.get("time_cuts", []) if isinstance(replay, dict) else None
+    if not isinstance(cuts, list) or not all(type(c) is int and c >= 0 for c in cuts):
+        raise MechanismError("bad_input", "replay must be a result whose time_cuts lists solve numbers")
+    return cuts
 
 
 def price(doc, *, input_sha256: str | None = None):

@@ -1,7 +1,8 @@
 """Command line: `python -m auctions.mechanisms clear|price FILE|-` prints one JSON document.
 
 Exit 0 with the result; exit 2 with `{"error": {"code", "message"}}` on bad input or when no
-answer exists. A thin wrapper around `clear` and `price`.
+answer exists. A thin wrapper around `clear` and `price`. `clear FILE --replay RESULT` re-runs a book
+as `clear(doc, replay=result)` does: the solves the original run's wall-clock guard cut are cut again.
 """
 
 import contextlib
@@ -12,18 +13,20 @@ import sys
 from auctions.mechanisms import clear, price
 from auctions.mechanisms.errors import MechanismError
 
-USAGE = "usage: python -m auctions.mechanisms clear|price FILE|-"
+USAGE = "usage: python -m auctions.mechanisms clear|price FILE|- [--replay RESULT] (clear only)"
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
-        if len(argv) != 2 or argv[0] not in ("clear", "price"):
+        replay = len(argv) == 4 and argv[0] == "clear" and argv[2] == "--replay"
+        if not (len(argv) == 2 or replay) or argv[0] not in ("clear", "price"):
             raise MechanismError("usage", USAGE)
-        command, source = argv
+        command, source = argv[:2]
         doc = _read(source)
+        recorded = _read(argv[3]) if replay else None
         with _stdout_to_stderr():
-            result = (clear if command == "clear" else price)(doc)
+            result = clear(doc, replay=recorded) if command == "clear" else price(doc)
     except MechanismError as error:
         _print(error.as_document())
         return 2

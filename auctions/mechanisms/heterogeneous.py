@@ -26,13 +26,21 @@ Choices the spec leaves open (documented in the README as well):
   those pairs (never a per-job top-k, which would drop exactly the jobs that compete for a scarce
   provider); `false` forces the exact MILP at any size. Absent (or null): exact up to
   `welfare_milp.AUTO_PRUNE_PAIRS` compatible pairs, automatic per-provider pruning beyond (the result's
-  `pruning` then says `"automatic": true`). `time_limit_s` bounds the whole allocation (wall clock);
-  each VCG re-solve has its own `time_limit_s`.
+  `pruning` then says `"automatic": true`).
+- Deterministic replay: the answer is shaped by work limits only (MILP node limits, bounded
+  column-generation and core rounds; `welfare_milp.py`), so the same book gives the same result on any
+  machine and under any load. `time_limit_s` is a wall-clock guard over the whole allocation (each VCG
+  re-solve has its own), sized never to bind in normal operation. The result's `stopped_by` says what
+  cut a solve short: null (nothing: every solve finished or reached its gap), "work_limit" (a node or
+  round limit; replays exactly) or "time_limit" (the guard, which depends on the machine; the result
+  then lists the cut solves in `time_cuts`, and `clear(doc, replay=result)` cuts the same ones and
+  gives the same result anywhere). Greedy is deterministic by construction; its `lp_bound` is an LP
+  under the same guard.
 - Every result carries `lp_bound` (the LP relaxation over *all* compatible pairs — as a Lagrangian bound
   from the LP's capacity prices, valid whatever the solve — so it bounds the true optimum even when the
   solve was pruned or greedy; None only when no LP finished within the time limit) and
-  `gap` = (lp_bound - welfare) / max(|lp_bound|, 1e-12), plus the extra keys `payment_rule` and, when
-  pruning applied, `pruning`.
+  `gap` = (lp_bound - welfare) / max(|lp_bound|, 1e-12), plus the extra keys `payment_rule`,
+  `stopped_by` and, when pruning applied, `pruning`.
 """
 
 import math
@@ -70,8 +78,11 @@ class Market:
         return len(self.job_ids), len(self.provider_ids)
 
 
-def clear_heterogeneous(doc: dict, *, input_sha256: str | None = None) -> dict:
-    """Clear a `welfare` or `greedy` book (spec/mechanisms.md) and return its RESULT document."""
+def clear_heterogeneous(doc: dict, *, input_sha256: str | None = None, time_cuts=None) -> dict:
+    """Clear a `welfare` or `greedy` book (spec/mechanisms.md) and return its RESULT document.
+
+    `time_cuts`: None for a live run; on a replay, the original result's `time_cuts` (see
+    `welfare_milp.Budget`), so that the replay cuts the same solves and runs the rest without a guard."""
     mechanism = doc["mechanism"]
     rule = doc.get("payment_rule")
     if rule not in PAYMENT_RULES[mechanism]:
@@ -85,14 +96,17 @@ def clear_heterogeneous(doc: dict, *, input_sha256: str | None = None) -> dict:
     if mechanism == "welfare":
         from auctions.mechanisms.welfare_milp import solve_welfare
 
-        outcome = solve_welfare(market, payment_rule=rule, time_limit=time_limit, per_provider=pruning)
+        outcome = solve_welfare(
+            market, payment_rule=rule, time_limit=time_limit, per_provider=pruning, time_cuts=time_cuts
+        )
         bound = outcome["lp_bound"]
     else:
         from auctions.mechanisms.greedy_critical import solve_greedy
         from auctions.mechanisms.welfare_milp import lp_bound
 
         outcome = solve_greedy(market, payment_rule=rule)
-        bound = lp_bound(market, time_limit=time_limit)
+        bound, record = lp_bound(market, time_limit=time_limit, time_cuts=time_cuts)
+        outcome.update(stopped_by=record["stopped_by"], time_cuts=record["time_cuts"])
     welfare = outcome["welfare"]
     result = {
         "mechanism": mechanism,
@@ -105,10 +119,13 @@ def clear_heterogeneous(doc: dict, *, input_sha256: str | None = None) -> dict:
         "payments": outcome["payments"],
         "receipts": outcome["receipts"],
         "surplus": float(sum(outcome["payments"].values()) - sum(outcome["receipts"].values())),
+        "stopped_by": outcome["stopped_by"],
         "input_sha256": digest,
     }
     if outcome.get("pruning") is not None:
         result["pruning"] = outcome["pruning"]
+    if outcome["time_cuts"]:
+        result["time_cuts"] = outcome["time_cuts"]
     return result
 
 

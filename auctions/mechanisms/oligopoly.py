@@ -25,7 +25,7 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 
 from auctions.mechanisms.errors import MechanismError
-from auctions.mechanisms.pricing import floats, matrix, number, vector
+from auctions.mechanisms.game_fields import floats, matrix, number, vector
 
 DAMPING = 0.5
 DEFAULT_MAX_ROUNDS = 200

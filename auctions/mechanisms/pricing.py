@@ -1,109 +1,34 @@
-"""Pricing games (`price`): dispatch, validation, and the shared follower model.
+"""Pricing games (`price`): dispatch to the game solvers.
 
 Games (spec/mechanisms.md): `stackelberg` (one leader prices a resource to followers with logarithmic
 utility, uniform or per-user prices, optional capacity; `stackelberg.py`), `linear_oligopoly`
 (Bertrand competition with linear differentiated demand) and `budget_oligopoly` (leaders price to
-budget-constrained logarithmic followers; both in `oligopoly.py`).
+budget-constrained logarithmic followers; both in `oligopoly.py`). Field validation lives in
+`game_fields.py`, below the solvers, so imports run one way: pricing -> solvers -> game_fields.
 
 Every result carries `game` and `input_sha256` besides the spec's keys, and only plain floats, lists
-and booleans, so it is JSON-serialisable as it stands. Validation raises `bad_input` for a missing
-field, a non-number (booleans and strings included), a non-finite or negative number, an empty list,
-and a wrongly shaped matrix.
+and booleans, so it is JSON-serialisable as it stands.
 """
-
-import math
-
-import numpy as np
 
 from auctions.mechanisms.canonical import input_sha256 as _hash
 from auctions.mechanisms.errors import MechanismError
+from auctions.mechanisms.oligopoly import solve_budget_oligopoly, solve_linear_oligopoly
+from auctions.mechanisms.stackelberg import solve_stackelberg
+
+SOLVERS = {
+    "stackelberg": solve_stackelberg,
+    "linear_oligopoly": solve_linear_oligopoly,
+    "budget_oligopoly": solve_budget_oligopoly,
+}
 
 
 def solve_game(doc: dict, *, input_sha256: str | None = None) -> dict:
     """Solve one GAME document (stackelberg, linear_oligopoly or budget_oligopoly)."""
     game = doc["game"]
-    if game == "stackelberg":
-        from auctions.mechanisms.stackelberg import solve_stackelberg
-
-        result = solve_stackelberg(doc)
-    elif game == "linear_oligopoly":
-        from auctions.mechanisms.oligopoly import solve_linear_oligopoly
-
-        result = solve_linear_oligopoly(doc)
-    elif game == "budget_oligopoly":
-        from auctions.mechanisms.oligopoly import solve_budget_oligopoly
-
-        result = solve_budget_oligopoly(doc)
-    else:  # the dispatcher only sends the games above
+    solver = SOLVERS.get(game)
+    if solver is None:  # the dispatcher only sends the games above
         raise MechanismError("unknown_game", f"unknown game {game!r}")
+    result = solver(doc)
     result["game"] = game
     result["input_sha256"] = input_sha256 if input_sha256 is not None else _hash(doc)
     return result
-
-
-def number(doc: dict, key: str, *, positive: bool = False, where: str = "") -> float:
-    """A required finite number >= 0 (> 0 if `positive`), booleans and strings refused."""
-    if key not in doc:
-        raise MechanismError("bad_input", f"{where}{key} is required")
-    return _check(doc[key], f"{where}{key}", positive=positive)
-
-
-def vector(doc: dict, key: str, *, length: int | None = None) -> np.ndarray:
-    """A required non-empty list (or 1-D array) of finite numbers >= 0, as a float array (vectorised)."""
-    values = doc.get(key)
-    if not isinstance(values, list | tuple | np.ndarray) or len(values) == 0:
-        raise MechanismError("bad_input", f"{key} must be a non-empty list of numbers")
-    if length is not None and len(values) != length:
-        raise MechanismError("bad_input", f"{key} must have {length} entries, not {len(values)}")
-    if not isinstance(values, np.ndarray) and any(type(v) is bool for v in values):
-        raise MechanismError("bad_input", f"{key} must hold numbers, not booleans")
-    array = np.asarray(values)
-    if array.ndim != 1 or array.dtype.kind not in "iuf":
-        raise MechanismError("bad_input", f"{key} must be a flat list of numbers")
-    array = array.astype(float)
-    if not np.all(np.isfinite(array)):
-        raise MechanismError("bad_input", f"{key} must hold finite numbers")
-    if np.any(array < 0):
-        raise MechanismError("bad_input", f"{key} must hold numbers >= 0")
-    return array
-
-
-def matrix(doc: dict, key: str) -> np.ndarray:
-    """A required non-empty rectangular list of lists of finite numbers >= 0."""
-    rows = doc.get(key)
-    if not isinstance(rows, list | tuple | np.ndarray) or len(rows) == 0:
-        raise MechanismError("bad_input", f"{key} must be a non-empty list of lists of numbers")
-    width = None
-    out = []
-    for i, row in enumerate(rows):
-        if not isinstance(row, list | tuple | np.ndarray) or len(row) == 0:
-            raise MechanismError("bad_input", f"{key}[{i}] must be a non-empty list of numbers")
-        if width is not None and len(row) != width:
-            raise MechanismError("bad_input", f"{key} rows must all have {width} entries")
-        width = len(row)
-        out.append([_check(v, f"{key}[{i}][{c}]") for c, v in enumerate(row)])
-    return np.array(out, dtype=float)
-
-
-def _check(value, name: str, *, positive: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
-        raise MechanismError("bad_input", f"{name} must be a number")
-    value = float(value)
-    if not math.isfinite(value):
-        raise MechanismError("bad_input", f"{name} must be finite")
-    if value < 0 or (positive and value == 0):
-        raise MechanismError("bad_input", f"{name} must be {'> 0' if positive else '>= 0'}")
-    return value
-
-
-def log_demand(valuations: np.ndarray, prices) -> np.ndarray:
-    """Followers with u = a ln(1 + x) - p x buy x = max(0, a / p - 1); a zero valuation buys nothing."""
-    prices = np.asarray(prices, dtype=float)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = np.where(valuations > 0, valuations / prices, 0.0)
-    return np.maximum(0.0, ratio - 1.0)
-
-
-def floats(values) -> list[float]:
-    """Plain Python floats (ndarray.tolist converts float64 to float), for JSON."""
-    return np.asarray(values, dtype=float).ravel().tolist()

@@ -26,7 +26,7 @@ welfare optimum under the capacity (its KKT conditions are the followers' demand
 import numpy as np
 
 from auctions.mechanisms.errors import MechanismError
-from auctions.mechanisms.pricing import floats, log_demand, number, vector
+from auctions.mechanisms.game_fields import floats, number, vector
 
 BISECTION_STEPS = 400
 
@@ -130,3 +130,11 @@ def competitive_welfare(
         return 0.0
     demands = log_demand(valuations, np.full_like(valuations, price))
     return float(np.sum(valuations * np.log1p(demands)) - cost * demands.sum())
+
+
+def log_demand(valuations: np.ndarray, prices) -> np.ndarray:
+    """Followers with u = a ln(1 + x) - p x buy x = max(0, a / p - 1); a zero valuation buys nothing."""
+    prices = np.asarray(prices, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(valuations > 0, valuations / prices, 0.0)
+    return np.maximum(0.0, ratio - 1.0)

@@ -41,17 +41,32 @@ otherwise "feasible", with `lp_bound` still over all pairs. `{"per_provider": N}
 explicitly (the MILP then keeps `mip_rel_gap = 0`) and `false` asks for the exact path at any size.
 Without either, books of more than `AUTO_PRUNE_PAIRS` pairs are pruned automatically: every provider
 keeps its whole LP support plus `AUTO_PER_PROVIDER` pairs, and the MILP stops at a relative gap of
-`AUTO_MIP_GAP` on the kept pairs or after `AUTO_SOLVE_S`; if that leaves time before
-`AUTO_BUDGET_S` into the call, a second MILP over `AUTO_WIDER_PER_PROVIDER` per provider plus the
-incumbent's pairs runs in the rest of that budget and the better assignment is kept
-(bench/welfare.py: 2,000 x 100 at about 98.5 % of the LP bound in 2-4 s on an idle machine, where the
-exact MILP did not finish in 10 minutes).
+`AUTO_MIP_GAP` on the kept pairs or after `AUTO_NODES` branch-and-bound nodes; unless that first MILP
+proved its answer optimal over all pairs, a second MILP over `AUTO_WIDER_PER_PROVIDER` per provider
+plus the incumbent's pairs runs to the same gap or to the end of its root node (`AUTO_WIDER_NODES`)
+and the better assignment is kept (bench/welfare.py: 2,000 x 100 at about 99 % of the LP bound, where
+the exact MILP did not finish in 10 minutes).
 
-Time (`time_limit_s`): the allocation — LP, column generation, every MILP — runs against one wall
-clock deadline of `time_limit_s` from the start of the call (each HiGHS call gets what is left; its
-own `time_limit` covers presolve and search). Each VCG re-solve has its own `time_limit_s` (the spec's
-"applies to each solve"). A deadline reached with an incumbent gives "feasible"; with none, the error
-`time_limit`.
+Deterministic replay: every choice that shapes the answer is bounded by work, never by time — a node
+limit per MILP (`EXACT_NODES` on the exact path and for explicit pruning, `AUTO_NODES` and
+`AUTO_WIDER_NODES` on the automatic one; HiGHS `mip_max_nodes`, whose branch and cut is
+deterministic), a bounded number of column-generation rounds (`CG_MAX_ROUNDS`) and of core rounds
+(`CORE_MAX_ROUNDS`), and a second automatic round that runs or not by the first one's outcome. The
+same book therefore gives the same result on a loaded machine and on a quiet one
+(tests/unit/mechanisms/test_replay_under_load.py). A solve stopped by a work limit keeps its incumbent
+and makes the status "feasible"; the result's `stopped_by` says "work_limit".
+
+Time (`time_limit_s`) is only a guard against a runaway solve: the allocation — LP, column
+generation, every MILP — runs against one wall-clock deadline of `time_limit_s` from the start of the
+call (each HiGHS call gets what is left), and each VCG re-solve has its own `time_limit_s` (the spec's
+"applies to each solve"). Work limits are sized to finish well inside the default, so the guard does
+not fire in normal operation. When it does, the cut solve counts as one that found nothing — HiGHS's
+incumbent at that moment depends on the machine, so it is dropped — and its caller falls back to a
+deterministic answer (the LP rounding, or an earlier round's assignment; with none, the error
+`time_limit`); the result says `stopped_by: "time_limit"` and lists the cut solves, numbered in solve
+order, in `time_cuts`. Whether the guard fires depends on the machine; what follows from it does not: a
+replay given the recorded `time_cuts` (`clear(doc, replay=result)`) cuts exactly those solves, runs the
+others without a guard, and gives the same result anywhere.
 
 VCG (Vickrey 1961, Clarke 1971, Groves 1973): job j pays bid_j - (W* - W*_-j) and provider k receives
 its cost in the optimum plus (W* - W*_-k), where W*_-i is the optimum without agent i — one extra
@@ -60,6 +75,7 @@ every solve is; a solve stopped at the time limit, or a pruned one, turns `statu
 Marginal contributions are clipped at 0 so that solver tolerances cannot break individual rationality.
 """
 
+import math
 import time
 import warnings
 
@@ -70,66 +86,114 @@ from scipy.optimize import Bounds, LinearConstraint, linprog, milp
 from auctions.mechanisms.errors import MechanismError
 
 CORE_SIZE_PER_JOB = 2  # first exact core: the 2 x n_jobs columns of highest reduced cost (measured)
+CORE_MAX_ROUNDS = 20  # the core grows at most this many times (each round adds every column still needed)
 FULL_LP_PAIRS = 20_000  # above: the LP by column generation (full LP 5 s at 120k pairs, generation ~1.5 s)
 CG_START_PER_PROVIDER = 40  # first restricted LP: per provider, the jobs of highest net value per capacity
 CG_ADD_PER_PROVIDER = 40  # each pricing round adds, per provider, its columns of highest positive rc
 CG_TOLERANCE = 1e-7  # column generation stops when the restricted LP is this close (relative) to the bound
+CG_MAX_ROUNDS = 60  # and after this many restricted LPs at most (each iteration's bound is valid)
 AUTO_PRUNE_PAIRS = (
     20_000  # above: automatic per-provider pruning (exact: 5-30 s at 30k pairs, no end at 120k)
 )
 AUTO_PER_PROVIDER = 8  # measured: 98.7-99.0 % of the LP bound at 2,000 x 100 in about a second
-AUTO_WIDER_PER_PROVIDER = 16  # a second round, when time is left: 99.2-99.4 % where N=8 gave 97.1 %
+AUTO_WIDER_PER_PROVIDER = 16  # the second round: 99.2-99.4 % where N=8 gave 97.1 %
 AUTO_MIP_GAP = 1e-3  # relative gap on the kept pairs at which the automatic pruned MILP stops
-AUTO_SOLVE_S = 4.0  # and its time cap per solve (the whole call still respects time_limit_s)
-AUTO_BUDGET_S = 6.0  # the automatic path's second round ends this long after the start of the call
-AUTO_MIN_SOLVE_S = 1.0  # and runs only when at least this much of the budget is left
+AUTO_NODES = 50  # branch-and-bound nodes of the first automatic MILP (work, not time: the same anywhere)
+AUTO_WIDER_NODES = 1  # the second one stops after its root (cuts and heuristics: 99.5-99.99 % at 2,000 x 100;
+# 50 nodes more found nothing better on the bench books and cost 2.5x the time)
+EXACT_NODES = 20_000  # branch-and-bound nodes per MILP on the exact path and under explicit pruning
 PRESOLVE = False  # restricted LPs: HiGHS presolve off (measured 20-30 % faster here)
 MIN_SOLVE_S = 1e-3  # below this much time left, a MILP is not started
 HIGHS_CAPPED = {"mip_pool_soft_limit": 10, "mip_lp_age_limit": 2}  # fewer root cut rounds (measured)
+WORK_LIMIT, TIME_LIMIT = "work_limit", "time_limit"  # values of `stopped_by`
 
 
-class Deadline:
-    """A wall-clock deadline `seconds` from now."""
+class Budget:
+    """The limits of one call: a wall-clock guard `seconds` from now, and a record shared by every solve
+    of the call — the solves numbered in order, the ones the guard cut (`time_cuts`), and what stopped a
+    solve early (`stopped_by`: None, or WORK_LIMIT, or TIME_LIMIT, which wins because it is the one a
+    replay must be told about).
 
-    def __init__(self, seconds: float):
+    A cut solve counts as one that found nothing: its caller falls back to a deterministic incumbent
+    (the LP rounding, or an earlier round's answer), never to HiGHS's time-dependent one. So a replay
+    given the same `cuts` (the recorded `time_cuts`) cuts exactly those solves, runs every other one
+    without the guard, and gives the same result on any machine. `cuts=None`: a live run."""
+
+    def __init__(self, seconds: float, record: dict | None = None, cuts=None):
         self.at = time.perf_counter() + seconds
+        self.record = {"solves": 0, "time_cuts": [], "stopped_by": None} if record is None else record
+        self.cuts = None if cuts is None else frozenset(cuts)
 
     def left(self) -> float:
         return self.at - time.perf_counter()
 
+    def another(self, seconds: float) -> "Budget":
+        """A fresh guard of `seconds` (a VCG re-solve) sharing this call's record and cuts."""
+        budget = Budget(seconds, self.record)
+        budget.cuts = self.cuts
+        return budget
 
-def solve_welfare(market, *, payment_rule: str, time_limit: float, per_provider: int | bool | None) -> dict:
+    def next_solve(self) -> float | None:
+        """Number the next solve and return the seconds it may take (inf on a replay), or None: cut it."""
+        index = self.record["solves"]
+        self.record["solves"] += 1
+        if self.cuts is not None:
+            if index in self.cuts:
+                self.cut()
+                return None
+            return math.inf
+        left = self.left()
+        if left < MIN_SOLVE_S:
+            self.cut()
+            return None
+        return left
+
+    def cut(self) -> None:
+        """The guard stopped the solve just numbered: record it (its incumbent is discarded)."""
+        self.record["time_cuts"].append(self.record["solves"] - 1)
+        self.stopped(TIME_LIMIT)
+
+    def stopped(self, reason: str) -> None:
+        if self.record["stopped_by"] != TIME_LIMIT:
+            self.record["stopped_by"] = reason
+
+
+def solve_welfare(
+    market, *, payment_rule: str, time_limit: float, per_provider: int | bool | None, time_cuts=None
+) -> dict:
     """Solve the welfare MILP (exactly, or pruned per provider) and price it by VCG or not at all.
 
     `per_provider`: None (automatic: exact up to `AUTO_PRUNE_PAIRS` pairs, pruned beyond), False (exact
-    at any size), or N (pruned to N per provider).
+    at any size), or N (pruned to N per provider). `time_cuts`: None for a live run, or a replay's
+    recorded `time_cuts` (then no wall-clock guard applies; exactly those solves are cut).
 
-    Returns the assignment part of the RESULT plus `lp_bound` (None when no LP could be solved) and
-    `pruning` (None on the exact path). Raises MechanismError `time_limit` (stopped with no solution)
-    or `solver_failed`.
+    Returns the assignment part of the RESULT plus `lp_bound` (None when no LP could be solved),
+    `pruning` (None on the exact path), `stopped_by` (None, "work_limit" or "time_limit") and
+    `time_cuts` (the solves the guard cut, in solve order). Raises MechanismError `time_limit` (stopped
+    with no solution) or `solver_failed`.
     """
-    deadline = Deadline(time_limit)
+    budget = Budget(time_limit, cuts=time_cuts)
     problem = _Problem(market, market.fits_alone)
-    dual = problem.lp_dual(deadline)
+    dual = problem.lp_dual(budget)
     auto = per_provider is None and problem.size > AUTO_PRUNE_PAIRS
     everyone = np.ones(problem.size, dtype=bool)
     seed = problem.rounded(dual) if dual is not None else None
     if per_provider is False or (per_provider is None and not auto):
         kept = everyone
         solve = _CoreSolver(problem, dual) if dual is not None else _PlainSolver(problem, everyone)
-        welfare, chosen, exact = solve(everyone, seed=seed, time_limit=deadline.left())
+        welfare, chosen, exact = solve(everyone, seed=seed, budget=budget)
     else:
         n_kept = AUTO_PER_PROVIDER if auto else per_provider
         kept = prune_per_provider(problem, dual, n_kept, support=auto)
-        options = {"gap": AUTO_MIP_GAP, "cap": AUTO_SOLVE_S} if auto else {}
+        options = {"gap": AUTO_MIP_GAP, "nodes": AUTO_NODES} if auto else {}
         solve = _PlainSolver(problem, kept, dual, **options)
-        welfare, chosen, exact = solve(everyone, seed=seed, time_limit=deadline.left())  # auto: AUTO_SOLVE_S
-        left = _auto_left(deadline, time_limit)
-        if auto and not exact and dual is not None and left >= AUTO_MIN_SOLVE_S:
-            # Second round: twice the pairs per provider plus the incumbent's, in what is left of the budget.
+        welfare, chosen, exact = solve(everyone, seed=seed, budget=budget)
+        if auto and not exact and dual is not None:
+            # Second round, decided by the first one's outcome (never by the clock, so it replays): twice
+            # the pairs per provider plus the incumbent's.
             wider = prune_per_provider(problem, dual, AUTO_WIDER_PER_PROVIDER, support=True) | chosen
-            wide = _PlainSolver(problem, wider, dual, **options)
-            result = wide(everyone, seed=chosen, time_limit=left)
+            wide = _PlainSolver(problem, wider, dual, gap=AUTO_MIP_GAP, nodes=AUTO_WIDER_NODES)
+            result = wide(everyone, seed=chosen, budget=budget)
             if result[0] > welfare or result[2]:
                 (welfare, chosen, exact), kept, solve, n_kept = result, wider, wide, AUTO_WIDER_PER_PROVIDER
 
@@ -145,12 +209,12 @@ def solve_welfare(market, *, payment_rule: str, time_limit: float, per_provider:
     if payment_rule == "vcg":
         for j in sorted(winners):
             others = problem.jobs != j
-            without, _, solved = solve(others, seed=chosen & others, time_limit=time_limit)
+            without, _, solved = solve(others, seed=chosen & others, budget=budget.another(time_limit))
             exact &= solved
             payments[market.job_ids[j]] = float(market.bid[j] - max(0.0, welfare - without))
         for k in hosts:
             others = problem.providers != k
-            without, _, solved = solve(others, seed=chosen & others, time_limit=time_limit)
+            without, _, solved = solve(others, seed=chosen & others, budget=budget.another(time_limit))
             exact &= solved
             receipts[market.provider_ids[k]] = float(cost[k] + max(0.0, welfare - without))
     pruning = None
@@ -166,20 +230,17 @@ def solve_welfare(market, *, payment_rule: str, time_limit: float, per_provider:
         "payments": payments,
         "receipts": receipts,
         "pruning": pruning,
+        "stopped_by": budget.record["stopped_by"],
+        "time_cuts": budget.record["time_cuts"],
     }
 
 
-def _auto_left(deadline: Deadline, time_limit: float) -> float:
-    """Time left for the automatic path's second round: to the deadline and to AUTO_BUDGET_S after the
-    start of the call, whichever comes first."""
-    left = deadline.left()
-    return min(left, AUTO_BUDGET_S - (time_limit - left))
-
-
-def lp_bound(market, *, time_limit: float) -> float | None:
-    """The LP-relaxation bound over all pairs that fit; None if no LP finished within the time limit."""
-    dual = _Problem(market, market.fits_alone).lp_dual(Deadline(time_limit))
-    return None if dual is None else dual.bound
+def lp_bound(market, *, time_limit: float, time_cuts=None) -> tuple[float | None, dict]:
+    """The LP-relaxation bound over all pairs that fit (None if the wall-clock guard stopped the LP), and
+    the budget's record (`stopped_by`, `time_cuts`; `time_cuts` replays as in `solve_welfare`)."""
+    budget = Budget(time_limit, cuts=time_cuts)
+    dual = _Problem(market, market.fits_alone).lp_dual(budget)
+    return (None if dual is None else dual.bound), budget.record
 
 
 def prune_per_provider(
@@ -247,16 +308,20 @@ class _Problem:
         self.rhs = np.concatenate([np.ones(n_jobs), market.capacity.ravel()])
 
     def milp(
-        self, columns: np.ndarray, time_limit: float, *, gap: float = 0.0, rhs=None
+        self, columns: np.ndarray, budget: Budget, *, gap: float = 0.0, nodes: int = EXACT_NODES
     ) -> tuple[float, np.ndarray, bool]:
-        """(welfare, chosen columns as a bool mask, proven optimal) over the columns in `columns`."""
+        """(welfare, chosen columns as a bool mask, proven optimal) over the columns in `columns`, within
+        `nodes` branch-and-bound nodes (work) and what is left of the budget's wall-clock guard."""
         chosen = np.zeros(self.size, dtype=bool)
         index = np.flatnonzero(columns)
         if len(index) == 0:
             return 0.0, chosen, True
-        if time_limit < MIN_SOLVE_S:
+        time_limit = budget.next_solve()
+        if time_limit is None:
             raise MechanismError("time_limit", "the welfare MILP found no solution within the time limit")
-        options = {"mip_rel_gap": gap, "time_limit": time_limit}
+        options = {"mip_rel_gap": gap, "node_limit": nodes}
+        if math.isfinite(time_limit):
+            options["time_limit"] = time_limit
         if gap > 0:
             options.update(HIGHS_CAPPED)
         with warnings.catch_warnings():  # options beyond SciPy's list go to HiGHS verbatim, with a warning
@@ -268,12 +333,17 @@ class _Problem:
                 constraints=LinearConstraint(self.matrix[:, index], -np.inf, self.rhs),
                 options=options,
             )
-        if result.status in (0, 1) and result.x is not None:
+        if result.status == 1:  # the guard: whatever HiGHS holds depends on the machine, so it is dropped
+            budget.cut()
+            raise MechanismError("time_limit", f"the welfare MILP was stopped after {time_limit:.3g} s")
+        # SciPy reports HiGHS's node limit ("Solution limit reached") as status 4 with the incumbent.
+        work_stop = result.status == 4 and "Solution limit" in result.message
+        if work_stop:
+            budget.stopped(WORK_LIMIT)
+        if result.status == 0 or work_stop:
+            if result.x is None:
+                raise MechanismError("time_limit", f"the welfare MILP found no solution within {nodes} nodes")
             exact = result.status == 0 and (gap == 0 or result.mip_gap is not None and result.mip_gap <= 0)
-        elif result.status == 1:
-            raise MechanismError(
-                "time_limit", f"the welfare MILP found no solution within {time_limit:.3g} s"
-            )
         else:
             raise MechanismError("solver_failed", f"the welfare MILP failed: {result.message}")
         chosen[index[result.x > 0.5]] = True
@@ -282,17 +352,18 @@ class _Problem:
             raise MechanismError("solver_failed", "the welfare MILP returned an infeasible assignment")
         return float(self.weights[chosen].sum()), chosen, exact
 
-    def lp_dual(self, deadline: Deadline) -> "_Dual | None":
-        """LP duals over all columns (full LP or column generation); None when no LP finished in time."""
+    def lp_dual(self, budget: Budget) -> "_Dual | None":
+        """LP duals over all columns (full LP or column generation, at most CG_MAX_ROUNDS restricted LPs);
+        None when the wall-clock guard stopped the first LP."""
         if self.size == 0:
             return _Dual(np.zeros(len(self.rhs)), np.zeros(0), self.rhs, np.zeros(0))
         if self.size <= FULL_LP_PAIRS:
-            return self._restricted_lp(np.ones(self.size, dtype=bool), deadline)
+            return self._restricted_lp(np.ones(self.size, dtype=bool), budget)
         density = self.weights / np.maximum(self.share, 1e-12)
         columns = _top_per_provider(self.providers, (self.weights, density), CG_START_PER_PROVIDER)
         best = None
-        while True:
-            dual = self._restricted_lp(columns, deadline)
+        for _ in range(CG_MAX_ROUNDS):
+            dual = self._restricted_lp(columns, budget)
             if dual is None:
                 return best
             if best is None or dual.bound < best.bound:
@@ -309,22 +380,27 @@ class _Problem:
             columns |= (
                 _top_per_provider(self.providers, (self.weights, score), CG_ADD_PER_PROVIDER) & entering
             )
+        return best
 
-    def _restricted_lp(self, columns: np.ndarray, deadline: Deadline) -> "_Dual | None":
-        """The LP over `columns`; its capacity duals mu priced over all columns (Lagrangian job duals)."""
-        left = deadline.left()
-        if left < MIN_SOLVE_S:
+    def _restricted_lp(self, columns: np.ndarray, budget: Budget) -> "_Dual | None":
+        """The LP over `columns`; its capacity duals mu priced over all columns (Lagrangian job duals).
+        None when the wall-clock guard stops it (recorded: the LP itself always finishes otherwise)."""
+        left = budget.next_solve()
+        if left is None:
             return None
         index = np.flatnonzero(columns)
+        options = {"presolve": PRESOLVE} | ({"time_limit": left} if math.isfinite(left) else {})
         result = linprog(
             -self.weights[index],
             A_ub=self.matrix[:, index],
             b_ub=self.rhs,
             bounds=(0, 1),
             method="highs",
-            options={"time_limit": left, "presolve": PRESOLVE},
+            options=options,
         )
         if result.status != 0:
+            if result.status == 1:
+                budget.cut()
             return None
         y_lp = np.maximum(0.0, -np.asarray(result.ineqlin.marginals))
         mu = y_lp.copy()
@@ -368,7 +444,7 @@ def _better_seed(result, seed, weights):
     welfare, chosen, exact = result
     if seed is not None and not exact:
         seeded = float(weights[seed].sum())
-        if seeded > welfare:  # a solve stopped at the limit may hold a worse incumbent than the seed
+        if seeded > welfare:  # a solve stopped by its node limit may hold a worse incumbent than the seed
             return seeded, seed.copy(), False
     return result
 
@@ -379,14 +455,13 @@ class _PlainSolver:
     is useless by reduced-cost fixing."""
 
     def __init__(
-        self, problem: _Problem, kept: np.ndarray, dual: "_Dual | None" = None, *, gap=0.0, cap=None
+        self, problem: _Problem, kept: np.ndarray, dual: "_Dual | None" = None, *, gap=0.0, nodes=EXACT_NODES
     ):
-        self.problem, self.kept, self.dual, self.gap, self.cap = problem, kept, dual, gap, cap
+        self.problem, self.kept, self.dual, self.gap, self.nodes = problem, kept, dual, gap, nodes
 
-    def __call__(self, allowed: np.ndarray, *, seed, time_limit: float) -> tuple[float, np.ndarray, bool]:
-        limit = time_limit if self.cap is None else min(time_limit, self.cap)
+    def __call__(self, allowed: np.ndarray, *, seed, budget: Budget) -> tuple[float, np.ndarray, bool]:
         try:
-            result = self.problem.milp(allowed & self.kept, limit, gap=self.gap)
+            result = self.problem.milp(allowed & self.kept, budget, gap=self.gap, nodes=self.nodes)
         except MechanismError as error:
             if error.code != "time_limit" or seed is None:
                 raise
@@ -414,8 +489,7 @@ class _CoreSolver:
         self.problem, self.dual = problem, dual
         self.core = None
 
-    def __call__(self, allowed: np.ndarray, *, seed, time_limit: float) -> tuple[float, np.ndarray, bool]:
-        deadline = Deadline(time_limit)
+    def __call__(self, allowed: np.ndarray, *, seed, budget: Budget) -> tuple[float, np.ndarray, bool]:
         reduced = self.dual.reduced
         bound = _bound_within(self.problem, self.dual, allowed)
         slack = 1e-9 * max(1.0, abs(bound))
@@ -428,9 +502,9 @@ class _CoreSolver:
         if seed is not None:
             core |= seed
         best, proven = None, False  # the best incumbent of any round; whether the last round closed it
-        while True:
+        for _ in range(CORE_MAX_ROUNDS):
             try:
-                welfare, chosen, exact = self.problem.milp(core, deadline.left())
+                welfare, chosen, exact = self.problem.milp(core, budget)
             except MechanismError as error:
                 if error.code != "time_limit" or (seed is None and best is None):
                     raise
@@ -445,6 +519,8 @@ class _CoreSolver:
                 best, proven = (welfare, chosen, True), True
                 break
             core = needed | chosen
+        else:
+            budget.stopped(WORK_LIMIT)  # CORE_MAX_ROUNDS: the best incumbent so far, not proven
         if self.core is None:
             self.core = core
         if best is None:

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.db.models import QuerySet
 
-from auctions.models import Lease
+from auctions.models import Lease, Verification
 from market.models import JobRequest, Provider, User
 
 # Leases that ended without completing: the next round must not give the job to the same
@@ -52,7 +52,8 @@ def lease_get_for_provider(*, provider: Provider, lease_id: int) -> Lease | None
 
 
 def job_for_consumer(*, consumer: User, job_id: int) -> JobRequest | None:
-    return JobRequest.objects.filter(pk=job_id, consumer=consumer).first()
+    files = ("input_file", "output_file", "error_file")  # the batch card of the job's page
+    return JobRequest.objects.select_related(*files).filter(pk=job_id, consumer=consumer).first()
 
 
 def lease_list_for_job(*, job: JobRequest) -> QuerySet[Lease]:
@@ -77,3 +78,8 @@ def job_failed_resource_ids(*, job_ids) -> dict[int, set[int]]:
     for job_id, resource_id in rows.values_list("job_id", "resource_id"):
         excluded[job_id].add(resource_id)
     return dict(excluded)
+
+
+def verification_list() -> QuerySet[Verification]:
+    """Spot checks newest first, with the lease's provider and the verifier (operator dashboard)."""
+    return Verification.objects.select_related("lease__provider", "verifier").order_by("-id")

@@ -28,7 +28,7 @@ from django.db.models.functions import Greatest
 from auctions.mechanisms import MechanismError, classes, latency, price
 from auctions.models import PriceQuote
 from auctions.selectors import rounds as selectors
-from auctions.services.round_books import class_of
+from auctions.services.round_books import class_label, class_of
 from market.models import Resource
 from market.money import MAX_AMOUNT, to_money
 from market.services.jobs import job_request_size
@@ -49,22 +49,22 @@ def _grouped(jobs: list[dict], resources: list[dict], *, free: bool) -> dict:
         [
             {
                 "id": f"j{job['id']}",
-                "device_class": job["device_class"],
+                "device_class": class_label(job["device_class"]),
                 "memory_per_device_gib": float(job["memory_per_device_gib"]),
                 "devices": job["device_count"],
                 "bid": float(job["max_price_per_device_hour"]),
-                "region": job["region"],
+                "region": class_label(job["region"]),
             }
             for job in jobs
         ],
         [
             {
                 "id": f"r{r['id']}",
-                "device_class": r["device_class"],
+                "device_class": class_label(r["device_class"]),
                 "memory_per_device_gib": float(r["memory_per_device_gib"]),
                 "devices": r["device_count"] - r["busy"] if free else r["device_count"],
                 "ask": float(r["ask_per_device_hour"]),
-                "region": r["provider__region"],
+                "region": class_label(r["provider__region"]),
             }
             for r in resources
         ],

@@ -34,9 +34,16 @@ CANDIDATE_MARGIN = 1.5
 MIN_CANDIDATES = 16
 
 
+def class_label(value: str) -> str:
+    """A stored device class or region as a label of a class key: '/' (the key's separator) becomes
+    '-', an empty value '-'. Input is checked (market.models.providers.REGION_PATTERN), but a key is
+    built from whatever the database holds, and one odd row must not stop a round or the pricing."""
+    return value.replace("/", "-") or "-"
+
+
 def class_of(*, device_class: str, memory_gib: float, region: str) -> str:
-    """The resource class key of `classes.py` ("GPU/24G/eu-west"); a '/' in a label becomes '-'."""
-    return classes.resource_class_key(device_class.replace("/", "-"), memory_gib, region.replace("/", "-"))
+    """The resource class key of `classes.py` ("GPU/24G/eu-west"), labels through `class_label`."""
+    return classes.resource_class_key(class_label(device_class), memory_gib, class_label(region))
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,7 @@ from auctions.mechanisms.canonical import input_sha256 as canonical_sha256
 from auctions.models import Lease, Round
 from auctions.selectors import rounds as selectors
 from auctions.services import round_books as books
+from auctions.services.dispatch import jobs_refuse_uncovered
 from config.errors import Conflict, InvalidInput, NotFound
 from market.models import JobRequest
 from market.money import to_money
@@ -221,12 +222,15 @@ def _fail(round_obj: Round, *, builder, config: dict, error: MechanismError, now
 
 def _write(round_obj: Round, *, builder, cleared: list, config: dict, now: datetime) -> None:
     leases = [_lease(round_obj, fill, now=now) for fill in builder.fills(cleared)]
+    filled = {lease.job_id for lease in leases}  # matched or refused below: none of them waits
+    # A job whose budget cannot pay its expected usage is refunded, not dispatched (issue 9).
+    leases, refused, failed = jobs_refuse_uncovered(leases=leases, now=now)
     job_ids = [lease.job_id for lease in leases]
     # One compare-and-set for every matched job; the row count says whether the book held.
     moved = JobRequest.objects.filter(pk__in=job_ids, status=JobRequest.Status.QUEUED).update(
         status=JobRequest.Status.MATCHED, updated_at=now, waiting_reason=None
     )
-    if moved != len(job_ids):
+    if moved != len(job_ids) or failed != refused:
         raise RoundBookChanged(
             "A job left the queue while the round held it; nothing was written.",
             round=round_obj.pk,
@@ -234,7 +238,7 @@ def _write(round_obj: Round, *, builder, cleared: list, config: dict, now: datet
             moved=moved,
         )
     Lease.objects.bulk_create(leases, batch_size=2000)
-    _write_waiting_reasons(round_obj, builder=builder, cleared=cleared, matched=set(job_ids))
+    _write_waiting_reasons(round_obj, builder=builder, cleared=cleared, matched=filled)
     summary = builder.summary(cleared)
     round_obj.status = Round.Status.CLEARED
     round_obj.active_slot = None
@@ -338,7 +342,9 @@ def round_replay(*, round_id: int) -> dict:
         report["error"] = "the round has no snapshot (it was never cleared)"
         return report
     try:
-        recomputed = clear(json.loads(round_obj.snapshot))
+        # The stored result tells the engine which solves the wall-clock guard cut (`time_cuts`), so the
+        # replay repeats them and runs the rest unguarded: the same result on any machine, under any load.
+        recomputed = clear(json.loads(round_obj.snapshot), replay=round_obj.result)
     except MechanismError as error:
         report["error"] = f"{error.code}: {error.message}"
         report["match"] = (

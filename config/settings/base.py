@@ -2,6 +2,7 @@
 every variable). With no variable set this is the embedded default: SQLite, Celery on an in-memory
 broker, an in-process EVM. `config.settings.production` tightens it for a real deployment."""
 
+import warnings
 from decimal import Decimal
 from pathlib import Path
 
@@ -24,10 +25,14 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
+    # whitenoise serves static files under runserver too, as it does under gunicorn (DEBUG or not)
+    "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "rest_framework",
     "django_filters",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI's assets, served from here (no CDN)
+    "django_celery_results",  # task results in the database, for the operator (production)
     "market",
     "auctions",
     "contracts",
@@ -35,13 +40,20 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: every later line of the request, and its answer, carry the request id; the latency
+    # observed covers the whole stack.
+    "ops.logs.RequestIdMiddleware",
+    "ops.metrics.LatencyMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # /api/v1/?name= with an empty value is a 400, not "no filter" (issue 13)
+    "config.query_params.EmptyQueryParameterMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -65,6 +77,25 @@ TEMPLATES = [
 # Embedded default: a SQLite file beside the project. DATABASE_URL=postgres://… switches.
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
+
+
+def postgresql_pool(database: dict) -> dict:
+    """PostgreSQL through psycopg 3 with Django's connection pool (psycopg_pool): a request or task
+    borrows a connection and gives it back, instead of each thread holding one for CONN_MAX_AGE.
+    DATABASE_POOL=false falls back to persistent connections."""
+    if database["ENGINE"] != "django.db.backends.postgresql" or not env.bool("DATABASE_POOL", default=True):
+        return database
+    options = database.setdefault("OPTIONS", {})
+    options["pool"] = {
+        "min_size": env.int("DATABASE_POOL_MIN_SIZE", default=1),
+        "max_size": env.int("DATABASE_POOL_MAX_SIZE", default=8),
+        "timeout": env.float("DATABASE_POOL_TIMEOUT_S", default=10.0),
+    }
+    database["CONN_MAX_AGE"] = 0  # the pool keeps the connections; Django refuses both at once
+    return database
+
+
+DATABASES["default"] = postgresql_pool(DATABASES["default"])
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Wait for the writer instead of failing at once when the in-process worker writes too.
     DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
@@ -88,16 +119,79 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
 STATICFILES_DIRS = [BASE_DIR / "static"] if (BASE_DIR / "static").is_dir() else []
+# whitenoise serves /static/ in every mode. Here straight from the apps' and STATICFILES_DIRS'
+# files (no collectstatic needed, so `runserver` without DEBUG has its CSS); production.py serves
+# the collected, hashed and compressed copy instead.
+WHITENOISE_USE_FINDERS = True
+# ... so an empty STATIC_ROOT (no collectstatic yet) is expected here, not worth a warning per process.
+warnings.filterwarnings("ignore", message="No directory at")
+
+# --- Files (issue 10): batch inputs, results, datasets and artifacts through Django's storage API.
+# Local files under CPX_DATA_DIR by default; S3-compatible object storage (AWS S3, MinIO, R2, …)
+# through django-storages when CPX_FILES_S3_BUCKET is set (boto3 from requirements-s3.txt).
+CPX_DATA_DIR = Path(env.str("CPX_DATA_DIR", default=str(BASE_DIR / "data")))
+MEDIA_ROOT = CPX_DATA_DIR / "files"
+MEDIA_URL = "/media/"  # never served: files leave only through the owner's or a lease's endpoint
+CPX_FILES_S3_BUCKET = env.str("CPX_FILES_S3_BUCKET", default="")
+STORAGES = {
+    "default": (
+        {
+            "BACKEND": "storages.backends.s3.S3Storage",
+            "OPTIONS": {
+                "bucket_name": CPX_FILES_S3_BUCKET,
+                "endpoint_url": env.str("CPX_FILES_S3_ENDPOINT_URL", default="") or None,
+                "region_name": env.str("CPX_FILES_S3_REGION", default="") or None,
+                "access_key": env.str("CPX_FILES_S3_ACCESS_KEY", default="") or None,
+                "secret_key": env.str("CPX_FILES_S3_SECRET_KEY", default="") or None,
+                "default_acl": "private",
+                "querystring_auth": True,
+                "file_overwrite": False,
+            },
+        }
+        if CPX_FILES_S3_BUCKET
+        else {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": MEDIA_ROOT}}
+    ),
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+# Upload limits: bytes of one upload (batch input or dataset), requests in one batch file, and the
+# max_tokens a request gets when it states none (the agent sends it, so the bound is checked).
+CPX_FILE_MAX_BYTES = env.int("CPX_FILE_MAX_BYTES", default=100 * 1024 * 1024)
+CPX_BATCH_MAX_LINES = env.int("CPX_BATCH_MAX_LINES", default=50_000)
+CPX_BATCH_DEFAULT_MAX_TOKENS = env.int("CPX_BATCH_DEFAULT_MAX_TOKENS", default=256)
+# A file's bytes are deleted this many days after upload (results: after they are written).
+CPX_FILE_TTL_DAYS = env.int("CPX_FILE_TTL_DAYS", default=30)
+DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024  # form fields; uploaded files stream to temp files
+# Spot checks of batch leases (auctions.services.verification): the share of completed batch leases
+# checked, requests re-run per check, the verifier's fee per request (from the platform's fees), and
+# what a failed check costs the provider (reputation points, share of its stake).
+CPX_VERIFY_FRACTION = env.float("CPX_VERIFY_FRACTION", default=0.1)
+CPX_VERIFY_SAMPLE = env.int("CPX_VERIFY_SAMPLE", default=3)
+CPX_VERIFICATION_FEE = Decimal(env.str("CPX_VERIFICATION_FEE", default="0.0001"))
+CPX_VERIFY_REPUTATION_STEP = Decimal(env.str("CPX_VERIFY_REPUTATION_STEP", default="0.25"))
+CPX_VERIFY_STAKE_SLASH_RATE = Decimal(env.str("CPX_VERIFY_STAKE_SLASH_RATE", default="0.5"))
 
 # Cache backs the API rate limits; REDIS_URL shares them across processes.
 REDIS_URL = env.str("REDIS_URL", default="")
+# Bounded socket timeouts: a Redis that hangs costs a request at most seconds, then the rate limiter
+# counts in-process for a while (market.api.throttling.CounterCaches).
 CACHES = {
     "default": (
-        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+        {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
+        }
         if REDIS_URL
         else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "cpx"}
     )
 }
+
+# A JSON body nesting deeper than this is refused (400 json_too_deep) before it is decoded: the
+# decoder recurses once per level, and no request of the API needs more than a few.
+CPX_JSON_MAX_DEPTH = env.int("CPX_JSON_MAX_DEPTH", default=32)
+
+# Most rows one page of a list returns (`?limit=` above it is cut to it; `next` links to the rest).
+CPX_API_MAX_LIMIT = env.int("CPX_API_MAX_LIMIT", default=500)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -106,14 +200,16 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],  # STRICT_JSON: NaN and Infinity refused
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    # DRF's JSONParser (STRICT_JSON: NaN and Infinity refused) behind a nesting-depth bound.
+    "DEFAULT_PARSER_CLASSES": ["config.parsers.DepthLimitedJSONParser"],
+    # limit/offset checked (400 `invalid` on anything but an integer in range), limit capped.
+    "DEFAULT_PAGINATION_CLASS": "config.pagination.BoundedLimitOffsetPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_THROTTLE_CLASSES": ["market.api.throttling.ApiKeyRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {"api_key": env.str("CPX_API_RATE", default="6000/min")},
     "EXCEPTION_HANDLER": "config.exception_handler.render_error",
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "config.openapi.CpxAutoSchema",
     "COERCE_DECIMAL_TO_STRING": True,
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
@@ -125,16 +221,27 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    # Swagger UI and Redoc from the drf-spectacular-sidecar package, served by this project.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
     "ENUM_NAME_OVERRIDES": {
         "JobKindEnum": "market.models.JobRequest.Kind",
         "TransferKindEnum": "market.models.LedgerTransfer.Kind",
         "DeviceClassEnum": "market.models.providers.DeviceClass",
+        "RoundStatusEnum": "auctions.models.Round.Status",
+        "LeaseStatusEnum": "auctions.models.Lease.Status",
+        "SettlementBatchStatusEnum": "contracts.models.SettlementBatch.Status",
     },
 }
 
 # --- Celery: memory broker + in-process worker by default; CELERY_BROKER_URL=redis://… for real workers.
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="memory://")
+# Results: the embedded default keeps them in memory; production.py stores them in the database
+# (django-celery-results: the admin's "Task results", or SQL on django_celery_results_taskresult).
 CELERY_RESULT_BACKEND = env.str("CELERY_RESULT_BACKEND", default="cache+memory://")
+CELERY_RESULT_EXTENDED = True  # the task's name, arguments and worker are stored with its result
+CELERY_RESULT_EXPIRES = env.int("CELERY_RESULT_EXPIRES_S", default=7 * 24 * 3600)
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
@@ -149,6 +256,8 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CPX_MONEY_DECIMAL_PLACES = 6
 CPX_PLATFORM_FEE_RATE = Decimal(env.str("CPX_PLATFORM_FEE_RATE", default="0.05"))
 CPX_MAX_JOB_BUDGET = Decimal(env.str("CPX_MAX_JOB_BUDGET", default="1000000"))
+# A job's deadline is at most this many days ahead (its escrow and a live lease last that long).
+CPX_MAX_JOB_DEADLINE_DAYS = env.int("CPX_MAX_JOB_DEADLINE_DAYS", default=30)
 # Tests run with CPX_REQUIRE_SERVICES=1 in CI so a service-backed test cannot silently skip.
 CPX_REQUIRE_SERVICES = env.bool("CPX_REQUIRE_SERVICES", default=False)
 
@@ -189,8 +298,17 @@ CPX_SLA_PENALTY_RATE = Decimal(env.str("CPX_SLA_PENALTY_RATE", default="0.10"))
 CPX_SLA_REPUTATION_STEP = Decimal(env.str("CPX_SLA_REPUTATION_STEP", default="0.05"))
 # Longest an agent's GET /api/v1/agent/leases?wait=S is held open.
 CPX_AGENT_LONG_POLL_S = env.int("CPX_AGENT_LONG_POLL_S", default=20)
-# The simulate backend runs a lease for expected_device_hours × 3600 / this many seconds.
+# Long-polls one process holds open at once, per API key and in all; beyond: 429 with Retry-After at
+# once. Keep the total below a web worker's threads (gunicorn --threads) so the rest of the API always
+# has a thread.
+CPX_AGENT_LONG_POLLS_PER_KEY = env.int("CPX_AGENT_LONG_POLLS_PER_KEY", default=1)
+CPX_AGENT_LONG_POLLS_TOTAL = env.int("CPX_AGENT_LONG_POLLS_TOTAL", default=2)
+# The simulate backend runs a lease for expected_device_hours × 3600 / this many seconds; a lease
+# accepted as a simulation may report this many times its wall time (set 1 to hold it to real time).
 CPX_SIMULATION_SPEEDUP = env.float("CPX_SIMULATION_SPEEDUP", default=600.0)
+# Metered usage is at most devices × (seconds since acceptance + this tolerance): clocks and the
+# agent's start lag the server's accept by a little; nothing runs faster than wall time.
+CPX_METERING_TOLERANCE_S = env.float("CPX_METERING_TOLERANCE_S", default=5.0)
 
 # --- Clearing (issue 4)
 # Seconds between rounds (the beat schedule reads it; the demo default clears every few seconds).
@@ -244,6 +362,7 @@ CELERY_BEAT_SCHEDULE = {
     "settlement-deposits": _every("contracts.sync_deposits", CPX_DEPOSIT_SYNC_INTERVAL_S),
     "settlement-reconcile": _every("contracts.reconcile", CPX_RECONCILE_INTERVAL_S),
     # --- end Settlement on chain (issue 5)
+    "expire-files": _every("market.expire_files", 3600),  # issue 10: CPX_FILE_TTL_DAYS
 }
 # The schedule is all intervals of seconds: nothing worth a schedule file on disk.
 CELERY_BEAT_SCHEDULER = "celery.beat:Scheduler"
@@ -254,6 +373,9 @@ CELERY_TASK_DEFAULT_QUEUE = env.str("CELERY_TASK_DEFAULT_QUEUE", default="cpx")
 # next beat tick picks the OPEN round up instead.
 CELERY_TASK_REJECT_ON_WORKER_LOST = False
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
+# Celery's consumer, closing a lost broker connection before collecting it: in Celery's order a Redis
+# restart with an unacknowledged task killed the worker (workers/consumer.py says how).
+CELERY_WORKER_CONSUMER = "workers.consumer:Consumer"
 # Redis redelivers a message a dead worker never acknowledged after this many seconds; it must exceed
 # the longest hard time limit (150 s), or a task still running would be delivered twice.
 CPX_BROKER_VISIBILITY_TIMEOUT_S = env.int("CPX_BROKER_VISIBILITY_TIMEOUT_S", default=300)
@@ -290,7 +412,8 @@ if not (CPX_HTMX_DIST / "htmx.min.js").is_file():
     )
 STATICFILES_DIRS = [*STATICFILES_DIRS, ("vendor/htmx", CPX_HTMX_DIST)]
 MIDDLEWARE = [*MIDDLEWARE, "config.csp.ContentSecurityPolicyMiddleware"]
-# The Swagger UI of /api/docs/ loads its assets from a CDN: no CSP there (the API answers JSON).
+# The Swagger UI of /api/docs/ (assets from drf-spectacular-sidecar, served here) starts itself with
+# an inline script: no CSP there (the API answers JSON).
 CPX_CSP_EXEMPT_PREFIXES = ["/api/docs/"]
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
@@ -301,10 +424,37 @@ SESSION_COOKIE_HTTPONLY = True
 CPX_LOW_BALANCE = Decimal("10")
 # --- end Pages (issue 6)
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env.str("CPX_LOG_LEVEL", default="INFO")},
-}
+# --- Operations (issue 13): probes, metrics, logs
+# /readyz reports the market down when no round has cleared for this long (beat or workers stuck).
+CPX_READY_ROUND_MAX_AGE_S = env.int("CPX_READY_ROUND_MAX_AGE_S", default=120)
+# /metrics demands `Authorization: Bearer <this>` when set; open (internal network) when empty.
+CPX_METRICS_TOKEN = env.str("CPX_METRICS_TOKEN", default="")
+# One log line per HTTP request (method, path, status, duration_ms); production turns it on.
+CPX_ACCESS_LOG = env.bool("CPX_ACCESS_LOG", default=False)
+# plain (human) or json (one object per line with request_id and task_id); production: json.
+CPX_LOG_FORMAT = env.str("CPX_LOG_FORMAT", default="plain")
+
+
+def logging_config(*, fmt: str, level: str) -> dict:
+    """The LOGGING dict: every record goes to stderr with its request id and Celery task id."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "filters": {"context": {"()": "ops.logs.ContextFilter"}},
+        "formatters": {
+            "plain": {
+                "format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s %(task_id)s] %(message)s"
+            },
+            "json": {"()": "ops.logs.JsonFormatter"},
+        },
+        "handlers": {
+            "console": {"class": "logging.StreamHandler", "formatter": fmt, "filters": ["context"]}
+        },
+        "root": {"handlers": ["console"], "level": level},
+    }
+
+
+LOGGING = logging_config(fmt=CPX_LOG_FORMAT, level=env.str("CPX_LOG_LEVEL", default="INFO"))
+# Celery keeps the handlers above (JSON with task ids) instead of installing its own on the root.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# --- end Operations (issue 13)

@@ -1,7 +1,7 @@
 """Settlement on chain: batches of completed leases (the outbox), deposits credited by event, and the
 reconciler that compares the chain's events with the ledger per lease.
 
-Flow 7. A completed lease is paid in the ledger first (market.services.settlement.lease_settle: escrow →
+Flow 7. A completed lease is paid in the ledger first (auctions.services.settlement.lease_settle: escrow →
 provider earnings, fee → platform, rest → consumer balance). Here, when a chain is configured:
 
 1. `settlement_batch_create` groups such leases (consumer has a wallet, its on-chain escrow covers them)

@@ -23,6 +23,9 @@ class _HasRole(BasePermission):
 
 class IsProvider(_HasRole):
     role = Role.PROVIDER
+    # Every provider endpoint but registration answers 404 until the provider profile exists
+    # (the OpenAPI schema documents it from this flag: config.openapi).
+    missing_profile_is_404 = True
 
 
 class IsConsumer(_HasRole):

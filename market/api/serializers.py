@@ -6,7 +6,8 @@ from decimal import Decimal
 from rest_framework import serializers
 
 from auctions.mechanisms.llm_sizing import SUPPORTED_BITS
-from market.models import JobRequest, LedgerTransfer, Provider, Resource, User
+from market.models import DataFile, JobRequest, LedgerTransfer, Provider, Resource, User
+from market.models.providers import region_validator
 from market.money import DECIMAL_PLACES, MAX_AMOUNT, MAX_DIGITS
 
 
@@ -47,7 +48,7 @@ class ProviderSerializer(StrictSerializerMixin, serializers.ModelSerializer):
             "created_at",
         ]
         read_only_fields = ["id", "status", "reputation", "stake", "last_heartbeat_at", "created_at"]
-        extra_kwargs = {"wallet_address": {"validators": []}}
+        extra_kwargs = {"wallet_address": {"validators": []}, "region": {"validators": [region_validator]}}
 
 
 class ResourceSerializer(StrictSerializerMixin, serializers.ModelSerializer):
@@ -109,14 +110,38 @@ class JobSubmitSerializer(StrictSerializerMixin, serializers.Serializer):
     budget = money_field(min_value=Decimal("0.000001"))
     deadline = serializers.DateTimeField()
     latency_sla_ms = serializers.IntegerField(min_value=1, max_value=600_000, required=False)
-    region = serializers.CharField(max_length=32)
+    region = serializers.CharField(max_length=32, validators=[region_validator])
     requested_memory_per_device_gib = serializers.DecimalField(
         max_digits=8, decimal_places=2, min_value=Decimal("0.01"), required=False
     )
     requested_device_count = serializers.IntegerField(min_value=1, max_value=4096, required=False)
+    input_file_id = serializers.CharField(
+        max_length=40,
+        required=False,
+        help_text="a file uploaded through POST /api/v1/files: batch (inference) or dataset (training)",
+    )
+
+
+def _file_id(pk) -> str | None:
+    return f"file-{pk}" if pk else None
 
 
 class JobRequestSerializer(serializers.ModelSerializer):
+    input_file_id = serializers.SerializerMethodField()
+    output_file_id = serializers.SerializerMethodField()
+    error_file_id = serializers.SerializerMethodField()
+    output_sha256 = serializers.CharField(source="output_file.sha256", default=None, read_only=True)
+    error_sha256 = serializers.CharField(source="error_file.sha256", default=None, read_only=True)
+
+    def get_input_file_id(self, job) -> str | None:
+        return _file_id(job.input_file_id)
+
+    def get_output_file_id(self, job) -> str | None:
+        return _file_id(job.output_file_id)
+
+    def get_error_file_id(self, job) -> str | None:
+        return _file_id(job.error_file_id)
+
     class Meta:
         model = JobRequest
         fields = [
@@ -142,6 +167,12 @@ class JobRequestSerializer(serializers.ModelSerializer):
             "memory_per_device_gib",
             "device_count",
             "sizing",
+            "input_file_id",
+            "output_file_id",
+            "error_file_id",
+            "output_sha256",
+            "error_sha256",
+            "batch_totals",
             "idempotency_key",
             "created_at",
             "updated_at",
@@ -191,3 +222,49 @@ class MeSerializer(serializers.Serializer):
     username = serializers.CharField()
     role = serializers.CharField()
     key_role = serializers.CharField(allow_null=True)
+
+
+class FileSerializer(serializers.ModelSerializer):
+    """A file as the OpenAI Files API shows one, plus its sha256 and what validation learned."""
+
+    id = serializers.CharField(source="public_id", read_only=True)
+    object = serializers.SerializerMethodField()
+    created_at = serializers.SerializerMethodField()
+    expires_at = serializers.SerializerMethodField()
+    expired = serializers.SerializerMethodField()
+
+    class Meta:
+        model = DataFile
+        fields = [
+            "id",
+            "object",
+            "purpose",
+            "filename",
+            "bytes",
+            "sha256",
+            "lines",
+            "model_name",
+            "prompt_tokens_estimate",
+            "max_tokens_total",
+            "created_at",
+            "expires_at",
+            "expired",
+        ]
+        read_only_fields = fields
+
+    def get_object(self, data_file) -> str:
+        return "file"
+
+    def get_created_at(self, data_file) -> int:
+        return int(data_file.created_at.timestamp())
+
+    def get_expires_at(self, data_file) -> int:
+        return int(data_file.expires_at.timestamp())
+
+    def get_expired(self, data_file) -> bool:
+        return data_file.deleted_at is not None
+
+
+class FileUploadSerializer(StrictSerializerMixin, serializers.Serializer):
+    file = serializers.FileField(allow_empty_file=True)
+    purpose = serializers.ChoiceField(choices=[DataFile.Purpose.BATCH, DataFile.Purpose.DATASET])

@@ -1,18 +1,22 @@
 """Market API views: translate the request, call one service or selector, translate back."""
 
 import django_filters
+from django.http import FileResponse
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, status
+from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from config.errors import InvalidInput, NotFound
+from config.filters import UtcIsoDateTimeFilter
 from market import selectors
 from market.api import serializers as s
 from market.api.permissions import IsConsumer, IsOperator, IsProvider
-from market.models import ApiKey, JobRequest, LedgerTransfer, Resource
-from market.services.jobs import job_request_cancel, job_request_submit
+from market.models import ApiKey, DataFile, JobRequest, LedgerTransfer, Resource
+from market.services.files import file_get_for_owner, file_open, file_upload
+from market.services.jobs import job_request_submit
 from market.services.ledger import ledger_deposit
 from market.services.providers import provider_register, provider_update, resource_create, resource_update
 
@@ -126,7 +130,7 @@ class ResourceDetailView(APIView):
         )
         return Response(s.ResourceSerializer(resource).data)
 
-    @extend_schema(responses=s.ResourceSerializer)
+    @extend_schema(responses={200: s.ResourceSerializer})  # retired, not removed: the listing answers
     def delete(self, request, pk):
         resource = resource_update(
             provider=_own_provider(request), resource_id=pk, status=Resource.Status.RETIRED
@@ -135,8 +139,8 @@ class ResourceDetailView(APIView):
 
 
 class JobFilter(django_filters.FilterSet):
-    created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
-    created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    created_after = UtcIsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = UtcIsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
 
     class Meta:
         model = JobRequest
@@ -190,15 +194,81 @@ class JobDetailView(generics.RetrieveAPIView):
         return selectors.job_request_list(consumer=self.request.user)
 
 
-class JobCancelView(APIView):
-    """Cancel a job before dispatch; its escrow returns to the balance."""
+def file_download(data_file) -> FileResponse:
+    """The bytes as an attachment, with their sha256 in X-CPX-SHA256 (the client can check them)."""
+    response = FileResponse(
+        file_open(data_file=data_file),
+        as_attachment=True,
+        filename=data_file.filename,
+        content_type="application/jsonl"
+        if data_file.filename.endswith(".jsonl")
+        else "application/octet-stream",
+    )
+    response["X-CPX-SHA256"] = data_file.sha256
+    return response
+
+
+class FileListView(generics.ListAPIView):
+    """The caller's files (GET); upload one (POST multipart: `file`, `purpose` batch | dataset).
+
+    A batch file is checked line by line (OpenAI Batch JSONL): a bad line answers 400 naming it and
+    nothing is kept; a file over CPX_FILE_MAX_BYTES answers 413."""
+
+    serializer_class = s.FileSerializer
+    filterset_fields = ["purpose"]
+
+    def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):
+            return DataFile.objects.none()
+        return selectors.file_list(owner=self.request.user)
+
+    @extend_schema(request={"multipart/form-data": s.FileUploadSerializer}, responses={201: s.FileSerializer})
+    def post(self, request):
+        serializer = s.FileUploadSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        data_file = file_upload(
+            owner=request.user, purpose=data["purpose"], upload=data["file"], now=timezone.now()
+        )
+        return Response(s.FileSerializer(data_file).data, status=status.HTTP_201_CREATED)
+
+    def get_parsers(self):
+        if self.request is not None and self.request.method == "POST":
+            return [MultiPartParser()]
+        return super().get_parsers()
+
+
+class FileDetailView(APIView):
+    """One of the caller's files; another user's answers 404."""
+
+    @extend_schema(responses=s.FileSerializer)
+    def get(self, request, file_id):
+        return Response(s.FileSerializer(file_get_for_owner(owner=request.user, file_id=file_id)).data)
+
+
+class FileContentView(APIView):
+    """The bytes of one of the caller's files (410 once expired)."""
+
+    @extend_schema(responses={(200, "application/octet-stream"): bytes})
+    def get(self, request, file_id):
+        return file_download(file_get_for_owner(owner=request.user, file_id=file_id))
+
+
+class JobResultFileView(APIView):
+    """A batch job's results (`output`) or errors (`errors`) file, OpenAI Batch output format."""
 
     permission_classes = [IsConsumer]
+    which = "output"
 
-    @extend_schema(request=None, responses=s.JobRequestSerializer)
-    def post(self, request, pk):
-        job = job_request_cancel(consumer=request.user, job_id=pk, now=timezone.now())
-        return Response(s.JobRequestSerializer(job).data)
+    @extend_schema(responses={(200, "application/jsonl"): bytes})
+    def get(self, request, pk):
+        job = selectors.job_request_list(consumer=request.user).filter(pk=pk).first()
+        if job is None:
+            raise NotFound("No such job.", job=pk)
+        data_file = job.output_file if self.which == "output" else job.error_file
+        if data_file is None:
+            raise NotFound(f"The job has no {self.which} file yet.", job=pk, status=job.status)
+        return file_download(data_file)
 
 
 class BalanceView(APIView):

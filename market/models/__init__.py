@@ -1,10 +1,12 @@
 from market.models.accounts import ApiKey, Role, User
+from market.models.files import DataFile
 from market.models.jobs import JobRequest
 from market.models.ledger import Deposit, LedgerAccount, LedgerTransfer
 from market.models.providers import Provider, Resource
 
 __all__ = [
     "ApiKey",
+    "DataFile",
     "Role",
     "Deposit",
     "JobRequest",

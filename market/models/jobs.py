@@ -2,6 +2,7 @@ from django.db import models
 from django.db.models import Q
 
 from market.models.accounts import User
+from market.models.files import DataFile
 from market.models.providers import DeviceClass
 from market.money import MoneyField
 
@@ -55,6 +56,21 @@ class JobRequest(models.Model):
     memory_per_device_gib = models.DecimalField(max_digits=8, decimal_places=2)
     device_count = models.PositiveIntegerField()
     sizing = models.JSONField(default=dict, help_text="the sizing breakdown in GB")
+    # A batch inference job carries its requests in an input file (OpenAI Batch JSONL) and gets its
+    # results and errors back as files; a training or fine-tuning job may carry an opaque dataset
+    # and get an opaque artifact back as its output file.
+    input_file = models.ForeignKey(
+        DataFile, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    output_file = models.ForeignKey(
+        DataFile, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    error_file = models.ForeignKey(
+        DataFile, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    batch_totals = models.JSONField(
+        default=dict, blank=True, help_text="batch: requests done/failed and metered tokens so far"
+    )
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.SUBMITTED)
     close_reason = models.CharField(max_length=32, blank=True)
     waiting_reason = models.JSONField(

@@ -1,9 +1,19 @@
-from django.core.validators import MaxValueValidator, MinValueValidator
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import F, Q
 
 from market.models.accounts import User
 from market.money import MoneyField
+
+# A region is a label of resource-class keys ("GPU/24G/eu-west"), of URLs and of CSV cells: lower-case
+# letters and digits in words joined by single hyphens ("eu-west", "ap-south-1"). The API and the
+# pages refuse anything else at input; what is already stored is made safe where a key is built.
+REGION_PATTERN = r"^[a-z0-9]+(?:-[a-z0-9]+)*\Z"
+region_validator = RegexValidator(
+    REGION_PATTERN,
+    "A region is lower-case letters and digits in words joined by hyphens, e.g. eu-west.",
+    code="invalid_region",
+)
 
 
 class Provider(models.Model):

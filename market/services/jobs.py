@@ -1,8 +1,12 @@
-"""Job requests: submission (sized, funded, idempotent), state changes by compare-and-set, cancel."""
+"""Job requests: submission (sized, funded, idempotent) and state changes by compare-and-set.
+
+What changes a job together with its leases (cancel, settlement, failover, the sweep) lives in
+`auctions.services`, the one owner of the job and lease lifecycle; this module knows no lease.
+"""
 
 import hashlib
 import json
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 from django.conf import settings
@@ -10,19 +14,24 @@ from django.db import IntegrityError, transaction
 
 from auctions.mechanisms.errors import MechanismError
 from auctions.mechanisms.llm_sizing import size_llm_job
-from auctions.models import Lease
-from config.errors import Conflict, InvalidInput, NotFound
-from market.models import JobRequest, LedgerAccount, LedgerTransfer, User
+from config.errors import Conflict, InvalidInput
+from market.models import DataFile, JobRequest, LedgerAccount, LedgerTransfer, User
+from market.services.files import file_get_for_owner, file_upload
 from market.services.ledger import InsufficientFunds, ledger_transfer
 
 Status = JobRequest.Status
-CANCELLABLE = (Status.SUBMITTED, Status.QUEUED, Status.MATCHED)
 # The largest memory_per_device_gib the column holds (8 digits, 2 decimals); no device has more.
 MAX_MEMORY_PER_DEVICE_GIB = 999_999.99
 
 
 class IdempotencyKeyReused(Conflict):
     code = "idempotency_key_reused"
+
+
+class DeadlineTooFar(InvalidInput):
+    """A deadline beyond CPX_MAX_JOB_DEADLINE_DAYS: escrow and leases would be held for that long."""
+
+    code = "deadline_too_far"
 
 
 def job_request_submit(
@@ -36,7 +45,7 @@ def job_request_submit(
     """
     fingerprint = _fingerprint(spec)
     try:
-        fields = job_request_size(spec=spec, now=now)
+        fields = job_request_size(spec=job_spec_with_input(consumer=consumer, spec=spec), now=now)
         job = _create_funded(
             consumer=consumer,
             fields=fields,
@@ -55,6 +64,20 @@ def job_request_submit(
         if not existing:
             raise
         return existing, False
+
+
+def job_request_submit_with_upload(
+    *, consumer: User, spec: dict, upload, now: datetime, idempotency_key: str | None = None
+) -> tuple[JobRequest, bool]:
+    """The submit page's path: keep the attached file (a batch file for inference, a dataset
+    otherwise; the same bytes kept before are reused, so a form posted twice is one file and one
+    job) and submit the job with it. Raises what file_upload and job_request_submit raise."""
+    purpose = (
+        DataFile.Purpose.BATCH if spec["kind"] == JobRequest.Kind.INFERENCE else DataFile.Purpose.DATASET
+    )
+    data_file = file_upload(owner=consumer, purpose=purpose, upload=upload, now=now, reuse=True)
+    spec = {**spec, "input_file_id": data_file.public_id}
+    return job_request_submit(consumer=consumer, spec=spec, now=now, idempotency_key=idempotency_key)
 
 
 @transaction.atomic
@@ -96,11 +119,67 @@ def _fingerprint(spec: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+class BatchModelMismatch(InvalidInput):
+    code = "batch_model_mismatch"
+
+
+class InputFileUnsuitable(InvalidInput):
+    code = "input_file_unsuitable"
+
+
+def job_spec_with_input(*, consumer: User, spec: dict) -> dict:
+    """Resolve `input_file_id` into the job's input file and what it implies.
+
+    An inference job takes a batch file (purpose `batch`) whose model is the job's `model_name`;
+    its workload_tokens become the file's prompt-token estimate plus the sum of its max_tokens (the
+    most it can use), whatever the spec stated. A training or fine-tuning job takes a dataset
+    (purpose `dataset`), carried as an opaque file. Raises FileNotFound (not the consumer's),
+    InputFileUnsuitable, BatchModelMismatch.
+    """
+    if not spec.get("input_file_id"):
+        return {key: value for key, value in spec.items() if key != "input_file_id"}
+    spec = dict(spec)
+    data_file = file_get_for_owner(owner=consumer, file_id=spec.pop("input_file_id"))
+    if data_file.deleted_at is not None:
+        raise InputFileUnsuitable("The input file has expired.", field="input_file_id")
+    if spec["kind"] == JobRequest.Kind.INFERENCE:
+        if data_file.purpose != DataFile.Purpose.BATCH:
+            raise InputFileUnsuitable(
+                "An inference job takes a file of purpose batch.", field="input_file_id"
+            )
+        if data_file.model_name != spec["model_name"]:
+            raise BatchModelMismatch(
+                f"The batch file's requests name the model {data_file.model_name!r}, "
+                f"the job {spec['model_name']!r}.",
+                field="model_name",
+                file_model=data_file.model_name,
+            )
+        spec["workload_tokens"] = data_file.prompt_tokens_estimate + data_file.max_tokens_total
+    elif data_file.purpose != DataFile.Purpose.DATASET:
+        raise InputFileUnsuitable(
+            "A training or fine-tuning job takes a file of purpose dataset.", field="input_file_id"
+        )
+    spec["input_file"] = data_file
+    return spec
+
+
 def job_request_size(*, spec: dict, now: datetime) -> dict:
-    """Check the rules across fields and size the job; returns the model fields."""
+    """Check the rules across fields and size the job; returns the model fields.
+
+    Raises InvalidInput (a deadline passed, a missing workload, a budget over CPX_MAX_JOB_BUDGET, a
+    job that cannot be sized), DeadlineTooFar (beyond CPX_MAX_JOB_DEADLINE_DAYS)."""
     kind = spec["kind"]
     if spec["deadline"] <= now:
         raise InvalidInput("The deadline has passed.", field="deadline")
+    max_days = settings.CPX_MAX_JOB_DEADLINE_DAYS
+    latest = now + timedelta(days=max_days)
+    if spec["deadline"] > latest:
+        raise DeadlineTooFar(
+            f"A job's deadline is at most {max_days} days ahead (by {latest.isoformat()}).",
+            field="deadline",
+            max_days=max_days,
+            latest=latest.isoformat(),
+        )
     if kind == JobRequest.Kind.INFERENCE and not spec.get("workload_tokens"):
         raise InvalidInput("An inference job states workload_tokens.", field="workload_tokens")
     if kind != JobRequest.Kind.INFERENCE and not spec.get("workload_device_hours"):
@@ -151,46 +230,3 @@ def job_request_transition(
     if close_reason:
         updates["close_reason"] = close_reason
     return JobRequest.objects.filter(pk=job.pk, status__in=from_statuses).update(**updates) == 1
-
-
-@transaction.atomic
-def job_request_cancel(*, consumer: User, job_id: int, now: datetime) -> JobRequest:
-    """Cancel a job that has not been dispatched and release its escrow to the consumer. A MATCHED
-    job's lease (offered, not yet taken by the agent) closes with reason OWNER, in the same
-    transaction.
-
-    Raises NotFound (no such job of this consumer), Conflict (already dispatched or ended).
-    """
-    job = JobRequest.objects.filter(pk=job_id, consumer=consumer).first()
-    if job is None:
-        raise NotFound("No such job.", job=job_id)
-    # The lease row before the job row, as every lease service takes them (no deadlock with an
-    # agent accepting it). If the job turns out not cancellable, the Conflict rolls this back.
-    Lease.objects.filter(job=job, status=Lease.Status.DISPATCHED).update(
-        status=Lease.Status.FAILED,
-        close_reason=Lease.CloseReason.OWNER,
-        close_detail="cancelled by the consumer",
-        ended_at=now,
-    )
-    if not job_request_transition(
-        job=job, from_statuses=CANCELLABLE, to=Status.CANCELLED, now=now, close_reason="OWNER"
-    ):
-        job.refresh_from_db(fields=["status"])
-        raise Conflict(f"A {job.status.lower()} job cannot be cancelled.", status=job.status)
-    _release_escrow(job=job, now=now)
-    job.refresh_from_db()
-    return job
-
-
-def _release_escrow(*, job: JobRequest, now: datetime) -> None:
-    escrow = LedgerAccount.objects.select_for_update().get(job=job)
-    if escrow.balance > 0:
-        balance = LedgerAccount.objects.get(kind=LedgerAccount.Kind.CONSUMER, user_id=job.consumer_id)
-        ledger_transfer(
-            debit=escrow,
-            credit=balance,
-            amount=escrow.balance,
-            kind=LedgerTransfer.Kind.RELEASE,
-            now=now,
-            job=job,
-        )

@@ -48,8 +48,11 @@ def agent(lease):
 
 
 def accepted(agent, lease):
+    """Accept the lease, then date the acceptance an hour back: the usage these tests report is
+    within what its devices could have run since (metering is bounded by wall time)."""
     response = agent.post(f"{BASE}/agent/leases/{lease.pk}/accept", {"simulated": True}, format="json")
     assert response.status_code == 200, response.json()
+    Lease.objects.filter(pk=lease.pk).update(accepted_at=timezone.now() - timezone.timedelta(hours=1))
     return response.json()
 
 
@@ -111,7 +114,8 @@ class TestLeaseDetail:
         response = agent.get(f"{BASE}/agent/leases/{lease.pk}")
 
         assert response.status_code == 200
-        assert response.json()["allocated_device_seconds"] == str(lease.max_device_hours * 3600)
+        # Published to the millisecond, the precision usage is metered and accepted in.
+        assert response.json()["allocated_device_seconds"] == f"{lease.max_device_hours * 3600:.3f}"
 
     def test_answers_another_providers_lease_as_not_found(self, lease):
         stranger = bearer_client(ResourceFactory().provider.user)
@@ -204,7 +208,7 @@ class TestLeaseProgress:
             {"device_seconds": "-1"},
             {"device_seconds": "1e20"},
             {"device_seconds": "Infinity"},
-            {"device_seconds": "0.0001"},
+            {"device_seconds": "0.0000001"},  # more decimals than USAGE_INPUT_DECIMALS
             {"surprise": 1},
         ],
     )

@@ -1,14 +1,18 @@
-"""Who may call what: API keys, roles, and rate limits on every endpoint of market/api/urls.py."""
+"""Who may call what: API keys, roles, and rate limits on every endpoint of market/api/urls.py
+(and the job cancel of auctions/api/jobs.py, which changes a market job with its leases)."""
 
+import re
 from decimal import Decimal
 
 import pytest
 
+from auctions.api import jobs as job_urls
 from config.errors import InvalidInput
 from market.api import urls as market_urls
 from market.api.throttling import ApiKeyRateThrottle
-from market.models import Role
+from market.models import DataFile, Role
 from market.services.accounts import api_key_create, api_key_revoke
+from market.services.files import file_store
 from tests.conftest import NOW, assert_error, bearer_client
 from tests.factories import (
     ConsumerFactory,
@@ -21,7 +25,8 @@ from tests.factories import (
 
 pytestmark = pytest.mark.django_db
 
-# Every route of market/api/urls.py with each method it serves and the role it needs (None: any).
+# Every route of market/api/urls.py and auctions/api/jobs.py with each method it serves and the role
+# it needs (None: any).
 ENDPOINTS = [
     ("get", "/api/v1/me", None),
     ("get", "/api/v1/provider", Role.PROVIDER),
@@ -36,6 +41,12 @@ ENDPOINTS = [
     ("post", "/api/v1/jobs", Role.CONSUMER),
     ("get", "/api/v1/jobs/{job}", Role.CONSUMER),
     ("post", "/api/v1/jobs/{job}/cancel", Role.CONSUMER),
+    ("get", "/api/v1/jobs/{job}/output", Role.CONSUMER),
+    ("get", "/api/v1/jobs/{job}/errors", Role.CONSUMER),
+    ("get", "/api/v1/files", None),
+    ("post", "/api/v1/files", None),
+    ("get", "/api/v1/files/{file}", None),
+    ("get", "/api/v1/files/{file}/content", None),
     ("get", "/api/v1/balance", None),
     ("get", "/api/v1/ledger", None),
     ("post", "/api/v1/operator/deposits", Role.OPERATOR),
@@ -54,7 +65,10 @@ def targets():
     """A real resource and job, so a refusal cannot be a 404 in disguise."""
     resource = ResourceFactory()
     job = job_submit(consumer=ConsumerFactory(balance=Decimal("100")))
-    return {"resource": resource.pk, "job": job.pk}
+    data_file = file_store(
+        owner=job.consumer, purpose=DataFile.Purpose.DATASET, filename="d.bin", data=b"x", now=NOW
+    )
+    return {"resource": resource.pk, "job": job.pk, "file": data_file.public_id}
 
 
 def call(client, method, path, targets):
@@ -62,10 +76,11 @@ def call(client, method, path, targets):
 
 
 def test_the_endpoint_table_covers_every_route_of_the_market_api():
-    routes = {str(p.pattern).replace("<int:pk>", "{}") for p in market_urls.urlpatterns}
+    patterns = market_urls.urlpatterns + job_urls.urlpatterns
+    routes = {str(p.pattern).replace("<int:pk>", "{}").replace("<str:file_id>", "{}") for p in patterns}
 
     listed = {
-        path.removeprefix("/api/v1/").replace("{resource}", "{}").replace("{job}", "{}")
+        re.sub(r"\{\w+\}", "{}", path.removeprefix("/api/v1/"))
         for _, path, _ in ENDPOINTS
     }
 

@@ -6,8 +6,8 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
+from auctions.services.jobs import job_request_cancel
 from market.models import LedgerAccount, LedgerTransfer
-from market.services.jobs import job_request_cancel
 from tests.conftest import NOW, assert_error, bearer_client
 from tests.factories import ConsumerFactory, OperatorFactory, ProviderFactory, job_submit
 

@@ -102,14 +102,16 @@ class LiveMarket:
     db: SharedDatabase
     agents: list = field(default_factory=list)
 
-    def start_agent(self, provider: Provider, *, speedup: float = 3600.0) -> Agent:
-        """The real agent loop (simulate backend) for `provider`, in a thread, with a fresh key."""
+    def start_agent(self, provider: Provider, *, speedup: float = 3600.0, backend=None) -> Agent:
+        """The real agent loop (simulate backend, or `backend`) for `provider`, in a thread, with a
+        fresh key."""
         with self.db.turn():
             _, raw = api_key_create(
                 user=provider.user, role="provider", now=timezone.now(), name="browser test"
             )
         client = PoliteClient(self.url, raw, retries=3, backoff_s=0.05)
-        agent = Agent(client, SimulateBackend(speedup=speedup, tick_s=0.05), poll_wait_s=0.3, heartbeat_s=0.5)
+        backend = backend or SimulateBackend(speedup=speedup, tick_s=0.05)
+        agent = Agent(client, backend, poll_wait_s=0.3, heartbeat_s=0.5)
         thread = threading.Thread(target=agent.run, name=f"browser-agent-{provider.pk}", daemon=True)
         thread.start()
         self.agents.append((agent, thread))
@@ -137,8 +139,10 @@ def log_in(page, market: LiveMarket, user: User) -> None:
 
 
 @pytest.fixture
-def live_market(shared_db):
+def live_market(shared_db, settings):
     """Web server + in-process worker and beat on the in-memory broker; agents started on demand."""
+    # Agents simulate at 3600× real time: the server bounds a simulated lease's metering by this.
+    settings.CPX_SIMULATION_SPEEDUP = 3600
     override = {"default": shared_db.connection} if shared_db.shared else None
     server = ThreadedWSGIServer(
         ("127.0.0.1", 0), _QuietHandler, allow_reuse_address=True, connections_override=override

@@ -4,13 +4,13 @@ from decimal import Decimal
 
 import pytest
 
+from auctions.services.jobs import job_request_cancel
 from config.errors import Conflict, InvalidInput, NotFound
 from market.models import JobRequest, LedgerAccount, LedgerTransfer
 from market.selectors import balance_get, ledger_is_balanced
 from market.services import jobs as job_services
 from market.services.jobs import (
     IdempotencyKeyReused,
-    job_request_cancel,
     job_request_submit,
     job_request_transition,
 )

@@ -15,6 +15,7 @@ from auctions.selectors.leases import (
     provider_is_online,
     providers_online,
 )
+from auctions.services.jobs import job_request_cancel
 from auctions.services.leases import (
     LeaseAlreadyAccepted,
     LeaseAlreadyClosed,
@@ -34,7 +35,7 @@ from auctions.services.leases import (
 from config.errors import Conflict, InvalidInput
 from market.models import JobRequest, LedgerAccount, LedgerTransfer, Provider
 from market.selectors import ledger_is_balanced
-from market.services.jobs import job_request_cancel, job_request_transition
+from market.services.jobs import job_request_transition
 from tests.conftest import NOW, later
 from tests.factories import ConsumerFactory, ResourceFactory, job_submit
 
@@ -239,11 +240,11 @@ class TestLeaseReportProgress:
         lease = running_lease()
 
         lease = lease_report_progress(
-            provider=lease.provider, lease_id=lease.pk, progress=0.5, now=later(seconds=40), **usage()
+            provider=lease.provider, lease_id=lease.pk, progress=0.5, now=later(hours=1), **usage()
         )
 
         assert (lease.progress, lease.tokens_in, lease.device_seconds) == (0.5, 100, Decimal("1800"))
-        assert lease.last_heartbeat_at == later(seconds=40)
+        assert lease.last_heartbeat_at == later(hours=1)
 
     def test_refuses_usage_beyond_the_allocation_and_changes_nothing(self):
         lease = running_lease(max_hours=Decimal("1"))
@@ -263,12 +264,18 @@ class TestLeaseReportProgress:
 
     def test_refuses_counters_that_go_backwards(self):
         lease = running_lease()
-        lease_report_progress(provider=lease.provider, lease_id=lease.pk, progress=0.5, now=NOW, **usage())
+        lease_report_progress(
+            provider=lease.provider, lease_id=lease.pk, progress=0.5, now=later(hours=1), **usage()
+        )
         before = snapshot(lease)
 
         with pytest.raises(UsageWentBackwards):
             lease_report_progress(
-                provider=lease.provider, lease_id=lease.pk, progress=0.6, now=NOW, **usage(tokens_in=99)
+                provider=lease.provider,
+                lease_id=lease.pk,
+                progress=0.6,
+                now=later(hours=1),
+                **usage(tokens_in=99),
             )
 
         assert snapshot(lease) == before
@@ -330,11 +337,11 @@ class TestLeaseComplete:
 
     def test_a_replayed_completion_is_refused_and_pays_nothing_more(self):
         lease = running_lease()
-        lease_complete(provider=lease.provider, lease_id=lease.pk, now=NOW, **usage())
+        lease_complete(provider=lease.provider, lease_id=lease.pk, now=later(hours=1), **usage())
         before = snapshot(lease)
 
         with pytest.raises(LeaseAlreadyClosed) as error:
-            lease_complete(provider=lease.provider, lease_id=lease.pk, now=NOW, **usage())
+            lease_complete(provider=lease.provider, lease_id=lease.pk, now=later(hours=1), **usage())
 
         assert error.value.extra["status"] == S.COMPLETED
         assert snapshot(lease) == before
@@ -430,7 +437,11 @@ class TestLeaseSweep:
     def test_spares_a_lease_that_reported_progress_in_time(self, settings):
         lease = running_lease()
         lease_report_progress(
-            provider=lease.provider, lease_id=lease.pk, progress=0.1, now=later(seconds=50), **usage()
+            provider=lease.provider,
+            lease_id=lease.pk,
+            progress=0.1,
+            now=later(seconds=50),
+            **usage(device_seconds=Decimal("50")),
         )
 
         lease_sweep(now=NOW + timedelta(seconds=settings.CPX_HEARTBEAT_TIMEOUT_S + 1))
@@ -493,7 +504,7 @@ class TestLeaseSweep:
 
     def test_a_sweep_after_the_completion_changes_nothing(self, settings):
         lease = running_lease()
-        lease_complete(provider=lease.provider, lease_id=lease.pk, now=NOW, **usage())
+        lease_complete(provider=lease.provider, lease_id=lease.pk, now=later(hours=1), **usage())
         before = snapshot(lease)
 
         lease_sweep(now=NOW + timedelta(seconds=settings.CPX_HEARTBEAT_TIMEOUT_S + 1))
@@ -585,7 +596,7 @@ class TestRaces:
         results = self._race(
             lambda: lease_sweep(now=sweep_at),
             lambda: lease_sweep(now=sweep_at),
-            lambda: lease_complete(provider=lease.provider, lease_id=lease.pk, now=NOW, **usage()),
+            lambda: lease_complete(provider=lease.provider, lease_id=lease.pk, now=later(hours=1), **usage()),
         )
 
         lease.refresh_from_db()
@@ -605,7 +616,12 @@ class TestRaces:
         lease = running_lease()
 
         results = self._race(
-            *[lambda: lease_complete(provider=lease.provider, lease_id=lease.pk, now=NOW, **usage())] * 2
+            *[
+                lambda: lease_complete(
+                    provider=lease.provider, lease_id=lease.pk, now=later(hours=1), **usage()
+                )
+            ]
+            * 2
         )
 
         assert sum(isinstance(r, LeaseAlreadyClosed) for r in results) == 1

@@ -5,10 +5,11 @@ from decimal import Decimal
 
 import pytest
 
+from auctions.services.jobs import job_request_cancel
 from config.errors import Conflict, InvalidInput
 from market.models import JobRequest, LedgerAccount, LedgerTransfer
 from market.selectors import balance_get, ledger_is_balanced
-from market.services.jobs import job_request_cancel, job_request_submit, job_request_transition
+from market.services.jobs import job_request_submit, job_request_transition
 from market.services.ledger import InsufficientFunds, ledger_deposit, ledger_house_account, ledger_transfer
 from tests.conftest import NOW, run_together
 from tests.factories import ConsumerFactory, ProviderUserFactory, job_spec

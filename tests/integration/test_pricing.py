@@ -1,18 +1,29 @@
 """Pricing against the database: Stackelberg quotes per resource class, auto-priced asks and floors,
 and the quote for one job spec."""
 
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from django.test import Client
+from django.urls import reverse
+from django.utils import timezone
 
 from auctions.mechanisms import MechanismError, price
 from auctions.models import PriceQuote
 from auctions.services import pricing as pricing_services
 from auctions.services.pricing import job_quote, price_quotes_update
 from auctions.services.rounds import round_clear, round_open
-from market.models import Provider, Resource
+from market.models import JobRequest, Provider, Resource
 from tests.conftest import NOW
-from tests.factories import ConsumerFactory, ProviderFactory, ResourceFactory, job_spec, job_submit
+from tests.factories import (
+    ConsumerFactory,
+    OperatorFactory,
+    ProviderFactory,
+    ResourceFactory,
+    job_spec,
+    job_submit,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -214,3 +225,30 @@ class TestJobQuoteComesTrue:
         assert answer["expected_price"] == Decimal("0.400000")
         lease = round_obj.leases.get()
         assert (lease.job_id, lease.unit_price_paid) == (job.pk, answer["expected_price"])
+
+
+class TestAnOddRegionAlreadyStored:
+    """Input is checked (tests/api/test_hostile_input.py); rows written before that, or by hand, must
+    still not stop the pricing, the dashboard or a round."""
+
+    @pytest.mark.parametrize("region", ["eu/west", ""])
+    def test_the_pricing_and_the_market_dashboard_carry_on(self, region):
+        resource = ResourceFactory(price_floor=Decimal("0"), ask_per_device_hour=Decimal("0.2"))
+        Provider.objects.filter(pk=resource.provider_id).update(
+            last_heartbeat_at=timezone.now(), region=region
+        )
+        consumer = ConsumerFactory(balance=Decimal("100"))
+        now = timezone.now()
+        job = job_submit(consumer=consumer, now=now, deadline=now + timedelta(days=1), quant_bits=4)
+        JobRequest.objects.filter(pk=job.pk).update(region=region)
+        operator = Client()
+        operator.force_login(OperatorFactory())
+
+        quotes = price_quotes_update(now=now)
+        page = operator.get(reverse("ops:market"))
+        live = operator.get(reverse("ops:market-live"))
+
+        label = region.replace("/", "-") or "-"
+        assert [q.resource_class for q in quotes] == [f"GPU/24G/{label}"]
+        assert page.status_code == 200 and live.status_code == 200
+        assert f"GPU/24G/{label}" in live.content.decode()

@@ -3,6 +3,7 @@ replay, compare-and-set against concurrent cancels, bulk queries, and a two-work
 
 import json
 import threading
+import types
 from datetime import timedelta
 from decimal import Decimal
 
@@ -11,13 +12,13 @@ from django.core.management import call_command
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from auctions.mechanisms import MechanismError, throughput
+from auctions.mechanisms import MechanismError, throughput, welfare_milp
 from auctions.models import Lease, Round
 from auctions.selectors import rounds as round_selectors
 from auctions.services import rounds as round_services
+from auctions.services.jobs import job_request_cancel
 from auctions.services.rounds import RoundBookChanged, RoundBusy, round_clear, round_open, round_replay
 from market.models import JobRequest, Provider
-from market.services.jobs import job_request_cancel
 from tests.conftest import NOW
 from tests.factories import ConsumerFactory, ProviderFactory, ResourceFactory, job_submit
 
@@ -358,6 +359,29 @@ class TestRoundReplay:
         assert report["round"] == round_obj.pk
         assert report["snapshot_sha256"] == round_obj.snapshot_sha256
         assert report["recomputed_result_sha256"] == report["result_sha256"] == round_obj.result_sha256
+
+    def test_replay_of_a_round_whose_solver_guard_fired_matches_on_a_quick_machine(
+        self, settings, monkeypatch
+    ):
+        settings.CPX_HETEROGENEOUS_MECHANISM, settings.CPX_HETEROGENEOUS_PAYMENT_RULE = "welfare", "vcg"
+        settings.CPX_WELFARE_TIME_LIMIT_S = 45.0
+        online_resource(ask_per_device_hour=Decimal("0.10"), device_count=4)
+        online_resource(ask_per_device_hour=Decimal("0.20"), device_count=2)
+        consumer = funded_consumer()
+        for price in ("1.00", "0.80", "0.60"):
+            bid(consumer, price, requested_device_count=2)
+        ticks = iter(range(0, 10**9, 30))  # a machine so slow that the guard cuts the MILP: 30 s a reading
+        with monkeypatch.context() as patch:
+            patch.setattr(
+                welfare_milp, "time", types.SimpleNamespace(perf_counter=lambda: float(next(ticks)))
+            )
+            round_obj = cleared_round()
+        (hetero,) = [r for r in round_obj.result if r["mechanism"] == "welfare"]
+
+        report = round_replay(round_id=round_obj.pk)
+
+        assert hetero["stopped_by"] == "time_limit" and hetero["time_cuts"]
+        assert report["match"] is True
 
     def test_a_tampered_snapshot_is_a_mismatch(self):
         online_resource(ask_per_device_hour=Decimal("0.10"), device_count=2)

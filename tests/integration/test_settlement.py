@@ -11,6 +11,7 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from auctions.models import Lease
+from auctions.services.jobs import job_request_cancel
 from auctions.services.leases import (
     lease_accept,
     lease_complete,
@@ -19,17 +20,16 @@ from auctions.services.leases import (
     lease_report_progress,
     lease_sweep,
 )
-from config.errors import DomainError
-from market.models import JobRequest, LedgerAccount, LedgerTransfer, Provider
-from market.selectors import ledger_is_balanced
-from market.services.jobs import job_request_cancel
-from market.services.settlement import (
+from auctions.services.settlement import (
     LeaseNotCompleted,
     job_refund,
     lease_settle,
     provider_penalise,
     settlement_amounts,
 )
+from config.errors import DomainError
+from market.models import JobRequest, LedgerAccount, LedgerTransfer, Provider
+from market.selectors import ledger_is_balanced
 from tests.conftest import NOW, later
 from tests.factories import ConsumerFactory, ResourceFactory, job_submit
 from tests.integration.test_leases import earnings, escrow, funded_job, make_lease, running_lease, usage
@@ -104,10 +104,12 @@ class TestLeaseSettle:
 
     def test_settling_again_moves_nothing(self):
         lease = running_lease()
-        lease, first = lease_complete(provider=lease.provider, lease_id=lease.pk, now=NOW, **usage())
+        lease, first = lease_complete(
+            provider=lease.provider, lease_id=lease.pk, now=later(hours=1), **usage()
+        )
         transfers = LedgerTransfer.objects.filter(job=lease.job).count()
 
-        second = lease_settle(lease=lease, now=later(seconds=1))
+        second = lease_settle(lease=lease, now=later(hours=1, seconds=1))
 
         assert second == first
         assert LedgerTransfer.objects.filter(job=lease.job).count() == transfers
@@ -116,7 +118,7 @@ class TestLeaseSettle:
     def test_every_transfer_has_a_unique_reference(self):
         lease = running_lease()
 
-        lease_complete(provider=lease.provider, lease_id=lease.pk, now=NOW, **usage())
+        lease_complete(provider=lease.provider, lease_id=lease.pk, now=later(hours=1), **usage())
 
         references = set(
             LedgerTransfer.objects.filter(job=lease.job)
@@ -145,7 +147,7 @@ class TestProviderPenalise:
     def test_takes_the_penalty_from_earnings_up_to_what_they_hold(self):
         paid = running_lease()
         provider = paid.provider
-        lease_complete(provider=provider, lease_id=paid.pk, now=NOW, **usage())  # earns 0.2375
+        lease_complete(provider=provider, lease_id=paid.pk, now=later(hours=1), **usage())  # earns 0.2375
         failed = running_lease(resource=ResourceFactory(provider=provider))
 
         taken = provider_penalise(provider=provider, lease=failed, now=NOW)

@@ -76,8 +76,10 @@ class Market:
         job = job_submit(consumer=consumer, budget=Decimal("10"))
         lease = make_lease(job=job, **lease_kwargs)
         lease_accept(provider=lease.provider, lease_id=lease.pk, now=NOW)
+        # Completed once its devices could have run the usage (metering is bounded by wall time).
+        ran_until = NOW + timedelta(seconds=float(device_seconds) / lease.devices)
         lease, _ = lease_complete(
-            provider=lease.provider, lease_id=lease.pk, now=NOW, **usage(device_seconds=device_seconds)
+            provider=lease.provider, lease_id=lease.pk, now=ran_until, **usage(device_seconds=device_seconds)
         )
         lease.job.consumer.wallet = getattr(consumer, "wallet", None)
         return lease

@@ -1,5 +1,6 @@
 """config.settings.production refuses to start without its secrets and money-moving configuration."""
 
+import json
 import os
 import subprocess
 import sys
@@ -61,3 +62,27 @@ class TestProductionSettings:
 
         assert result.returncode == 0, result.stderr
         assert result.stdout.strip() == "off"
+
+    def test_operate_with_json_logs_stored_results_hashed_static_files_and_a_pool(self):
+        env = {key: value for key, value in os.environ.items() if key not in COMPLETE}
+        env.update(COMPLETE, DJANGO_SETTINGS_MODULE="config.settings.production")
+        code = (
+            "import json; from django.conf import settings as s; print(json.dumps({"
+            "'results': s.CELERY_RESULT_BACKEND, 'log': s.LOGGING['handlers']['console']['formatter'],"
+            "'access': s.CPX_ACCESS_LOG, 'static': s.STORAGES['staticfiles']['BACKEND'],"
+            "'pool': s.DATABASES['default']['OPTIONS'].get('pool'),"
+            "'age': s.DATABASES['default']['CONN_MAX_AGE'],"
+            "'redirect': s.SECURE_SSL_REDIRECT, 'exempt': s.SECURE_REDIRECT_EXEMPT}))"
+        )
+
+        result = subprocess.run(
+            [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+        )
+
+        assert result.returncode == 0, result.stderr
+        loaded = json.loads(result.stdout)
+        assert loaded["results"] == "django-db"
+        assert loaded["log"] == "json" and loaded["access"] is True
+        assert loaded["static"] == "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        assert loaded["pool"]["max_size"] >= 1 and loaded["age"] == 0
+        assert loaded["redirect"] is True and r"^readyz$" in loaded["exempt"]

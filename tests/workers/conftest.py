@@ -103,8 +103,11 @@ def embedded_worker(embedded_app, shared_db):
 
 
 @pytest.fixture
-def market_server(shared_db):
+def market_server(shared_db, settings):
     """The demo's threaded web server on a free port (the live server of these tests)."""
+    # The tests' simulated agents run up to this many times faster than real time; the server
+    # bounds a simulated lease's metering by it (auctions.services.leases).
+    settings.CPX_SIMULATION_SPEEDUP = 36000
     override = {"default": shared_db.connection} if shared_db.shared else None
     server = WebServer("127.0.0.1", 0, connections_override=override, wrap_app=shared_db.wsgi).start()
     yield server

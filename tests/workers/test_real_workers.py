@@ -62,7 +62,9 @@ def submit_over_api(server, key: str) -> int:
 @contextlib.contextmanager
 def lease_writes_held():
     """Hold an EXCLUSIVE lock on the lease table in a connection of our own until the block ends."""
-    raw = connection.get_new_connection(connection.get_connection_params())
+    # A connection of its own, outside Django's pool (whose connections are in autocommit mode):
+    # psycopg's default opens a transaction on the first statement, which the lock needs.
+    raw = connection.Database.connect(**connection.get_connection_params())
     try:
         with raw.cursor() as cursor:
             cursor.execute('LOCK TABLE "auctions_lease" IN EXCLUSIVE MODE')

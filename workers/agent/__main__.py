@@ -24,6 +24,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--openai-model", help="model name the server knows (default: the job's model_name)")
     parser.add_argument("--openai-chat", action="store_true", help="use /v1/chat/completions")
     parser.add_argument("--chunk-tokens", type=int, default=1024, help="tokens per replayed request")
+    parser.add_argument(
+        "--concurrency", type=int, default=4, help="batch jobs: requests in flight to the server at once"
+    )
+    parser.add_argument(
+        "--verify-models",
+        default="",
+        help="comma-separated models this server serves: also re-run other providers' spot checks of them",
+    )
     parser.add_argument("--once", action="store_true", help="one poll; run what it offers; exit")
     parser.add_argument("--poll-wait", type=float, default=20.0, help="long-poll seconds")
     parser.add_argument("--heartbeat", type=float, default=None, help="seconds between heartbeats")
@@ -49,7 +57,12 @@ def main(argv=None) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
     options = {}
     if args.backend == "openai":
-        options = {"model": args.openai_model, "chat": args.openai_chat, "chunk_tokens": args.chunk_tokens}
+        options = {
+            "model": args.openai_model,
+            "chat": args.openai_chat,
+            "chunk_tokens": args.chunk_tokens,
+            "concurrency": args.concurrency,
+        }
     backend = make_backend(args.backend, openai_url=args.openai_url, speedup=args.speedup, **options)
     agent = Agent(
         AgentClient(args.api, args.key),
@@ -57,6 +70,7 @@ def main(argv=None) -> int:
         poll_wait_s=args.poll_wait,
         heartbeat_s=args.heartbeat,
         once=args.once,
+        verify_models=tuple(m.strip() for m in args.verify_models.split(",") if m.strip()),
     )
 
     def shut_down(signum, frame):

@@ -99,7 +99,9 @@ class SimulateBackend:
 class OpenAIBackend:
     """Forwards inference to the provider's own OpenAI-compatible server (vLLM, llama.cpp, Ollama).
 
-    CPX does not carry prompts (a job states its workload in tokens), so this is a *load replay*:
+    A job with an input file (OpenAI Batch JSONL) runs its own requests, `concurrency` at a time,
+    and returns their results (workers.agent.batch). A job without one states only its workload in
+    tokens, so it is a *load replay*:
     the workload_tokens are cut into requests of `chunk_tokens`, each a deterministic synthetic
     prompt of about half the chunk (one short word ≈ one token) asking for the other half as
     completion (`max_tokens`), with temperature 0. Usage is what the server says it did
@@ -123,8 +125,13 @@ class OpenAIBackend:
         timeout_s: float = 300.0,
         retries: int = 2,
         report_every_s: float = 1.0,
+        concurrency: int = 4,
         clock=time.monotonic,
     ):
+        self.client = None
+        self.concurrency = concurrency
+        self.batch_requests_sent = 0  # batch requests sent to the server (resumption skips the rest)
+        self._count_lock = threading.Lock()
         self.url = url.rstrip("/")
         if self.url.endswith("/v1"):
             self.url = self.url[: -len("/v1")]
@@ -136,8 +143,17 @@ class OpenAIBackend:
         self.report_every_s = report_every_s
         self.clock = clock
 
+    def bind(self, client) -> None:
+        """The agent's API client: a batch job's input and results travel through it."""
+        self.client = client
+
     def run(self, lease: dict, report: Report, stop: threading.Event) -> Usage:
         job = lease["job"]
+        if job["kind"] == "INFERENCE" and job.get("input_file"):
+            from workers.agent.batch import BatchRunner  # the batch runner builds on this module
+
+            runner = BatchRunner(self, self.client, concurrency=self.concurrency)
+            return runner.run(lease, stop)
         if job["kind"] != "INFERENCE":
             raise JobError("backend openai runs inference only")
         total = int(job.get("workload_tokens") or 0)

@@ -60,7 +60,9 @@ class AgentClient:
             session.headers.update(self.headers)
         return session
 
-    def request(self, method: str, path: str, *, json=None, params=None, timeout_s: float | None = None):
+    def request(
+        self, method: str, path: str, *, json=None, params=None, timeout_s: float | None = None, raw=False
+    ):
         delay = self.backoff_s
         last = "no attempt"
         for attempt in range(self.retries + 1):
@@ -91,7 +93,7 @@ class AgentClient:
                     body.get("message", response.text[:200]),
                     body.get("extra"),
                 )
-            return response.json()
+            return response if raw else response.json()
         raise Unavailable(f"{method} {path} failed after {self.retries + 1} attempts: {last}")
 
     def heartbeat(self, lease_ids=()) -> dict:
@@ -124,3 +126,20 @@ class AgentClient:
     def fail(self, lease_id: int, *, reason: str, detail: str = "") -> dict:
         body = {"reason": reason, "detail": detail[:300]}
         return self.request("POST", f"/agent/leases/{lease_id}/fail", json=body)
+
+    def batch_state(self, lease_id: int) -> dict:
+        return self.request("GET", f"/agent/leases/{lease_id}/batch")
+
+    def lease_input(self, lease_id: int) -> bytes:
+        return self.request("GET", f"/agent/leases/{lease_id}/input", raw=True).content
+
+    def batch_results(self, lease_id: int, results: list[dict]) -> dict:
+        return self.request("POST", f"/agent/leases/{lease_id}/results", json={"results": results})
+
+    def verifications(self, models: list[str]) -> list[dict]:
+        return self.request("GET", "/agent/verifications", params={"models": ",".join(models)})
+
+    def verification_results(self, verification_id: int, results: list[dict]) -> dict:
+        return self.request(
+            "POST", f"/agent/verifications/{verification_id}/results", json={"results": results}
+        )

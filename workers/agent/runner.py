@@ -6,6 +6,7 @@ import threading
 from dataclasses import dataclass, field
 
 from workers.agent.backends import JobError, ProviderFault, Stopped, Usage
+from workers.agent.batch import run_verifications
 from workers.agent.client import AgentClient, ApiError, Unavailable
 
 logger = logging.getLogger("cpx.agent")
@@ -34,13 +35,18 @@ class Agent:
         heartbeat_s: float | None = None,
         once: bool = False,
         idle_backoff_s: float = 2.0,
+        verify_models: tuple[str, ...] = (),
     ):
         self.client = client
         self.backend = backend
+        if hasattr(backend, "bind"):
+            backend.bind(client)
         self.poll_wait_s = poll_wait_s
         self.heartbeat_s = heartbeat_s
         self.once = once
         self.idle_backoff_s = idle_backoff_s
+        self.verify_models = list(verify_models)  # serve spot checks of jobs naming these models
+        self.verified = 0
         self.runs: dict[int, LeaseRun] = {}
         self.finished: dict[int, str] = {}
         self.devices_in_use: dict[int, int] = {}
@@ -85,11 +91,19 @@ class Agent:
                 if self.stopping.is_set():
                     break
                 self._start(lease)
+            if self.verify_models:
+                self._verify()
             if self.once:
                 self._join_all()
                 break
         self.stop()
         return code
+
+    def _verify(self) -> None:
+        try:
+            self.verified += run_verifications(self.client, self.backend, self.verify_models)
+        except (ApiError, Unavailable, ProviderFault) as error:
+            logger.warning("spot checks not answered: %s", error)
 
     def stop(self, *, timeout_s: float = 30.0) -> None:
         """Clean shutdown: stop polling; running leases stop and fail over (PROVIDER_FAULT) at once

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 from auctions.mechanisms import clear
+from tests.unit.mechanisms.test_heterogeneous_pruning import congested_book
+from tests.unit.mechanisms.test_replay_under_load import fast_clock
 
 ROOT = Path(__file__).resolve().parents[3]
 PUBLIC = {
@@ -112,14 +114,38 @@ class TestErrors:
 
     @pytest.mark.parametrize(
         "args",
-        [(), ("clear",), ("bid", "-"), ("clear", "a", "b")],
-        ids=["none", "no file", "bad verb", "extra"],
+        [
+            (),
+            ("clear",),
+            ("bid", "-"),
+            ("clear", "a", "b"),
+            ("price", "-", "--replay", "-"),
+            ("clear", "-", "--x", "-"),
+        ],
+        ids=["none", "no file", "bad verb", "extra", "price replay", "bad option"],
     )
     def test_answers_wrong_usage_with_the_usage_code(self, args):
         status, document, stderr = run(*args, stdin="")
 
         assert status == 2 and document["error"]["code"] == "usage"
         assert "Traceback" not in stderr
+
+    def test_replays_a_book_with_its_recorded_result(self, tmp_path, monkeypatch):
+        book = dict(congested_book(16, 3), payment_rule="vcg", time_limit_s=45)
+        with monkeypatch.context() as patch:
+            fast_clock(patch)  # the original run's guard cuts solves (see test_replay_under_load)
+            recorded = clear(book)
+        (tmp_path / "book.json").write_text(json.dumps(book))
+        (tmp_path / "result.json").write_text(json.dumps(recorded))
+
+        status, document, _ = run(
+            "clear", str(tmp_path / "book.json"), "--replay", str(tmp_path / "result.json")
+        )
+        live_status, live, _ = run("clear", str(tmp_path / "book.json"))
+
+        assert (status, live_status) == (0, 0)
+        assert recorded["time_cuts"] and document == recorded
+        assert "time_cuts" not in live and live["welfare"] > recorded["welfare"]
 
     def test_answers_a_missing_file_with_the_usage_code(self, tmp_path):
         status, document, _ = run("clear", str(tmp_path / "absent.json"))

@@ -103,7 +103,7 @@ class TestExplicitPruning:
             exact = clear(dict(doc, pruning=False))
             market = build_market(doc)
             problem = welfare_milp._Problem(market, market.fits_alone)
-            kept = welfare_milp.prune_per_provider(problem, problem.lp_dual(welfare_milp.Deadline(10)), 3)
+            kept = welfare_milp.prune_per_provider(problem, problem.lp_dual(welfare_milp.Budget(10)), 3)
             jobs_kept = {market.job_ids[j] for j in problem.jobs[kept]}
             kept_all += set(exact["assignments"]) <= jobs_kept
 
@@ -123,7 +123,7 @@ class TestExplicitPruning:
         doc = congested_book()
         market = build_market(doc)
         problem = welfare_milp._Problem(market, market.fits_alone)
-        dual = problem.lp_dual(welfare_milp.Deadline(10))
+        dual = problem.lp_dual(welfare_milp.Budget(10))
 
         kept = welfare_milp.prune_per_provider(problem, dual, 4)
 

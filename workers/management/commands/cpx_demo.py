@@ -13,6 +13,7 @@ import json
 import time
 from io import StringIO
 
+from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
@@ -53,6 +54,8 @@ class Command(BaseCommand):
         if not Provider.objects.exists():
             call_command("cpx_seed", jobs=seed_jobs, quiet=True, stdout=StringIO())
             say(f"seeded the demo population ({seed_jobs} jobs)")
+        # The in-process agents simulate this fast; the server bounds simulated metering by it.
+        settings.CPX_SIMULATION_SPEEDUP = max(settings.CPX_SIMULATION_SPEEDUP, speedup)
         web = WebServer("127.0.0.1", 0).start()
         embedded = EmbeddedCelery(beat=False).start()
         quiet_logs(options["verbosity"])  # again: the worker's django.setup() re-applied LOGGING

@@ -54,6 +54,8 @@ class Command(BaseCommand):
         if not host or not port.isdigit():
             raise CommandError("addrport is HOST:PORT, e.g. 127.0.0.1:8000")
         speedup = options["speedup"] or settings.CPX_SIMULATION_SPEEDUP
+        # The in-process agents simulate this fast; the server bounds simulated metering by it.
+        settings.CPX_SIMULATION_SPEEDUP = max(settings.CPX_SIMULATION_SPEEDUP, speedup)
         quiet_logs(options["verbosity"])
         stop = threading.Event()
         for signum in (signal.SIGINT, signal.SIGTERM):

@@ -5,9 +5,9 @@ Every transfer carries a unique `reference` (`lease:<id>:payment`, `lease:<id>:f
 `lease:<id>:penalty`, `job:<id>:refund`), so a retried settlement can never move money twice:
 the database refuses the second row and the whole transaction rolls back.
 
-Lock order: a settlement touches escrow → provider → platform → consumer; a sweep touches
-provider → penalty → escrow → consumer. Both take the provider before the consumer, so two of
-them cannot wait on each other.
+Lock order: the lifecycle's one order (auctions.services.leases): the caller holds the job's row
+lock, then the provider row, then ledger accounts — provider earnings, house accounts (platform fee,
+penalty), the consumer's balance. A job's escrow is touched only under its job's row lock.
 """
 
 from dataclasses import dataclass
@@ -94,6 +94,10 @@ def lease_settle(*, lease: Lease, now: datetime) -> LeaseSettlement:
     provider_account = ledger_account_for_user(user=lease.provider.user, kind=LedgerAccount.Kind.PROVIDER)
     platform_account = ledger_house_account(kind=LedgerAccount.Kind.PLATFORM_FEE)
     consumer_account = ledger_account_for_user(user=job.consumer, kind=LedgerAccount.Kind.CONSUMER)
+    memo = f"lease {lease.pk}: {hours} device-hours"
+    output = JobRequest.objects.filter(pk=job.pk).values_list("output_file__sha256", flat=True).first()
+    if output:  # a batch job: the settlement record names the results it paid for (issue 10)
+        memo += f"; results sha256 {output}"
     moves = [
         (provider_account, provider_net, LedgerTransfer.Kind.PAYMENT, f"lease:{lease.pk}:payment"),
         (platform_account, platform, LedgerTransfer.Kind.FEE, f"lease:{lease.pk}:fee"),
@@ -109,7 +113,7 @@ def lease_settle(*, lease: Lease, now: datetime) -> LeaseSettlement:
                 now=now,
                 job=job,
                 reference=reference,
-                memo=f"lease {lease.pk}: {hours} device-hours",
+                memo=memo,
             )
     return LeaseSettlement(lease.pk, hours, charge, provider_net, platform, refund)
 
@@ -170,6 +174,8 @@ def provider_penalise(*, provider: Provider, lease: Lease, now: datetime) -> Dec
     compare-and-set does); the transfer's reference `lease:<id>:penalty` refuses a second payment.
     """
     due = lease_penalty_due(lease)
+    # The provider row before its ledger accounts (lock order): a heartbeat holds it the same way.
+    Provider.objects.select_for_update().filter(pk=provider.pk).values_list("pk", flat=True).first()
     account = ledger_account_for_user(user=provider.user, kind=LedgerAccount.Kind.PROVIDER)
     # Lock the earnings so the cap and the debit see the same balance.
     held = LedgerAccount.objects.select_for_update().get(pk=account.pk).balance
