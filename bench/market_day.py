@@ -154,6 +154,8 @@ def setup_django(args) -> None:
 
         args.base_url = base
         os.environ["DATABASE_URL"] = database_url(base, args.database)
+        # Each rule gets a fresh database (DROP … WITH (FORCE)): a pool would keep killed connections.
+        os.environ["DATABASE_POOL"] = "false"
     else:
         args.tmp = tempfile.mkdtemp(prefix="cpx-market-day-")
         os.environ["DATABASE_URL"] = f"sqlite:///{args.tmp}/market_day.sqlite3"
