@@ -104,8 +104,8 @@ class TestClearingSettingsCheck:
 
     def test_asks_the_engine_too(self, settings, monkeypatch):
         # A rule the settings list admits but the engine does not know is still caught at start-up.
-        monkeypatch.setattr(rounds, "UNIT_MECHANISMS", rounds.UNIT_MECHANISMS | {"posted_price"})
-        settings.CPX_UNIT_MECHANISM = "posted_price"
+        monkeypatch.setattr(rounds, "UNIT_MECHANISMS", rounds.UNIT_MECHANISMS | {"fixed_price"})
+        settings.CPX_UNIT_MECHANISM = "fixed_price"
 
         messages = check_clearing_settings()
 
