@@ -93,6 +93,7 @@ bench: install
 	$(PY) bench/settlement_gas.py
 	$(PY) bench/round.py
 	$(PY) bench/dashboard.py
+	$(PY) bench/market_day.py --seeds 3
 	$(PY) bench/api_submit.py
 
 ## make screenshots: a live demo (cpx_serve, temp SQLite, free port) photographed by Chromium: each main

@@ -39,7 +39,7 @@ def check_clearing_settings(app_configs=None, **kwargs) -> list[checks.CheckMess
     """Every clearing and pricing setting, alone and in combination."""
     from django.conf import settings
 
-    from auctions.services.rounds import HETEROGENEOUS_RULES, UNIT_MECHANISMS
+    from auctions.services.rounds import CLEARING_RULES, HETEROGENEOUS_RULES, UNIT_MECHANISMS
 
     errors = []
     unit = settings.CPX_UNIT_MECHANISM
@@ -122,6 +122,25 @@ def check_clearing_settings(app_configs=None, **kwargs) -> list[checks.CheckMess
                 9,
                 f"CPX_PRICING_RECENT_ROUNDS={recent!r} must be an integer >= 0.",
                 "The recent rounds whose bids join the queued ones as demand; the default is 20.",
+            )
+        )
+    clearing_rule = settings.CPX_CLEARING_RULE
+    if clearing_rule not in CLEARING_RULES:
+        errors.append(
+            _error(
+                13,
+                f"CPX_CLEARING_RULE={clearing_rule!r} is not a clearing rule.",
+                f"Use one of {', '.join(sorted(CLEARING_RULES))} (depth: the unit auction in thick "
+                "classes, posted prices in thin ones; per_class: the unit auction in every class).",
+            )
+        )
+    thick = settings.CPX_THICK_BOOK_MIN_ORDERS
+    if isinstance(thick, bool) or not isinstance(thick, int) or thick < 1:
+        errors.append(
+            _error(
+                14,
+                f"CPX_THICK_BOOK_MIN_ORDERS={thick!r} must be an integer >= 1.",
+                "The bids and free devices a class needs to clear by the unit auction; the default is 10.",
             )
         )
     errors += _money_errors(settings)

@@ -11,10 +11,12 @@ from auctions.mechanisms.errors import MechanismError
 __all__ = ["MechanismError", "clear", "price", "ENGINE_VERSION"]
 
 # Bumped whenever a rule or convention changes an outcome; stored with every round.
-ENGINE_VERSION = "1.1.0"  # 1.1.0: work limits, not wall-clock limits; `stopped_by`, `time_cuts`, replay
+# 1.1.0: work limits, not wall-clock limits; `stopped_by`, `time_cuts`, replay. 1.2.0: posted_price.
+ENGINE_VERSION = "1.2.0"
 
 DOUBLE_AUCTIONS = frozenset({"mcafee", "trade_reduction", "vcg", "sbba", "sbba_buyer_lottery", "huang"})
 HETEROGENEOUS = frozenset({"welfare", "greedy"})
+POSTED_PRICE = "posted_price"
 GAMES = frozenset({"stackelberg", "linear_oligopoly", "budget_oligopoly"})
 
 
@@ -43,6 +45,10 @@ def clear(doc, *, input_sha256: str | None = None, replay=None):
         from auctions.mechanisms.heterogeneous import clear_heterogeneous
 
         return clear_heterogeneous(doc, input_sha256=input_sha256, time_cuts=_time_cuts(replay))
+    if mechanism == POSTED_PRICE:
+        from auctions.mechanisms.posted_price import clear_posted_price
+
+        return clear_posted_price(doc, input_sha256=input_sha256)
     raise MechanismError("unknown_mechanism", f"unknown mechanism {mechanism!r}")
 
 

@@ -23,6 +23,7 @@ BOOK_JOB_FIELDS = (
     "placement",  # "strict" holds the job to its region (market.services.placement)
     "memory_per_device_gib",
     "device_count",
+    "waiting_reason",
 )
 BOOK_RESOURCE_FIELDS = (
     "id",
@@ -91,6 +92,15 @@ def round_book_resources(
 def round_active() -> Round | None:
     """The OPEN or CLEARING round, if any (there is at most one: `active_slot` is unique)."""
     return Round.objects.filter(active_slot=1).first()
+
+
+def round_next_id() -> int:
+    """The id the next round to clear will have: the active round's, else one past the newest (a
+    sequence may skip ids after a failed insert, so a quote's guess can be wrong then)."""
+    active = round_active()
+    if active is not None:
+        return active.pk
+    return (Round.objects.order_by("-id").values_list("id", flat=True).first() or 0) + 1
 
 
 def round_get(*, round_id: int) -> Round | None:

@@ -175,13 +175,66 @@ def _quote_class(key, resources, bids, history, *, horizon: float, now: datetime
 # --- The quote for one job spec
 
 
+UNSERVABLE = frozenset(
+    {"memory_exceeds_every_resource", "latency_sla_unmet", "devices_exceed_every_resource"}
+)
+
+
 def job_quote(*, spec: dict, now: datetime) -> dict:
     """What a job of this spec would pay now, whether it would clear in the next round, its chance
     over recent rounds, and when it would not clear, why and what bid or spec would.
 
-    `spec` is a validated JobSubmitSerializer payload. Raises InvalidInput (cross-field rules, sizing).
+    `would_clear_now` is true only when the next round's rule, run now on the current book plus this
+    job (`rounds.round_preview_fill`: same routing, posted prices, rationing salt and engine), matches
+    it; `expected_price` is then the price per device-hour that round would charge it. The reason and
+    the lowest bid that clears come from the job's own class book (`classes.quote_unit_job`) or the
+    cheapest fitting resource. Raises InvalidInput (cross-field rules, sizing).
     """
     fields = job_request_size(spec=spec, now=now)
+    answer = _static_quote(fields=fields, now=now)
+    if answer["reason"] in UNSERVABLE:
+        return answer
+    from auctions.services.rounds import round_preview_fill  # rounds imports round_books, as we do
+
+    fill = round_preview_fill(job=_book_row(fields), now=now)
+    answer["would_clear_now"] = fill is not None
+    if fill is not None:
+        answer["expected_price"] = _money(fill.unit_price_paid)
+        answer["resource_class"] = fill.resource_class
+        if answer["reason"] != "no_supply_in_region":  # that one informs: it is placed elsewhere
+            answer["reason"] = None
+            answer["suggestion"] = ""
+    elif answer["reason"] is None:
+        answer["reason"] = "not_matched_next_round"
+        answer["suggestion"] = (
+            "The next round would not match it on the current book (outbid, rationed, or no free "
+            "device at its price): it waits in the queue."
+        )
+    return answer
+
+
+def _book_row(fields: dict) -> dict:
+    """The quote's job as a round's book reads a queued job (selectors.BOOK_JOB_FIELDS); id 0 is no job's."""
+    return {
+        "id": 0,
+        "kind": fields["kind"],
+        "params_billion": fields["params_billion"],
+        "workload_tokens": fields.get("workload_tokens"),
+        "workload_device_hours": fields.get("workload_device_hours"),
+        "device_class": fields["device_class"],
+        "max_price_per_device_hour": fields["max_price_per_device_hour"],
+        "budget": fields["budget"],
+        "deadline": fields["deadline"],
+        "latency_sla_ms": fields.get("latency_sla_ms"),
+        "region": fields["region"],
+        "memory_per_device_gib": fields["memory_per_device_gib"],
+        "device_count": fields["device_count"],
+        **({"placement": fields["placement"]} if fields.get("placement") else {}),
+    }
+
+
+def _static_quote(*, fields: dict, now: datetime) -> dict:
+    """The class-book answer (price, reason, lowest bid that clears) before the next-round check."""
     job = {
         "id": 0,
         "device_class": fields["device_class"],

@@ -13,6 +13,7 @@ misses), when it is alone in its class, or when its region has no fitting class 
 import bisect
 import hashlib
 import math
+import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -22,6 +23,7 @@ from django.conf import settings
 
 from auctions.mechanisms import classes, latency, throughput
 from auctions.mechanisms.canonical import canonical_json
+from auctions.mechanisms.posted_price import clearing_price_estimate, posted_gains_bound, unit_gains_bound
 from auctions.selectors import rounds as selectors
 
 LOTTERY_MECHANISMS = frozenset({"sbba", "sbba_buyer_lottery"})
@@ -62,9 +64,13 @@ class Fill:
     expected_device_hours: float
 
 
-def snapshot_book(*, now: datetime, include_unseen: bool) -> Snapshot:
-    """The book in three bulk queries: jobs (locked FOR UPDATE), exclusions, resources with free devices."""
-    jobs = selectors.round_book_jobs(now=now, lock=True)
+def snapshot_book(
+    *, now: datetime, include_unseen: bool, lock: bool = True, extra_jobs: tuple = ()
+) -> Snapshot:
+    """The book in three bulk queries: jobs (locked FOR UPDATE unless `lock` is off: a quote only
+    reads), exclusions, resources with free devices. `extra_jobs` (job rows not in the database, a
+    quote's job) join the end of the queue, so they lose ties as a newly submitted job would."""
+    jobs = selectors.round_book_jobs(now=now, lock=lock) + [dict(job) for job in extra_jobs]
     exclusions = defaultdict(set)
     for job_id, provider_id in selectors.round_book_exclusions():
         exclusions[job_id].add(provider_id)
@@ -109,6 +115,33 @@ def device_hours_on(job: dict, resource: dict) -> float:
     )
 
 
+def _reference_estimate(bids: list[float], asks: list[dict]) -> float | None:
+    """The market-clearing price per reference device-hour of bids (per reference device-hour)
+    against asks {price per device-hour, quantity, speed} (ask / speed per reference device-hour);
+    None when a side is empty."""
+    if not asks:
+        return None
+    return clearing_price_estimate(bids, [(a["price"] / a["speed"], a["quantity"]) for a in asks])
+
+
+def _reason(code: str, message: str, **figures) -> dict:
+    return {"code": code, "message": message, **figures}
+
+
+def posted_prices() -> dict[str, float]:
+    """Each class's posted price (per reference device-hour) for the next round, from data fixed
+    before it: the newest market-clearing estimate the class got in the last
+    CPX_PRICING_RECENT_ROUNDS cleared rounds (`Round.prices[class]["estimate"]`). Nothing here reads
+    the book the price will clear. (BookBuilder gives a class with no estimate the median estimate of
+    its device class's classes, still from earlier rounds.)"""
+    prices: dict[str, float] = {}
+    for round_obj in selectors.round_recent_cleared(limit=settings.CPX_PRICING_RECENT_ROUNDS):
+        for key, entry in (round_obj.prices or {}).items():
+            if key not in prices and entry.get("estimate") is not None:
+                prices[key] = float(entry["estimate"])
+    return dict(sorted(prices.items()))
+
+
 @dataclass
 class _Book:
     kind: str
@@ -141,6 +174,12 @@ class BookBuilder:
         self._slowest_cache: dict = {}
         self.unit_jobs: dict[str, list] = defaultdict(list)
         self.hetero_jobs: list = []
+        self.posted_jobs: list = []  # single-device jobs of the posted-price book (rule "depth")
+        self.rule = config.get("rule", "per_class")
+        self.prices = self._class_prices(config.get("posted_prices") or {})
+        if self.rule == "depth":
+            self._route_by_depth()
+            return
         for job in self.jobs:
             key = self._unit_class(job)
             if key is not None:
@@ -157,18 +196,82 @@ class BookBuilder:
             position = {job["id"]: i for i, job in enumerate(self.jobs)}
             self.hetero_jobs.sort(key=lambda job: position[job["id"]])
 
+    def _class_prices(self, posted: dict) -> dict:
+        """Posted prices for every class of the snapshot: its own estimate from earlier rounds, else the
+        median of the estimates of its device class's classes (earlier rounds too, so no trader of
+        this round sets it); a device class with no estimate at all has no price this round."""
+        prices = dict(posted)
+        by_device: dict[str, list] = defaultdict(list)
+        for key, price in posted.items():
+            by_device[key.split("/", 1)[0]].append(price)
+        for key in sorted(self.classes):
+            device = key.split("/", 1)[0]
+            if key not in prices and by_device.get(device):
+                prices[key] = statistics.median(by_device[device])
+        return prices
+
+    def _route_by_depth(self) -> None:
+        """Rule "depth": a class is thick when at least `thick_min_orders` single-device jobs bid in it
+        and it has at least as many free devices; thick classes clear by the unit double auction (it
+        loses at most one of k >= thick_min_orders efficient trades), every other single-device job
+        goes to the one posted-price book over the thin classes' devices, where it may take any device
+        that fits it. Multi-device jobs (and jobs above the last memory tier) stay heterogeneous.
+        Thickness counts orders and devices, never reads a price, so no report steers a route."""
+        minimum = self.config["thick_min_orders"]
+        candidates: dict[str, list] = defaultdict(list)
+        for job in self.jobs:
+            if job["device_count"] != 1 or classes.required_tier(job["memory"]) is None:
+                self.hetero_jobs.append(job)
+                continue
+            key = self._unit_class(job)
+            if key is None:
+                self.posted_jobs.append(job)
+            else:
+                candidates[key].append(job)
+        for key, jobs in candidates.items():
+            units = sum(r["free"] for r in self.classes[key])
+            if len(jobs) >= minimum and units >= minimum:
+                self.unit_jobs[key] = jobs
+            else:
+                self.posted_jobs.extend(jobs)
+        # A class with no price yet (no earlier round saw it, no quote) cannot post one: its jobs clear
+        # as under "per_class" this once (a double auction from two bids, else the heterogeneous book),
+        # and the round records the class's estimate, so the next round posts it. A job with no home
+        # class goes to the posted-price book when some class of its device class has a price.
+        # A job whose home class is thick but cannot bid in it (a latency SLA, a deadline or a failed
+        # provider the class cannot express) goes to the heterogeneous book as under "per_class": the
+        # posted-price book only offers thin classes' devices.
+        prices = self.prices
+        thin_priced = {
+            key.split("/", 1)[0] for key in self.classes if key in prices and key not in self.unit_jobs
+        }
+        posted, fallback = [], defaultdict(list)
+        for job in self.posted_jobs:
+            home = self._home_class(job)
+            if home in self.unit_jobs:
+                self.hetero_jobs.append(job)
+            elif home in prices or (home is None and job["device_class"].replace("/", "-") in thin_priced):
+                posted.append(job)
+            elif (key := self._unit_class(job)) is not None:
+                fallback[key].append(job)
+            else:
+                self.hetero_jobs.append(job)
+        for key, jobs in fallback.items():
+            if len(jobs) >= MIN_UNIT_BIDS:
+                self.unit_jobs[key] = jobs
+            else:
+                self.hetero_jobs.extend(jobs)
+        position = {job["id"]: i for i, job in enumerate(self.jobs)}
+        self.posted_jobs = sorted(posted, key=lambda job: position[job["id"]])
+        self.hetero_jobs.sort(key=lambda job: position[job["id"]])
+
     # --- routing
 
     def _unit_class(self, job: dict) -> str | None:
         """The class a single-device job bids in, or None when only a heterogeneous book can place it."""
-        if job["device_count"] != 1:
+        key = self._home_class(job)
+        if key is None:
             return None
-        needed = classes.required_tier(job["memory"])
-        tiers = self.tiers.get((job["device_class"], job["region"]), [])
-        index = bisect.bisect_left(tiers, needed) if needed is not None else len(tiers)
-        if index == len(tiers):
-            return None
-        key = class_of(device_class=job["device_class"], memory_gib=tiers[index], region=job["region"])
         members = self.classes[key]
         excluded = self.exclusions.get(job["id"])
         if excluded and any(r["provider_id"] in excluded for r in members):
@@ -181,6 +284,17 @@ class BookBuilder:
         if device_hours_on(job, self._slowest(key)) > job["hours_left"]:
             return None  # the slowest device of the class would miss the deadline
         return key
+
+    def _home_class(self, job: dict) -> str | None:
+        """The smallest memory tier of the job's device class and region that fits it and has supply."""
+        if job["device_count"] != 1:
+            return None
+        needed = classes.required_tier(job["memory"])
+        tiers = self.tiers.get((job["device_class"], job["region"]), [])
+        index = bisect.bisect_left(tiers, needed) if needed is not None else len(tiers)
+        if index == len(tiers):
+            return None
+        return class_of(device_class=job["device_class"], memory_gib=tiers[index], region=job["region"])
 
     def _worst_rtt(self, key: str, consumer_region: str) -> float:
         cache_key = (key, consumer_region)
@@ -219,12 +333,16 @@ class BookBuilder:
         memory = np.array([r["memory"] for r in self.resources])
         free = np.array([r["free"] for r in self.resources])
         provider = np.array([r["provider_id"] for r in self.resources])
+        resource_region = np.array([r["region"] for r in self.resources], dtype=object)
         rtt_by_region: dict[str, np.ndarray] = {}
         parts: dict[bytes, list] = {}
         masks: dict[bytes, np.ndarray] = {}
         for job in self.hetero_jobs:
             mask = (device_class == job["device_class"]) & (memory >= job["memory"] - 1e-9)
             mask &= free >= job["device_count"]
+            if job.get("placement") == "strict":
+                # A strict job runs in its own region (its latency limit, if any, is checked too).
+                mask &= resource_region == job["region"]
             if job["latency_sla_ms"] is not None:
                 region = job["region"]
                 if region not in rtt_by_region:
@@ -299,7 +417,68 @@ class BookBuilder:
                 doc["seed"] = unit["seed"]
             book = self._add("unit", doc, jobs, asks, {"kind": "unit", "resource_class": key})
             results.append(clear_document(book.doc, book.digest))
+        book = self._posted_book()
+        if book is not None:
+            results.append(clear_document(book.doc, book.digest))
         return results
+
+    def _posted_book(self) -> "_Book | None":
+        """The posted-price book (rule "depth"): thin classes' free devices at the class's posted price
+        (config `posted_prices`, fixed before the round), each job accepting every device that fits it:
+        its device class, enough memory, a provider that has not failed it, its latency SLA (RTT from
+        its region), its deadline on that device, and its own region when `placement` is "strict"."""
+        prices = self.prices
+        if not self.posted_jobs:
+            return None
+        asks = [
+            r
+            for r in self.resources
+            if self.free[r["id"]] > 0 and r["class"] not in self.unit_jobs and r["class"] in prices
+        ]
+        if not asks:
+            return None
+        device_class = np.array([r["device_class"] for r in asks], dtype=object)
+        memory = np.array([r["memory"] for r in asks])
+        provider = np.array([r["provider_id"] for r in asks])
+        region = np.array([r["region"] for r in asks], dtype=object)
+        rtt_by_region: dict[str, np.ndarray] = {}
+        bids = []
+        for job in self.posted_jobs:
+            mask = (device_class == job["device_class"]) & (memory >= job["memory"] - 1e-9)
+            if job["latency_sla_ms"] is not None:
+                if job["region"] not in rtt_by_region:
+                    rtt_by_region[job["region"]] = np.array([self._rtt(job["region"], r) for r in asks])
+                with np.errstate(invalid="ignore"):
+                    mask &= rtt_by_region[job["region"]] <= job["latency_sla_ms"]
+            if job.get("placement") == "strict":
+                mask &= region == job["region"]
+            excluded = self.exclusions.get(job["id"])
+            if excluded:
+                mask &= ~np.isin(provider, list(excluded))
+            accepts = [
+                f"r{asks[i]['id']}"
+                for i in np.flatnonzero(mask)
+                if device_hours_on(job, asks[i]) <= job["hours_left"]
+            ]
+            bids.append({"id": f"j{job['id']}", "price": job["bid"], "accepts": accepts})
+        used = sorted({r["class"] for r in asks})
+        doc = {
+            "mechanism": "posted_price",
+            "salt": self.config["salt"],
+            "prices": {key: prices[key] for key in used},
+            "bids": bids,
+            "asks": [
+                {
+                    "id": f"r{r['id']}",
+                    "price": r["ask"],
+                    "quantity": self.free[r["id"]],
+                    "class": r["class"],
+                    "speed": r["speed"],
+                }
+                for r in asks
+            ],
+        }
+        return self._add("posted_price", doc, self.posted_jobs, asks, {"kind": "posted_price"})
 
     def _candidates(self, providers: list, jobs: list) -> list:
         """The cheapest providers (cost per speed-1 device-hour, ask / speed) holding CANDIDATE_MARGIN
@@ -372,10 +551,29 @@ class BookBuilder:
         """One fill per matched job, all its devices on one resource."""
         fills = []
         for book, result in zip(self.books, results, strict=True):
-            fills.extend(
-                self._hetero_fills(book, result)
-                if book.kind == "heterogeneous"
-                else self._unit_fills(book, result)
+            if book.kind == "heterogeneous":
+                fills.extend(self._hetero_fills(book, result))
+            elif book.kind == "posted_price":
+                fills.extend(self._posted_fills(book, result))
+            else:
+                fills.extend(self._unit_fills(book, result))
+        return fills
+
+    def _posted_fills(self, book: _Book, result: dict) -> list[Fill]:
+        fills = []
+        for job_id, resource_id in result["assignments"].items():
+            job, resource = book.jobs[job_id], book.resources[resource_id]
+            price = result["unit_prices"][job_id]
+            fills.append(
+                Fill(
+                    job=job,
+                    resource=resource,
+                    devices=1,
+                    resource_class=resource["class"],
+                    unit_price_paid=price,
+                    unit_price_received=price,
+                    expected_device_hours=device_hours_on(job, resource),
+                )
             )
         return fills
 
@@ -448,26 +646,236 @@ class BookBuilder:
             )
         return fills
 
+    def waiting_reasons(self, results: list, *, matched: set) -> dict[int, dict]:
+        """Why each job of the snapshot that this round did not match waits: {job id: {code, message,
+        and figures}}, codes `bid_below_price` (with `price`, the lowest price that would have served
+        it, and `short_by`), `rationed` (its price was met but the devices went to orders ahead of it),
+        `reduced_trade` (the double auction gave up its trade), `no_willing_supply` (no device that
+        fits it takes the posted price), `outbid` (a heterogeneous book gave the devices to others),
+        `deadline`, `memory`, `no_supply` (no free device fits it: memory, devices on one node, region
+        or latency SLA, or all busy). Prices are per reference device-hour."""
+        reasons: dict[int, dict] = {}
+        for book, result in zip(self.books, results, strict=True):
+            if book.kind == "posted_price":
+                self._posted_reasons(book, result, reasons)
+            elif book.kind == "unit":
+                self._unit_reasons(book, result, reasons, matched)
+            else:
+                for job in book.jobs.values():
+                    if job["id"] not in matched:
+                        reasons[job["id"]] = self._hetero_reason(job, book)
+        for job in self.jobs:
+            if job["id"] not in matched and job["id"] not in reasons:
+                reasons[job["id"]] = self._unplaced_reason(job)
+        return reasons
+
+    def _posted_reasons(self, book: _Book, result: dict, reasons: dict) -> None:
+        prices = book.doc["prices"]
+        asks = {a["id"]: a for a in book.doc["asks"]}
+        willing = {name for name, a in asks.items() if a["price"] / a["speed"] <= prices[a["class"]]}
+        for bid in book.doc["bids"]:
+            if bid["id"] in result["assignments"]:
+                continue
+            job = book.jobs[bid["id"]]
+            offered = [prices[asks[a]["class"]] for a in bid["accepts"] if a in willing]
+            if not bid["accepts"]:
+                reasons[job["id"]] = self._unplaced_reason(job)
+            elif not offered:
+                reasons[job["id"]] = _reason(
+                    "no_willing_supply",
+                    "No free device that fits the job takes its class's posted price now.",
+                )
+            elif min(offered) > bid["price"]:
+                low = min(offered)
+                reasons[job["id"]] = _reason(
+                    "bid_below_price",
+                    f"The bid is {low - bid['price']:.6f} below the lowest posted price of a fitting class "
+                    f"({low:.6f} per reference device-hour).",
+                    price=low,
+                    short_by=low - bid["price"],
+                )
+            else:
+                reasons[job["id"]] = _reason(
+                    "rationed",
+                    "Its price was met, but the fitting devices went to orders ahead of it this round.",
+                )
+
+    def _unit_reasons(self, book: _Book, result: dict, reasons: dict, matched: set) -> None:
+        bids = book.doc["bids"]
+        order = sorted(range(len(bids["id"])), key=lambda i: (-bids["price"][i], i))
+        for rank, i in enumerate(order):
+            job = book.jobs[bids["id"][i]]
+            if job["id"] in matched:
+                continue
+            price = result["buyer_price"]
+            if rank < result["efficient_trades"]:
+                reasons[job["id"]] = _reason(
+                    "reduced_trade",
+                    "The class's double auction gave up this trade to stay truthful and budget-balanced.",
+                )
+            elif price is not None and bids["price"][i] < price:
+                reasons[job["id"]] = _reason(
+                    "bid_below_price",
+                    f"The bid is {price - bids['price'][i]:.6f} below the class's clearing price "
+                    f"({price:.6f}).",
+                    price=price,
+                    short_by=price - bids["price"][i],
+                )
+            else:
+                reasons[job["id"]] = _reason(
+                    "outbid", "Higher bids took the class's free devices this round."
+                )
+
+    def _hetero_reason(self, job: dict, book: _Book) -> dict:
+        costs = [r["ask"] / r["speed"] for r in book.resources.values()]
+        low = min(costs) if costs else None
+        if low is not None and job["bid"] < low:
+            return _reason(
+                "bid_below_price",
+                f"The bid is {low - job['bid']:.6f} below the cheapest fitting device "
+                f"({low:.6f} per reference device-hour).",
+                price=low,
+                short_by=low - job["bid"],
+            )
+        return _reason("outbid", "Other jobs took the devices that fit it this round.")
+
+    def _unplaced_reason(self, job: dict) -> dict:
+        same = [r for r in self.resources if r["device_class"] == job["device_class"]]
+        if not any(r["memory"] >= job["memory"] - 1e-9 for r in same):
+            return _reason(
+                "memory", f"No free device has {job['memory']:g} GiB per device; it waits for one that does."
+            )
+        fitting = [
+            r for r in same if r["memory"] >= job["memory"] - 1e-9 and r["free"] >= job["device_count"]
+        ]
+        if fitting and all(
+            device_hours_on(job, r) / job["device_count"] > job["hours_left"] for r in fitting
+        ):
+            return _reason("deadline", "No free device that fits it can finish before its deadline.")
+        return _reason(
+            "no_supply",
+            "No free device fits it now (memory, devices on one node, region or latency SLA): it waits "
+            "for one.",
+            region=job["region"],
+        )
+
     def summary(self, results: list) -> dict:
-        """Welfare, LP bound and gap (heterogeneous books), and clearing prices per class."""
-        welfare, hetero_welfare, bound, prices = 0.0, 0.0, None, {}
+        """Welfare, LP bound and gap, clearing prices per class, and each class's clearing-price estimate.
+
+        `lp_bound` bounds the welfare of every book as the round routed them: the LP-relaxation bound of
+        each heterogeneous book plus the gains of the efficient trades of each unit or posted-price book
+        (no rule can do better in that book). It is None when a heterogeneous book has no bound (its LP
+        did not finish), because a partial bound would not bound the whole. `gap` = (bound - welfare) /
+        |bound|; floating error never makes it negative, and the bound is never below the welfare.
+        Welfare is in each book's own unit (money per job in heterogeneous books, per device-hour in
+        unit and posted-price books), as before; the bound adds the same units book by book."""
+        welfare, bound, bounded, prices = 0.0, 0.0, True, {}
         for book, result in zip(self.books, results, strict=True):
             if book.kind == "heterogeneous":
                 welfare += result["welfare"]
-                hetero_welfare += result["welfare"]
-                if result.get("lp_bound") is not None:
-                    bound = (bound or 0.0) + result["lp_bound"]
+                if result.get("lp_bound") is None:
+                    bounded = False
+                else:
+                    bound += max(result["lp_bound"], result["welfare"])
                 continue
             welfare += result["gains_from_trade"]
+            if book.kind == "posted_price":
+                bound += max(posted_gains_bound(book.doc), result["gains_from_trade"])
+                prices.update(self._posted_prices_summary(book, result))
+                continue
+            book_bids = book.doc["bids"]
+            bid_prices = (
+                list(book_bids["price"]) if isinstance(book_bids, dict) else [b["price"] for b in book_bids]
+            )
+            ask_units = self._ask_units(book)
+            bound += max(unit_gains_bound(bid_prices, ask_units), result["gains_from_trade"])
             prices[book.meta["resource_class"]] = {
+                "rule": book.doc["mechanism"],
                 "buyer_price": result["buyer_price"],
                 "seller_price": result["seller_price"],
                 "traded": result["traded_quantity"],
                 "efficient_trades": result["efficient_trades"],
                 "bids": len(book.doc["bids"]["id"]),
                 "asks": len(book.doc["asks"]["id"]),
+                "estimate": _reference_estimate(
+                    bid_prices,
+                    [
+                        {"price": price, "quantity": units, "speed": book.resources[name]["speed"]}
+                        for name, (price, units) in zip(book.doc["asks"]["id"], ask_units, strict=True)
+                    ],
+                ),
             }
-        gap = None
-        if bound is not None:
-            gap = max(0.0, (bound - hetero_welfare) / max(abs(bound), 1e-12))
+        if self.rule == "depth":
+            self._unpriced_estimates(prices)
+        if not bounded:
+            return {"welfare": welfare, "lp_bound": None, "gap": None, "prices": prices}
+        gap = max(0.0, (bound - welfare) / max(abs(bound), 1e-12)) if bound > 0 else 0.0
         return {"welfare": welfare, "lp_bound": bound, "gap": gap, "prices": prices}
+
+    def _unpriced_estimates(self, prices: dict) -> None:
+        """Classes no book priced this round get an estimate from their home demand against their free
+        devices at the snapshot, so that the next round can post a price for them."""
+        demand: dict[str, list[float]] = defaultdict(list)
+        for job in self.jobs:
+            home = self._home_class(job)
+            if home is not None and home not in prices:
+                demand[home].append(job["bid"])
+        for key, bids in sorted(demand.items()):
+            members = [
+                {"price": r["ask"], "quantity": r["free"], "speed": r["speed"]}
+                for r in self.classes[key]
+                if r["free"] > 0
+            ]
+            prices[key] = {
+                "rule": None,
+                "buyer_price": None,
+                "seller_price": None,
+                "traded": 0,
+                "bids": len(bids),
+                "asks": len(members),
+                "estimate": _reference_estimate(bids, members),
+            }
+
+    @staticmethod
+    def _ask_units(book: _Book) -> list[tuple[float, int]]:
+        asks = book.doc["asks"]
+        if isinstance(asks, dict):
+            return list(zip(asks["price"], asks["quantity"], strict=True))
+        return [(a["price"], a["quantity"]) for a in asks]
+
+    def _posted_prices_summary(self, book: _Book, result: dict) -> dict:
+        """Per class of the posted-price book: its posted price, trades, and the market-clearing price
+        of its own demand (jobs whose home class it is, and jobs that accepted it and stayed unmatched)
+        against its devices — the estimate the NEXT round posts (spec: docs/engine.md)."""
+        matched = result["assignments"]
+        demand: dict[str, list[float]] = defaultdict(list)
+        home_count: dict[str, int] = defaultdict(int)
+        ask_class = {a["id"]: a["class"] for a in book.doc["asks"]}
+        for bid in book.doc["bids"]:
+            job = book.jobs[bid["id"]]
+            home = self._home_class(job)
+            keys = {home} if home in book.doc["prices"] else set()
+            if bid["id"] not in matched:
+                keys |= {ask_class[a] for a in bid["accepts"]}
+            if home is not None:
+                home_count[home] += 1
+            for key in keys:
+                demand[key].append(bid["price"])
+        traded: dict[str, int] = defaultdict(int)
+        for ask in matched.values():
+            traded[ask_class[ask]] += 1
+        summary = {}
+        for key, price in book.doc["prices"].items():
+            members = [a for a in book.doc["asks"] if a["class"] == key]
+            units = [(a["price"], a["quantity"]) for a in members]
+            summary[key] = {
+                "rule": "posted_price",
+                "posted_price": price,
+                "buyer_price": price if traded[key] else None,
+                "seller_price": price if traded[key] else None,
+                "traded": traded[key],
+                "bids": home_count[key],
+                "asks": len(units),
+                "estimate": _reference_estimate(demand[key], members),
+            }
+        return summary

@@ -21,7 +21,12 @@ Books (built from one snapshot, cleared in a fixed order that no bid influences)
 2. one unit double auction per resource class (`CPX_UNIT_MECHANISM`) over the devices left: bids are
    the jobs' max price per device-hour (one unit each), asks the resources' ask with quantity = free
    devices. A job's devices are never split: a unit job needs one device; a heterogeneous job gets
-   all of its devices on one resource.
+   all of its devices on one resource. Under `CPX_CLEARING_RULE=depth` (the default) only thick
+   classes (at least CPX_THICK_BOOK_MIN_ORDERS bids and free devices) clear this way;
+3. (rule "depth") one posted-price book over the thin classes' devices left: every other single-device
+   job buys at its class's posted price, fixed before the round from earlier rounds
+   (`round_books.posted_prices`), on any device that fits it, rationed by sha256 of the round id and
+   the order id (`auctions/mechanisms/posted_price.py`).
 """
 
 import hashlib
@@ -47,9 +52,11 @@ ACTIVE = (Round.Status.OPEN, Round.Status.CLEARING)
 FINAL = (Round.Status.CLEARED, Round.Status.FAILED)
 UNIT_MECHANISMS = frozenset({"mcafee", "trade_reduction", "sbba", "sbba_buyer_lottery"})
 HETEROGENEOUS_RULES = {"greedy": "critical", "welfare": "vcg"}
+CLEARING_RULES = frozenset({"depth", "per_class"})
 # The column holds 8 integer digits; a free resource (ask 0) has no escrow limit worth storing.
 MAX_DEVICE_HOURS = Decimal("99999999.999999")
 HOUR_QUANTUM = Decimal("0.000001")
+WAITING_BATCH = 1000
 
 
 class RoundNotFound(NotFound):
@@ -101,7 +108,12 @@ def clearing_config() -> dict:
             "CPX_HETEROGENEOUS_MECHANISM/PAYMENT_RULE must be greedy/critical or welfare/vcg.",
             setting="CPX_HETEROGENEOUS_MECHANISM",
         )
+    clearing_rule = settings.CPX_CLEARING_RULE
+    if clearing_rule not in CLEARING_RULES:
+        raise InvalidInput("CPX_CLEARING_RULE must be depth or per_class.", setting="CPX_CLEARING_RULE")
     return {
+        "rule": clearing_rule,
+        "thick_min_orders": settings.CPX_THICK_BOOK_MIN_ORDERS,
         "unit": {"mechanism": unit, "seed": settings.CPX_ROUND_SEED},
         "heterogeneous": {
             "mechanism": hetero,
@@ -126,6 +138,9 @@ def round_clear(*, round_id: int, now: datetime) -> Round:
         if round_obj.status in FINAL:
             return round_obj
         started = time.perf_counter()
+        if config["rule"] == "depth":
+            # Fixed before the snapshot is read, from earlier rounds; published in the snapshot.
+            config = {**config, "salt": f"round-{round_obj.pk}", "posted_prices": books.posted_prices()}
         snapshot = books.snapshot_book(now=now, include_unseen=settings.CPX_BOOK_INCLUDE_UNSEEN_PROVIDERS)
         builder = books.BookBuilder(snapshot=snapshot, config=config, now=now)
         timings = {"snapshot": 0.0, "clear": 0.0, "write": 0.0}
@@ -140,6 +155,28 @@ def round_clear(*, round_id: int, now: datetime) -> Round:
         round_obj.timings_ms = {name: round(seconds * 1000, 3) for name, seconds in timings.items()}
         Round.objects.filter(pk=round_obj.pk).update(timings_ms=round_obj.timings_ms)
     return round_obj
+
+
+def round_preview_fill(*, job: dict, now: datetime) -> "books.Fill | None":
+    """What the next round's rule would give `job` (a book row, id not in the database) if it cleared
+    now on the current book plus this job: its fill, or None. Reads only; nothing is locked or written.
+
+    Runs the same routing, posted prices, salt (the next round's id) and engine as `round_clear`, so
+    `would_clear_now` comes true unless the book changes before the round (arrivals, cancellations,
+    providers leaving). Raises InvalidInput (a misconfigured mechanism)."""
+    config = clearing_config()
+    if config["rule"] == "depth":
+        salt = f"round-{selectors.round_next_id()}"
+        config = {**config, "salt": salt, "posted_prices": books.posted_prices()}
+    snapshot = books.snapshot_book(
+        now=now, include_unseen=settings.CPX_BOOK_INCLUDE_UNSEEN_PROVIDERS, lock=False, extra_jobs=(job,)
+    )
+    builder = books.BookBuilder(snapshot=snapshot, config=config, now=now)
+    try:
+        cleared = builder.run(clear_document=lambda doc, digest: clear(doc, input_sha256=digest))
+    except MechanismError:
+        return None
+    return next((fill for fill in builder.fills(cleared) if fill.job["id"] == job["id"]), None)
 
 
 def _lock(round_id: int) -> Round:
@@ -185,12 +222,13 @@ def _fail(round_obj: Round, *, builder, config: dict, error: MechanismError, now
 
 def _write(round_obj: Round, *, builder, cleared: list, config: dict, now: datetime) -> None:
     leases = [_lease(round_obj, fill, now=now) for fill in builder.fills(cleared)]
+    filled = {lease.job_id for lease in leases}  # matched or refused below: none of them waits
     # A job whose budget cannot pay its expected usage is refunded, not dispatched (issue 9).
     leases, refused, failed = jobs_refuse_uncovered(leases=leases, now=now)
     job_ids = [lease.job_id for lease in leases]
     # One compare-and-set for every matched job; the row count says whether the book held.
     moved = JobRequest.objects.filter(pk__in=job_ids, status=JobRequest.Status.QUEUED).update(
-        status=JobRequest.Status.MATCHED, updated_at=now
+        status=JobRequest.Status.MATCHED, updated_at=now, waiting_reason=None
     )
     if moved != len(job_ids) or failed != refused:
         raise RoundBookChanged(
@@ -200,6 +238,7 @@ def _write(round_obj: Round, *, builder, cleared: list, config: dict, now: datet
             moved=moved,
         )
     Lease.objects.bulk_create(leases, batch_size=2000)
+    _write_waiting_reasons(round_obj, builder=builder, cleared=cleared, matched=filled)
     summary = builder.summary(cleared)
     round_obj.status = Round.Status.CLEARED
     round_obj.active_slot = None
@@ -219,6 +258,37 @@ def _write(round_obj: Round, *, builder, cleared: list, config: dict, now: datet
     round_obj.cleared_at = now
     round_obj.error = ""
     round_obj.save()
+
+
+def _write_waiting_reasons(round_obj: Round, *, builder, cleared: list, matched: set) -> None:
+    """Store why each unmatched job waits (JobRequest.waiting_reason), writing only the jobs whose
+    reason changed since the last round (the round number does not count as a change).
+
+    One `UPDATE … FROM (VALUES …)` per 1,000 jobs: a round can leave thousands of jobs waiting, and
+    `bulk_update`'s CASE per row cost seconds at 10,000 (bench/round.py)."""
+    reasons = builder.waiting_reasons(cleared, matched=matched)
+    rows = []
+    for job in builder.jobs:
+        reason = reasons.get(job["id"])
+        if job["id"] in matched or reason is None:
+            continue
+        previous = dict(job.get("waiting_reason") or {})
+        previous.pop("round", None)
+        if previous != reason:
+            rows.append((job["id"], json.dumps({**reason, "round": round_obj.pk}, allow_nan=False)))
+    table = connection.ops.quote_name(JobRequest._meta.db_table)
+    if connection.vendor == "postgresql":
+        row_sql, alias, job_id, reason = "(%s::bigint, %s::jsonb)", "v(id, reason)", "v.id", "v.reason"
+    else:  # SQLite names a VALUES table's columns column1, column2
+        row_sql, alias, job_id, reason = "(%s, %s)", "v", "v.column1", "v.column2"
+    with connection.cursor() as cursor:
+        for start in range(0, len(rows), WAITING_BATCH):
+            batch = rows[start : start + WAITING_BATCH]
+            cursor.execute(
+                f"UPDATE {table} SET waiting_reason = {reason} "  # noqa: S608 - names are ours, values bound
+                f"FROM (VALUES {', '.join([row_sql] * len(batch))}) AS {alias} WHERE {table}.id = {job_id}",
+                [value for row in batch for value in row],
+            )
 
 
 def _lease(round_obj: Round, fill: "books.Fill", *, now: datetime) -> Lease:

@@ -328,6 +328,13 @@ CPX_ROUND_INTERVAL_S = env.float("CPX_ROUND_INTERVAL_S", default=5.0)
 # Unit double auction per resource class (single-device jobs). Budget-balanced rules only — the
 # platform never runs a deficit: mcafee, trade_reduction, sbba, sbba_buyer_lottery (not vcg, huang).
 CPX_UNIT_MECHANISM = env.str("CPX_UNIT_MECHANISM", default="mcafee")
+# How single-device jobs clear (issue 14): "depth" (default) runs CPX_UNIT_MECHANISM only in classes
+# with at least CPX_THICK_BOOK_MIN_ORDERS bids and as many free devices, and one posted-price book
+# over every other class (prices fixed from earlier rounds; a job may take any class that fits it);
+# "per_class" is the earlier rule (CPX_UNIT_MECHANISM in every class, a lone bid to the heterogeneous
+# book).
+CPX_CLEARING_RULE = env.str("CPX_CLEARING_RULE", default="depth")
+CPX_THICK_BOOK_MIN_ORDERS = env.int("CPX_THICK_BOOK_MIN_ORDERS", default=10)
 # Heterogeneous book (multi-device jobs, SLAs the classes cannot express, failed-over jobs):
 # "greedy" with "critical" payments (a provider receives its cost), or "welfare" with "vcg" where a
 # lease's receipt is capped at the job's payment so that no lease runs a deficit.

@@ -196,6 +196,7 @@ class JobRequestSerializer(serializers.ModelSerializer):
             "consumer",
             "status",
             "close_reason",
+            "waiting_reason",
             "kind",
             "model_name",
             "params_billion",

@@ -81,6 +81,11 @@ class JobRequest(models.Model):
     )
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.SUBMITTED)
     close_reason = models.CharField(max_length=32, blank=True)
+    waiting_reason = models.JSONField(
+        null=True,
+        blank=True,
+        help_text="why the last round did not match this queued job: {code, message, round, ...}",
+    )
     idempotency_key = models.CharField(max_length=128, null=True, blank=True)  # noqa: DJ001 - NULL = no key; unique when set
     request_fingerprint = models.CharField(max_length=64, blank=True)
     created_at = models.DateTimeField()

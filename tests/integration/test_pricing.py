@@ -184,6 +184,49 @@ class TestJobQuote:
         assert high["chance_of_clearing"] == 1.0
 
 
+class TestJobQuoteComesTrue:
+    """`would_clear_now` is the next round's rule run on the book plus the job, not a guess."""
+
+    def earlier_round_posting(self, price: float):
+        from auctions.models import Round
+
+        Round.objects.create(
+            status=Round.Status.CLEARED,
+            active_slot=None,
+            opened_at=NOW,
+            prices={CLASS: {"estimate": price, "buyer_price": None}},
+        )
+
+    def test_a_bid_above_the_ask_but_below_the_posted_price_would_not_clear(self):
+        # The cheapest ask is 0.10, so the class-book answer says a 0.35 bid clears; the posted price
+        # of the thin class is 0.40, so the next round would not match it.
+        online_resource(ask_per_device_hour=Decimal("0.10"), price_floor=Decimal("0"))
+        self.earlier_round_posting(0.4)
+        spec = job_spec(max_price_per_device_hour=Decimal("0.35"))
+
+        answer = job_quote(spec=spec, now=NOW)
+        job_submit(consumer=ConsumerFactory(balance=Decimal("100")), **spec)
+        round_obj = round_clear(round_id=round_open(now=NOW).pk, now=NOW)
+
+        assert answer["would_clear_now"] is False
+        assert answer["reason"] == "not_matched_next_round"
+        assert round_obj.jobs_matched == 0
+
+    def test_a_bid_the_next_round_matches_is_quoted_at_the_price_it_pays(self):
+        online_resource(ask_per_device_hour=Decimal("0.10"), price_floor=Decimal("0"))
+        self.earlier_round_posting(0.4)
+        spec = job_spec(max_price_per_device_hour=Decimal("1.00"))
+
+        answer = job_quote(spec=spec, now=NOW)
+        job = job_submit(consumer=ConsumerFactory(balance=Decimal("100")), **spec)
+        round_obj = round_clear(round_id=round_open(now=NOW).pk, now=NOW)
+
+        assert answer["would_clear_now"] is True
+        assert answer["expected_price"] == Decimal("0.400000")
+        lease = round_obj.leases.get()
+        assert (lease.job_id, lease.unit_price_paid) == (job.pk, answer["expected_price"])
+
+
 class TestAnOddRegionAlreadyStored:
     """Input is checked (tests/api/test_hostile_input.py); rows written before that, or by hand, must
     still not stop the pricing, the dashboard or a round."""

@@ -262,6 +262,26 @@ class TestRoundClearLatency:
         assert Lease.objects.get(job=job).resource_id == far.pk
 
 
+    def test_a_strict_multi_device_job_never_runs_outside_its_region(self):
+        # Submitted into an empty market, then only us-east lists: the heterogeneous book must hold
+        # a strict job to eu-west even without a latency limit.
+        job = bid(funded_consumer(), "1.00", requested_device_count=2, region="eu-west", placement="strict")
+        online_resource(region="us-east", ask_per_device_hour=Decimal("0.10"), device_count=4)
+
+        cleared_round()
+
+        assert JobRequest.objects.get(pk=job.pk).status == Status.QUEUED
+        assert not Lease.objects.filter(job=job).exists()
+
+    def test_a_preferred_multi_device_job_runs_outside_its_region(self):
+        job = bid(funded_consumer(), "1.00", requested_device_count=2, region="eu-west", placement="preferred")
+        far = online_resource(region="us-east", ask_per_device_hour=Decimal("0.10"), device_count=4)
+
+        cleared_round()
+
+        assert Lease.objects.get(job=job).resource_id == far.pk
+
+
 class TestRoundClearIdempotency:
     def test_a_second_clear_of_a_cleared_round_changes_nothing(self):
         online_resource(ask_per_device_hour=Decimal("0.10"))
@@ -500,3 +520,160 @@ class TestRoundClearRace:
         assert leases.count() == round_obj.jobs_matched > 0
         assert leases.values("job").distinct().count() == leases.count()
         assert round_replay(round_id=round_id)["match"] is True
+
+
+def priced_round(prices: dict) -> Round:
+    """An earlier cleared round whose market-clearing estimates the next round posts as its prices."""
+    return Round.objects.create(
+        status=Round.Status.CLEARED,
+        active_slot=None,
+        opened_at=NOW,
+        prices={key: {"estimate": price, "buyer_price": None} for key, price in prices.items()},
+    )
+
+
+class TestRoundClearDepthRule:
+    def test_a_thin_class_trades_its_only_efficient_trade_at_the_posted_price(self):
+        resource = online_resource(ask_per_device_hour=Decimal("0.10"))
+        job = bid(funded_consumer(), "1.00")
+        priced_round({"GPU/24G/eu-west": 0.4})
+
+        round_obj = cleared_round()
+
+        lease = Lease.objects.get(round=round_obj)
+        assert (lease.job_id, lease.resource_id) == (job.pk, resource.pk)
+        assert lease.unit_price_paid == lease.unit_price_received == Decimal("0.400000")
+        assert round_obj.mechanism["posted_prices"] == {"GPU/24G/eu-west": 0.4}
+        assert round_obj.mechanism["books"] == [{"kind": "posted_price"}]
+        entry = round_obj.prices["GPU/24G/eu-west"]
+        assert (entry["rule"], entry["posted_price"], entry["traded"]) == ("posted_price", 0.4, 1)
+        assert json.loads(round_obj.snapshot)[0]["salt"] == f"round-{round_obj.pk}"
+        assert round_replay(round_id=round_obj.pk)["match"] is True
+
+    def test_a_job_is_served_by_a_larger_class_when_its_own_is_full(self):
+        online_resource(ask_per_device_hour=Decimal("0.10"), device_count=1)
+        larger = online_resource(ask_per_device_hour=Decimal("0.30"), memory_per_device_gib=Decimal("48"))
+        consumer = funded_consumer()
+        first, second = bid(consumer, "1.00"), bid(consumer, "1.00")
+        priced_round({"GPU/24G/eu-west": 0.4, "GPU/48G/eu-west": 0.5})
+
+        round_obj = cleared_round()
+
+        leases = {lease.job_id: lease for lease in Lease.objects.filter(round=round_obj)}
+        assert set(leases) == {first.pk, second.pk}
+        assert sorted(str(lease.unit_price_paid) for lease in leases.values()) == ["0.400000", "0.500000"]
+        assert {lease.resource_class for lease in leases.values()} == {"GPU/24G/eu-west", "GPU/48G/eu-west"}
+        assert larger.pk in {lease.resource_id for lease in leases.values()}
+
+    def test_a_bid_below_the_posted_price_waits_and_the_round_replays(self):
+        online_resource(ask_per_device_hour=Decimal("0.10"))
+        job = bid(funded_consumer(), "0.30")
+        priced_round({"GPU/24G/eu-west": 0.4})
+
+        round_obj = cleared_round()
+
+        assert round_obj.jobs_matched == 0
+        assert JobRequest.objects.get(pk=job.pk).status == Status.QUEUED
+        assert round_replay(round_id=round_obj.pk)["match"] is True
+        # Next round's price: the lowest that clears this book (the ask 0.10; bids are per reference
+        # device-hour and this device has speed 1).
+        assert round_obj.prices["GPU/24G/eu-west"]["estimate"] == pytest.approx(0.1)
+
+    def test_a_class_without_a_price_yet_clears_as_before_and_records_one(self):
+        online_resource(ask_per_device_hour=Decimal("0.10"))
+        job = bid(funded_consumer(), "1.00")
+
+        round_obj = cleared_round()
+
+        assert Lease.objects.get(round=round_obj).job_id == job.pk
+        assert round_obj.mechanism["books"] == [{"kind": "heterogeneous", "device_class": "GPU"}]
+        assert round_obj.prices["GPU/24G/eu-west"]["estimate"] == pytest.approx(0.1)
+
+    def test_a_thick_class_clears_by_the_unit_double_auction(self, settings):
+        settings.CPX_THICK_BOOK_MIN_ORDERS = 2
+        online_resource(ask_per_device_hour=Decimal("0.10"), device_count=3)
+        consumer = funded_consumer()
+        for price in ("1.00", "0.80", "0.30"):
+            bid(consumer, price)
+        priced_round({"GPU/24G/eu-west": 0.9})
+
+        round_obj = cleared_round()
+
+        assert round_obj.mechanism["books"] == [{"kind": "unit", "resource_class": "GPU/24G/eu-west"}]
+        assert round_obj.prices["GPU/24G/eu-west"]["rule"] == "mcafee"
+
+    def test_a_job_its_thick_class_cannot_hold_to_its_sla_goes_to_the_heterogeneous_book(self, settings):
+        settings.CPX_THICK_BOOK_MIN_ORDERS = 2
+        online_resource(ask_per_device_hour=Decimal("0.10"), lat=38.72, lon=-9.14, device_count=2)
+        paris = online_resource(ask_per_device_hour=Decimal("0.30"), lat=48.86, lon=2.35)
+        consumer = funded_consumer()
+        bid(consumer, "1.00")
+        bid(consumer, "0.90")
+        strict = bid(consumer, "1.00", latency_sla_ms=15)  # Lisbon (~24 ms) is in the class, too far
+        priced_round({"GPU/24G/eu-west": 0.2})
+
+        round_obj = cleared_round()
+
+        kinds = [book["kind"] for book in round_obj.mechanism["books"]]
+        assert kinds == ["heterogeneous", "unit"]
+        assert Lease.objects.get(job=strict).resource_id == paris.pk
+
+
+class TestRoundLpBound:
+    def test_the_bound_is_never_below_the_welfare_and_the_gap_is_consistent(self, settings):
+        # A unit book (two bids in one class) beside a heterogeneous book (a two-device job): the
+        # bound used to cover the heterogeneous books only while the welfare covered both.
+        settings.CPX_CLEARING_RULE = "per_class"
+        online_resource(ask_per_device_hour=Decimal("0.10"), device_count=2)
+        online_resource(ask_per_device_hour=Decimal("0.05"), device_count=4, region="us-east")
+        consumer = funded_consumer()
+        bid(consumer, "1.00", latency_sla_ms=None)
+        bid(consumer, "0.90", latency_sla_ms=None)
+        bid(consumer, "5.00", requested_device_count=2, region="us-east", latency_sla_ms=None)
+
+        round_obj = cleared_round()
+
+        kinds = sorted(book["kind"] for book in round_obj.mechanism["books"])
+        assert kinds == ["heterogeneous", "unit"]
+        assert round_obj.jobs_matched == 2  # McAfee gives up one of the two unit trades
+        assert round_obj.lp_bound >= round_obj.welfare > 0
+        expected_gap = (round_obj.lp_bound - round_obj.welfare) / round_obj.lp_bound
+        assert round_obj.optimality_gap == pytest.approx(expected_gap, abs=1e-12)
+
+
+class TestRoundWaitingReason:
+    def test_a_bid_below_the_posted_price_is_told_by_how_much(self):
+        online_resource(ask_per_device_hour=Decimal("0.10"))
+        job = bid(funded_consumer(), "0.30")
+        priced_round({"GPU/24G/eu-west": 0.4})
+
+        round_obj = cleared_round()
+
+        reason = JobRequest.objects.get(pk=job.pk).waiting_reason
+        assert reason["code"] == "bid_below_price"
+        assert reason["price"] == pytest.approx(0.4)
+        assert reason["short_by"] == pytest.approx(0.1)
+        assert reason["round"] == round_obj.pk
+
+    def test_a_job_no_free_device_fits_says_so_and_keeps_the_round_it_was_first_told(self):
+        # Submitted into an empty market (a market with only this listing refuses it: unservable).
+        job = bid(funded_consumer(), "1.00")
+        online_resource(ask_per_device_hour=Decimal("0.10"), memory_per_device_gib=Decimal("8"))
+        first = cleared_round()
+
+        cleared_round()
+
+        reason = JobRequest.objects.get(pk=job.pk).waiting_reason
+        assert reason["code"] == "memory"
+        assert reason["round"] == first.pk  # unchanged reasons are not rewritten each round
+
+    def test_a_matched_job_has_no_waiting_reason(self):
+        job = bid(funded_consumer(), "1.00")
+        cleared_round()
+        assert JobRequest.objects.get(pk=job.pk).waiting_reason["code"] == "memory"
+        online_resource(ask_per_device_hour=Decimal("0.10"))
+
+        cleared_round()
+
+        job.refresh_from_db()
+        assert (job.status, job.waiting_reason) == (Status.MATCHED, None)

@@ -81,6 +81,8 @@ class TestClearingSettingsCheck:
             ({"CPX_PLATFORM_FEE_RATE": Decimal("-0.01")}, "auctions.E010"),
             ({"CPX_PLATFORM_FEE_RATE": Decimal("NaN")}, "auctions.E010"),
             ({"CPX_MAX_JOB_BUDGET": Decimal("0")}, "auctions.E011"),
+            ({"CPX_CLEARING_RULE": "posted"}, "auctions.E013"),
+            ({"CPX_THICK_BOOK_MIN_ORDERS": 0}, "auctions.E014"),
         ],
     )
     def test_refuses_each_invalid_setting_or_combination(self, settings, changes, error):
@@ -104,8 +106,8 @@ class TestClearingSettingsCheck:
 
     def test_asks_the_engine_too(self, settings, monkeypatch):
         # A rule the settings list admits but the engine does not know is still caught at start-up.
-        monkeypatch.setattr(rounds, "UNIT_MECHANISMS", rounds.UNIT_MECHANISMS | {"posted_price"})
-        settings.CPX_UNIT_MECHANISM = "posted_price"
+        monkeypatch.setattr(rounds, "UNIT_MECHANISMS", rounds.UNIT_MECHANISMS | {"fixed_price"})
+        settings.CPX_UNIT_MECHANISM = "fixed_price"
 
         messages = check_clearing_settings()
 
