@@ -261,7 +261,6 @@ class TestRoundClearLatency:
 
         assert Lease.objects.get(job=job).resource_id == far.pk
 
-
     def test_a_strict_multi_device_job_never_runs_outside_its_region(self):
         # Submitted into an empty market, then only us-east lists: the heterogeneous book must hold
         # a strict job to eu-west even without a latency limit.
@@ -274,7 +273,9 @@ class TestRoundClearLatency:
         assert not Lease.objects.filter(job=job).exists()
 
     def test_a_preferred_multi_device_job_runs_outside_its_region(self):
-        job = bid(funded_consumer(), "1.00", requested_device_count=2, region="eu-west", placement="preferred")
+        job = bid(
+            funded_consumer(), "1.00", requested_device_count=2, region="eu-west", placement="preferred"
+        )
         far = online_resource(region="us-east", ask_per_device_hour=Decimal("0.10"), device_count=4)
 
         cleared_round()
