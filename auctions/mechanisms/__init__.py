@@ -1,7 +1,7 @@
 """CPX clearing and pricing engine: pure functions over JSON-shaped documents.
 
 `clear(doc)` runs a double auction or a heterogeneous-jobs mechanism, `price(doc)` solves a
-pricing game; both follow shared/spec/mechanisms.md exactly and accept a list of documents
+pricing game; both follow docs/mechanisms.md exactly and accept a list of documents
 (a list in gives a list out, and one bad document fails the whole list). Nothing here imports
 Django, Celery, web3 or any other part of the project: anyone can re-run a published round.
 """

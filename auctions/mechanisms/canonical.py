@@ -15,7 +15,7 @@ def _default(value):
 
 
 def canonical_json(doc) -> str:
-    """The document as spec/mechanisms.md defines it: sorted keys, no spaces, NumPy arrays as lists."""
+    """The document as docs/mechanisms.md defines it: sorted keys, no spaces, NumPy arrays as lists."""
     return json.dumps(
         doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_default
     )

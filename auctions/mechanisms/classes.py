@@ -4,7 +4,7 @@ A resource class is a device class, a memory tier and a region, written as a sta
 "GPU/24G/eu-west". The memory tier of a device is the largest tier in MEMORY_TIERS_GIB not above
 its memory (a 20 GiB card is in the 16G tier; the last tier, 96, holds every device of 96 GiB or
 more). Within a class, devices are interchangeable units, so a class is cleared by a unit double
-auction (spec/mechanisms.md): each free device is one unit of its resource's ask, each
+auction (docs/mechanisms.md): each free device is one unit of its resource's ask, each
 single-device job one unit bid.
 """
 

@@ -1,7 +1,7 @@
 """Double auctions (`clear` for mcafee, trade_reduction, vcg, sbba, sbba_buyer_lottery, huang).
 
 Reads a BOOK (row or columnar, lists or NumPy arrays), clears it with the rule of its mechanism and
-returns the RESULT document of spec/mechanisms.md with plain Python numbers. The unit rules live in
+returns the RESULT document of docs/mechanisms.md with plain Python numbers. The unit rules live in
 `unit_rules` (McAfee 1992; Segal-Halevi, Hassidim, Aumann 2016), the divisible one in `huang`
 (Huang, Scheller-Wolf, Sycara 2002); this module only sorts, draws lotteries and writes the result.
 """
@@ -18,7 +18,7 @@ MECHANISMS = frozenset({*RULES, "huang"})
 
 
 def clear_double_auction(doc: dict, *, input_sha256: str | None = None) -> dict:
-    """Clear one double-auction BOOK and return its RESULT (spec/mechanisms.md, "Double auctions").
+    """Clear one double-auction BOOK and return its RESULT (docs/mechanisms.md, "Double auctions").
 
     Raises MechanismError: `unknown_mechanism`, or `bad_input` for a malformed book. A book where
     nothing trades (empty, one-sided, not crossing) gives a result with null prices, not an error.

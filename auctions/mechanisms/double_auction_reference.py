@@ -1,6 +1,6 @@
 """A plain-Python reading of the double-auction rules, for audits, tests and the benchmark.
 
-It expands every order into its units and follows spec/mechanisms.md line by line, with no
+It expands every order into its units and follows docs/mechanisms.md line by line, with no
 vectorisation and no cut of the book, so that the NumPy engine (`double_auction`) can be checked
 against it on random books. It assumes a valid book (the engine validates) and uses NumPy only for
 the lottery draw, which the spec defines as `numpy.random.default_rng(seed).choice`.

@@ -1,4 +1,4 @@
-"""The engine's one exception type; its `code` is part of the public contract (spec/mechanisms.md)."""
+"""The engine's one exception type; its `code` is part of the public contract (docs/mechanisms.md)."""
 
 ERROR_CODES = frozenset(
     {

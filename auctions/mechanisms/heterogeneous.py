@@ -1,6 +1,6 @@
 """Heterogeneous jobs on heterogeneous providers: the book, its validation, and the result document.
 
-Model (spec/mechanisms.md, one round, each job on one provider with all its GPUs there):
+Model (docs/mechanisms.md, one round, each job on one provider with all its GPUs there):
 run time tau_jk = base_hours_j / speed_k (hours), cost kappa_jk = ask_per_gpu_hour_k * gpus_j * tau_jk
 (money), net value w_jk = bid_j - kappa_jk (money). The pair (j, k) is compatible iff
 vram_per_gpu_j <= vram_per_gpu_k, gpus_j <= gpus_k, tau_jk <= deadline_hours_j and w_jk > 0; per-GPU
@@ -79,7 +79,7 @@ class Market:
 
 
 def clear_heterogeneous(doc: dict, *, input_sha256: str | None = None, time_cuts=None) -> dict:
-    """Clear a `welfare` or `greedy` book (spec/mechanisms.md) and return its RESULT document.
+    """Clear a `welfare` or `greedy` book (docs/mechanisms.md) and return its RESULT document.
 
     `time_cuts`: None for a live run; on a replay, the original result's `time_cuts` (see
     `welfare_milp.Budget`), so that the replay cuts the same solves and runs the rest without a guard."""

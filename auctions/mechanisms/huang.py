@@ -10,7 +10,7 @@ long side is rationed by constrained equal loss q_i' = max(0, q_i - d) so both s
 short side's total. The setters never trade, which makes the prices independent of one's own report
 (truthful in price), individually rational, and budget balanced with surplus >= 0.
 
-Tolerance (spec/mechanisms.md): cumulative quantities are compared with 1e-12 × the total quantity
+Tolerance (docs/mechanisms.md): cumulative quantities are compared with 1e-12 × the total quantity
 of the book (both sides); a fill below it is 0 and omitted.
 """
 

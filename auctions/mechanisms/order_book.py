@@ -1,4 +1,4 @@
-"""A double-auction BOOK read into arrays: row or columnar sides, validated in bulk (spec/mechanisms.md).
+"""A double-auction BOOK read into arrays: row or columnar sides, validated in bulk (docs/mechanisms.md).
 
 Validation is vectorised: the element types of a column are collected once with `set(map(type, …))`
 and the values are checked as NumPy arrays, so a 100,000-order book costs a few milliseconds. Ids

@@ -1,6 +1,6 @@
 """Pricing games (`price`): dispatch to the game solvers.
 
-Games (spec/mechanisms.md): `stackelberg` (one leader prices a resource to followers with logarithmic
+Games (docs/mechanisms.md): `stackelberg` (one leader prices a resource to followers with logarithmic
 utility, uniform or per-user prices, optional capacity; `stackelberg.py`), `linear_oligopoly`
 (Bertrand competition with linear differentiated demand) and `budget_oligopoly` (leaders price to
 budget-constrained logarithmic followers; both in `oligopoly.py`). Field validation lives in

@@ -1,4 +1,4 @@
-"""Stackelberg pricing of one resource to logarithmic followers, exactly (spec/mechanisms.md).
+"""Stackelberg pricing of one resource to logarithmic followers, exactly (docs/mechanisms.md).
 
 Model (leader-follower pricing of edge computing capacity in the style of the EETORP-type
 leader-follower models: the provider moves first, users best-respond). Follower i has utility

@@ -7,7 +7,7 @@ Model (units: money for w, GPUs / vCPUs / GB for capacities):
                 sum_j d_jr x_jk <= Cap_kr            for every provider k, r      (dual mu_kr >= 0)
                 x_jk in {0, 1}
 
-where E holds the compatible pairs (spec/mechanisms.md) that also fit an empty provider on their own
+where E holds the compatible pairs (docs/mechanisms.md) that also fit an empty provider on their own
 (a pair that does not is 0 in every feasible solution). Every MILP is solved with
 `scipy.optimize.milp` (HiGHS branch and cut) over a `scipy.sparse` constraint matrix with one column
 per pair.

@@ -1,7 +1,7 @@
 """Pricing: Stackelberg quotes per resource class (providers lead with a price, consumers follow with
 quantities), auto-priced asks, and the quote for one job spec ("what would it pay, would it clear").
 
-The game per class (spec/mechanisms.md, `stackelberg`, uniform price):
+The game per class (docs/mechanisms.md, `stackelberg`, uniform price):
 - followers: the single-device jobs of the class — the QUEUED ones, routed as a round routes them
   (`classes.group_book`), plus the jobs leased in the class by the last CPX_PRICING_RECENT_ROUNDS
   rounds. Follower i values device-hours x at a_i ln(1 + x) with a_i its bid per device-hour, so its
