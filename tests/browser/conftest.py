@@ -2,7 +2,8 @@
 
 - Chromium is /usr/bin/chromium (`apt-get install -y chromium`; .ci/run installs it), launched with
   the flags Debian's Chromium needs here (no sandbox as root, no background networking) through
-  pytest-playwright's `browser_type_launch_args`; never `playwright install`. Without it these tests skip — and fail under CPX_REQUIRE_SERVICES=1.
+  pytest-playwright's `browser_type_launch_args`; never `playwright install`. Without it these tests
+  skip — and fail under CPX_REQUIRE_SERVICES=1.
 - The market (`live_market`) is the embedded default, the way tests/workers does it: the demo's
   threaded WSGI server on a free port, the in-process Celery worker AND beat (a round every second,
   sweeps and prices every few), and real agent loops with the simulate backend in threads.
