@@ -742,6 +742,21 @@ class SettlementV2Client(SettlementClient):
     def claimed_wei(self, payee: str) -> int:
         return self.view("claimed", to_checksum_address(payee))
 
+    def batch_status(self, batch_id: bytes | str) -> dict:  # type: ignore[override]
+        """Whether a batch id is committed (``kind`` none / credits) and its root: the outbox's recovery
+        look-up, same shape as SettlementClient.batch_status (no per-batch pot or claim deadline here:
+        claims never expire)."""
+        root = _b32(self.root_of(batch_id))
+        settled = root != bytes(32)
+        return {
+            "batch_id": "0x" + _b32(batch_id).hex(),
+            "kind": "credits" if settled else "none",
+            "settled": settled,
+            "root": "0x" + root.hex(),
+            "remaining_wei": 0,
+            "claim_deadline": 2**64 - 1,
+        }
+
     def root_of(self, batch_id: bytes | str) -> str:
         return self.view("rootOf", _b32(batch_id))
 
