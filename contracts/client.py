@@ -618,7 +618,13 @@ def client_from_settings() -> SettlementClient:
     if rpc_url and not settings.CHAIN_SIGNER_KEY:
         # Never sign real-node transactions with a well-known development key by default.
         raise ChainRejected("NoSigner", message="CHAIN_SIGNER_KEY is required with CHAIN_RPC_URL")
-    client = SettlementClient.connect(
+    version = settings.CHAIN_CONTRACT_VERSION
+    if version not in ("v1", "v2"):
+        raise ChainRejected(
+            "BadContractVersion", message=f"CHAIN_CONTRACT_VERSION is v1 or v2, not {version!r}"
+        )
+    kind = SettlementV2Client if version == "v2" else SettlementClient
+    client = kind.connect(
         rpc_url,
         settings.CHAIN_SIGNER_KEY or None,
         settings.CHAIN_CONTRACT_ADDRESS or None,
@@ -636,10 +642,18 @@ _in_process_address: dict[str, str] = {}
 
 
 def _in_process_contract(client: SettlementClient) -> str:
+    """The in-process chain's contract, deployed once per process and contract version. SettlementV2's
+    admin is the chain's last development account, never the operator signer (the contract refuses
+    admin == operator): a leaked hot key cannot change windows, roles or pause."""
     with _deploy_lock:
-        if "native" not in _in_process_address:
-            _in_process_address["native"] = client.deploy()
-        return _in_process_address["native"]
+        version = client.ARTIFACT
+        if version not in _in_process_address:
+            if isinstance(client, SettlementV2Client):
+                admin = _chain_lib().Account.from_key(client.dev_keys()[-1]).address
+                _in_process_address[version] = client.deploy(admin=admin)
+            else:
+                _in_process_address[version] = client.deploy()
+        return _in_process_address[version]
 
 
 class SettlementV2Client(SettlementClient):

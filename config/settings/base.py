@@ -268,6 +268,9 @@ CPX_REQUIRE_SERVICES = env.bool("CPX_REQUIRE_SERVICES", default=False)
 CHAIN_RPC_URL = env.str("CHAIN_RPC_URL", default="")
 CHAIN_SIGNER_KEY = env.str("CHAIN_SIGNER_KEY", default="")
 CHAIN_CONTRACT_ADDRESS = env.str("CHAIN_CONTRACT_ADDRESS", default="")
+# Which contract CHAIN_CONTRACT_ADDRESS is (and the in-process EVM deploys): "v2" (SettlementV2:
+# consumer-signed orders, cumulative claims, admin split from the operator) or "v1" (the previous one).
+CHAIN_CONTRACT_VERSION = env.str("CHAIN_CONTRACT_VERSION", default="v2")
 
 # --- Settlement on chain (issue 5): batches of completed leases committed as Merkle roots
 # Off: the ledger alone settles (no batches, no chain calls from tasks).

@@ -77,6 +77,7 @@ from contracts.services.money import FEE_LEAF_BASE, from_wei, lease_ledger_amoun
 from contracts.services.orders import (
     OrderExists,
     OrderRefused,
+    chain_demo_sign_orders,
     order_document,
     settlement_order_draft,
     settlement_order_submit,
@@ -109,6 +110,7 @@ __all__ = [
     "is_credit_contract",
     "chain_client",
     "chain_demo_fund",
+    "chain_demo_sign_orders",
     "chain_deposits_sync",
     "checked_address",
     "consumer_wallet_register",

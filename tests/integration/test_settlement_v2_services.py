@@ -244,3 +244,16 @@ class TestSignedOrdersAndCumulativeClaims:
         commits = market.operator.events(names=["BatchCommitted"])
         assert len(commits) == 1
         assert chain.settlement_batch_create(now=later, client=market.operator) is not None
+
+    def test_the_demo_signs_its_dev_consumers_orders_and_settles_them(self, market):
+        consumer = market.consumer()
+        lease = market.complete(job_submit(consumer=consumer, budget=Decimal("10")))
+        signed_at = datetime.fromtimestamp(market.operator.now(), UTC)
+
+        assert chain.chain_demo_sign_orders(now=signed_at, client=market.operator) == [lease.job_id]
+        assert chain.chain_demo_sign_orders(now=signed_at, client=market.operator) == []
+
+        assert chain.settlement_path(lease.job) == "on-chain"
+        batch = market.batch_and_submit()
+        assert batch.status == Status.CONFIRMED
+        assert SettlementLease.objects.get(lease=lease).batch_id == batch.pk
