@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from django.urls import reverse
 
 from auctions.services.leases import lease_accept, lease_complete
 from contracts import services as chain
@@ -257,3 +258,20 @@ class TestSignedOrdersAndCumulativeClaims:
         batch = market.batch_and_submit()
         assert batch.status == Status.CONFIRMED
         assert SettlementLease.objects.get(lease=lease).batch_id == batch.pk
+
+
+class TestJobPageShowsThePath:
+    def test_the_job_page_says_which_settlement_path_the_job_is_on(self, market, client):
+        consumer = market.consumer()
+        unsigned = job_submit(consumer=consumer, budget=Decimal("10"))
+        signed = market.signed_job(consumer)
+        client.force_login(consumer)
+
+        def path(job):
+            page = client.get(reverse("pages:job-detail", args=[job.pk])).content.decode()
+            return page.split('id="settlement-path" class="path-', 1)[1].split('"', 1)[0]
+
+        assert (path(signed), path(unsigned)) == ("on-chain", "awaiting-order")
+        no_wallet = ConsumerFactory(balance=Decimal("100"))
+        client.force_login(no_wallet)
+        assert path(job_submit(consumer=no_wallet, budget=Decimal("10"))) == "ledger"
