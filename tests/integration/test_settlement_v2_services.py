@@ -11,6 +11,7 @@ import pytest
 from django.urls import reverse
 
 from auctions.services.leases import lease_accept, lease_complete
+from contracts import selectors
 from contracts import services as chain
 from contracts.client import ChainUnavailable, SettlementClient, SettlementV2Client
 from contracts.merkle import CreditTree
@@ -144,9 +145,15 @@ class TestSignedOrdersAndCumulativeClaims:
         owed = sum(p for p, _ in paid.values())
         assert tree.cumulative(provider) == owed
 
+        # The provider's proofs (API and console): one claim for its three leases over two batches.
+        [group] = selectors.provider_proofs(provider=first.provider)
+        assert (group["kind"], group["batch_key"]) == ("cumulative", batch2.batch_key)
+        assert group["credit"]["cumulative_wei"] == str(owed) and len(group["leaves"]) == 3
+        assert selectors.provider_claimable(provider=first.provider)["total_wei"] == owed
+
         relayer = market.wallet()
         before = market.operator.balance_wei(provider)
-        relayer.claim_credit(batch2.batch_key, provider, owed, tree.proof(provider))
+        relayer.claim_credit(group["batch_key"], provider, owed, group["credit"]["proof"])
         assert market.operator.balance_wei(provider) - before == owed
         assert market.operator.claimed_wei(provider) == owed
 
@@ -162,6 +169,7 @@ class TestSignedOrdersAndCumulativeClaims:
         assert all(row.provider_claimed and row.fee_claimed for row in rows)
         batch2.refresh_from_db()
         assert batch2.chain_seen and batch2.chain_root == batch2.merkle_root
+        assert selectors.provider_proofs(provider=first.provider) == []
 
     def test_a_job_without_an_order_stays_on_the_ledger(self, market):
         consumer = market.consumer()
