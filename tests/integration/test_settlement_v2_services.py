@@ -283,3 +283,47 @@ class TestJobPageShowsThePath:
         no_wallet = ConsumerFactory(balance=Decimal("100"))
         client.force_login(no_wallet)
         assert path(job_submit(consumer=no_wallet, budget=Decimal("10"))) == "ledger"
+
+
+class TestOutboxFaultsOnV2:
+    def test_node_down_backs_off_then_a_rejected_commit_fails_and_an_operator_retry_settles(self, market):
+        consumer = market.consumer()
+        lease = market.complete(market.signed_job(consumer))
+        batch = chain.settlement_batch_create(now=NOW, client=market.operator)
+
+        class NodeDown:
+            ARTIFACT = "SettlementV2"
+
+            def __init__(self, inner):
+                self._inner = inner
+
+            def __getattr__(self, name):
+                return getattr(self._inner, name)
+
+            def commit_credits(self, *args):
+                raise ChainUnavailable("connection refused")
+
+        with pytest.raises(ChainUnavailable):
+            chain.settlement_batch_submit(batch_id=batch.pk, now=NOW, client=NodeDown(market.operator))
+        batch.refresh_from_db()
+        assert (batch.status, batch.attempts) == (Status.PENDING, 1)
+        assert batch.next_attempt_at == NOW + timedelta(seconds=5)
+        # Not due yet: nothing is sent.
+        same = chain.settlement_batch_submit(batch_id=batch.pk, now=NOW, client=market.operator)
+        assert same.status == Status.PENDING and market.operator.events(names=["BatchCommitted"]) == []
+
+        # The admin pauses the contract: the commit is rejected, the batch FAILED with the reason.
+        admin = market.operator.with_signer(market.keys[9])
+        admin.admin_call("setPaused", True)
+        failed = chain.settlement_batch_submit(
+            batch_id=batch.pk, now=batch.next_attempt_at, client=market.operator
+        )
+        assert failed.status == Status.FAILED and failed.error_code == "IsPaused"
+        admin.admin_call("setPaused", False)
+
+        retried = chain.settlement_batch_retry(batch_id=batch.pk, now=NOW)
+        done = chain.settlement_batch_submit(batch_id=retried.pk, now=NOW, client=market.operator)
+
+        assert done.status == Status.CONFIRMED
+        assert SettlementLease.objects.get(lease=lease).batch_id == batch.pk
+        assert len(market.operator.events(names=["BatchCommitted"])) == 1
