@@ -277,20 +277,30 @@ def batch_credits(batch: SettlementBatch) -> list[tuple[str, int]]:
     return [(payee, int(cumulative)) for payee, cumulative in batch.leaves]
 
 
+def newest_orders(deployment: ChainDeployment, consumers) -> dict[str, SettlementOrder]:
+    """Per consumer, its newest signed order on the contract: the one its debits are made under."""
+    out: dict[str, SettlementOrder] = {}
+    for row in SettlementOrder.objects.filter(
+        deployment=deployment, consumer_address__in=set(consumers)
+    ).order_by("consumer_address", "-nonce"):
+        out.setdefault(row.consumer_address, row)
+    return out
+
+
 def batch_debits(batch: SettlementBatch) -> list[tuple[Order, str, int]]:
-    """The batch's debits, (signed order, signature, amount wei), rebuilt from its leases: one per order
-    (a job's leases in the batch share its order), by consumer then nonce so that the contract's
-    nonce and running-total checks see each consumer's orders in the order it signed them."""
-    rows = SettlementLease.objects.filter(batch=batch).select_related("lease__job__chain_order")
-    amounts: dict[int, int] = {}
-    orders: dict[int, SettlementOrder] = {}
-    for row in rows:
-        order = row.lease.job.chain_order
-        orders[order.pk] = order
-        amounts[order.pk] = amounts.get(order.pk, 0) + int(row.provider_wei + row.fee_wei + row.refund_wei)
+    """The batch's debits, (signed order, signature, amount wei), rebuilt from its leases: one per
+    consumer, under its newest signed order. That order's running total (``cumulativeMax``) covers
+    every earlier job of the consumer, so a lease of an older job that completes after a newer job's was
+    debited still settles (the contract refuses an order older than the newest one used); each job's
+    own order caps that job's charges (checked when the batch is made)."""
+    amounts: dict[str, int] = {}
+    for row in SettlementLease.objects.filter(batch=batch):
+        charge = int(row.provider_wei + row.fee_wei + row.refund_wei)
+        amounts[row.consumer_address] = amounts.get(row.consumer_address, 0) + charge
+    newest = newest_orders(batch.deployment, amounts)
     out = []
-    for pk in sorted(orders, key=lambda k: (orders[k].consumer_address, orders[k].nonce)):
-        row = orders[pk]
+    for consumer in sorted(amounts):
+        row = newest[consumer]
         order = Order(
             row.consumer_address,
             row.job_hash,
@@ -299,7 +309,7 @@ def batch_debits(batch: SettlementBatch) -> list[tuple[Order, str, int]]:
             row.nonce,
             row.deadline,
         )
-        out.append((order, row.signature, amounts[pk]))
+        out.append((order, row.signature, amounts[consumer]))
     return out
 
 
@@ -317,13 +327,14 @@ def _order_refused(deployment: ChainDeployment, lease: Lease, order: SettlementO
 def _create_credit_batch(
     client: SettlementClient, deployment: ChainDeployment, fee_address: str, size: int, now: datetime
 ) -> SettlementBatch | None:
-    """The SettlementV2 batch: completed leases of jobs with a signed order on this contract, each debited
-    under its job's order, and every payee's cumulative earnings to date (providers and the platform's
-    fee; the refund stays in escrow, as in the ledger, so no refund credit is needed).
+    """The SettlementV2 batch: completed leases of jobs with a signed order on this contract, debited
+    under their consumer's newest signed order (batch_debits), and every payee's cumulative earnings to
+    date (providers and the platform's fee; the refund stays in escrow, as in the ledger, so no refund
+    credit is needed).
 
-    A lease is left out, with an ORDER_REFUSED issue, when its job's order cannot cover it: the job's
-    charges would pass the order's maximum, the order expired, a newer order of the consumer was spent
-    already (stale nonce), or the consumer's lifetime debits would pass the order's running total. A
+    A lease is left out, with an ORDER_REFUSED issue, when the orders cannot cover it: the job's
+    charges would pass its own order's maximum, the consumer's newest order expires within
+    CPX_ORDER_MIN_LIFE_S, or the consumer's lifetime debits would pass that order's running total. A
     lease whose consumer's escrow is short waits for a deposit. Leases of jobs without an order never
     come here: they stay on the off-chain ledger.
 
@@ -391,23 +402,23 @@ def _create_credit_batch(
     for row in within_max:
         by_consumer.setdefault(row.consumer_address, []).append(row)
     chosen: list[SettlementLease] = []
+    newest = newest_orders(deployment, by_consumer)
     for consumer, rows in by_consumer.items():
         account = client.escrow_of(consumer)
         running, escrow = int(account["debited_wei"]), int(account["escrow_wei"])
-        for row in sorted(rows, key=lambda r: (r.lease.job.chain_order.nonce, r.lease.pk)):
-            order, amount = row.lease.job.chain_order, row.provider_wei + row.fee_wei
+        signed = newest[consumer]  # what the debit is made under (batch_debits)
+        for row in sorted(rows, key=lambda r: r.lease.pk):
+            amount = row.provider_wei + row.fee_wei
             why = ""
-            if order.nonce < account["nonce"]:
-                why = f"a newer order (nonce {account['nonce']}) was spent first; this one's is {order.nonce}"
-            elif order.deadline <= chain_now + settings.CPX_ORDER_MIN_LIFE_S:
-                why = f"the order expired (deadline {order.deadline})"
-            elif running + amount > int(order.cumulative_max_wei):
-                cap = int(order.cumulative_max_wei)
-                why = f"lifetime debits {running + amount} wei pass the order's running total {cap}"
+            if signed.deadline <= chain_now + settings.CPX_ORDER_MIN_LIFE_S:
+                why = f"the consumer's newest order expired (deadline {signed.deadline})"
+            elif running + amount > int(signed.cumulative_max_wei):
+                cap = int(signed.cumulative_max_wei)
+                why = f"lifetime debits {running + amount} wei pass the signed running total {cap}"
             elif escrow < amount:
                 continue  # waits for a deposit
             if why:
-                _order_refused(deployment, row.lease, order, why, now)
+                _order_refused(deployment, row.lease, row.lease.job.chain_order, why, now)
                 continue
             running, escrow = running + amount, escrow - amount
             chosen.append(row)

@@ -327,3 +327,20 @@ class TestOutboxFaultsOnV2:
         assert done.status == Status.CONFIRMED
         assert SettlementLease.objects.get(lease=lease).batch_id == batch.pk
         assert len(market.operator.events(names=["BatchCommitted"])) == 1
+
+
+class TestOutOfOrderCompletion:
+    def test_an_older_jobs_lease_completing_after_a_newer_one_still_settles_on_chain(self, market):
+        consumer = market.consumer()
+        older, newer = market.signed_job(consumer), market.signed_job(consumer)
+        market.complete(newer)
+        assert market.batch_and_submit().status == Status.CONFIRMED
+        late = market.complete(older)
+
+        batch = market.batch_and_submit()
+
+        assert batch.status == Status.CONFIRMED
+        assert SettlementLease.objects.get(lease=late).batch_id == batch.pk
+        assert not ReconciliationIssue.objects.filter(kind=ReconciliationIssue.Kind.ORDER_REFUSED).exists()
+        report = chain.settlement_reconcile(now=NOW, client=market.operator)
+        assert report.by_status == {"MATCHED": 2} and report.open_issues == 0
