@@ -180,9 +180,11 @@ class ProofQuerySerializer(StrictSerializerMixin, serializers.Serializer):
 
 
 class ProviderProofListView(APIView):
-    """The caller's leaves in confirmed batches with Merkle proofs: call `claim(batchId, leaf, proof)`
-    per leaf, or `claimMany(batchId, leaves, proof, flags)` with the batch's multiproof (provider).
-    Unclaimed only unless `include_claimed=true`; `batch` narrows to one batch."""
+    """The caller's leases in confirmed batches with what it needs to claim them (provider). On
+    SettlementV2 (`kind: cumulative`), one group per contract: call `claim(batch_key, payee,
+    cumulative_wei, proof)` with its `credit` once for all its leases. On the previous contract, per
+    batch: `claim(batchId, leaf, proof)` per leaf, or `claimMany(batchId, leaves, proof, flags)` with
+    the multiproof. Unclaimed only unless `include_claimed=true`; `batch` narrows to one batch."""
 
     permission_classes = [IsProvider]
 

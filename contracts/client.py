@@ -618,7 +618,13 @@ def client_from_settings() -> SettlementClient:
     if rpc_url and not settings.CHAIN_SIGNER_KEY:
         # Never sign real-node transactions with a well-known development key by default.
         raise ChainRejected("NoSigner", message="CHAIN_SIGNER_KEY is required with CHAIN_RPC_URL")
-    client = SettlementClient.connect(
+    version = settings.CHAIN_CONTRACT_VERSION
+    if version not in ("v1", "v2"):
+        raise ChainRejected(
+            "BadContractVersion", message=f"CHAIN_CONTRACT_VERSION is v1 or v2, not {version!r}"
+        )
+    kind = SettlementV2Client if version == "v2" else SettlementClient
+    client = kind.connect(
         rpc_url,
         settings.CHAIN_SIGNER_KEY or None,
         settings.CHAIN_CONTRACT_ADDRESS or None,
@@ -636,10 +642,18 @@ _in_process_address: dict[str, str] = {}
 
 
 def _in_process_contract(client: SettlementClient) -> str:
+    """The in-process chain's contract, deployed once per process and contract version. SettlementV2's
+    admin is the chain's last development account, never the operator signer (the contract refuses
+    admin == operator): a leaked hot key cannot change windows, roles or pause."""
     with _deploy_lock:
-        if "native" not in _in_process_address:
-            _in_process_address["native"] = client.deploy()
-        return _in_process_address["native"]
+        version = client.ARTIFACT
+        if version not in _in_process_address:
+            if isinstance(client, SettlementV2Client):
+                admin = _chain_lib().Account.from_key(client.dev_keys()[-1]).address
+                _in_process_address[version] = client.deploy(admin=admin)
+            else:
+                _in_process_address[version] = client.deploy()
+        return _in_process_address[version]
 
 
 class SettlementV2Client(SettlementClient):
@@ -741,6 +755,21 @@ class SettlementV2Client(SettlementClient):
 
     def claimed_wei(self, payee: str) -> int:
         return self.view("claimed", to_checksum_address(payee))
+
+    def batch_status(self, batch_id: bytes | str) -> dict:  # type: ignore[override]
+        """Whether a batch id is committed (``kind`` none / credits) and its root: the outbox's recovery
+        look-up, same shape as SettlementClient.batch_status (no per-batch pot or claim deadline here:
+        claims never expire)."""
+        root = _b32(self.root_of(batch_id))
+        settled = root != bytes(32)
+        return {
+            "batch_id": "0x" + _b32(batch_id).hex(),
+            "kind": "credits" if settled else "none",
+            "settled": settled,
+            "root": "0x" + root.hex(),
+            "remaining_wei": 0,
+            "claim_deadline": 2**64 - 1,
+        }
 
     def root_of(self, batch_id: bytes | str) -> str:
         return self.view("rootOf", _b32(batch_id))

@@ -16,7 +16,13 @@ from django.utils import timezone
 
 from contracts.client import ChainRejected, ChainUnavailable
 from contracts.models import ChainDeposit, SettlementBatch, SettlementLease
-from contracts.services import chain_client, chain_demo_fund, deployment_for, settlement_claims_relay
+from contracts.services import (
+    chain_client,
+    chain_demo_fund,
+    chain_demo_sign_orders,
+    deployment_for,
+    settlement_claims_relay,
+)
 
 DEMO_DEPOSIT = Decimal("10000")
 
@@ -46,6 +52,9 @@ def demo_chain_settle(run: Callable, *, timeout_s: float = 60.0) -> dict:
     from workers import tasks
 
     run(tasks.sync_deposits)
+    # SettlementV2 debits only under consumer-signed orders: the demo's consumers (dev accounts) sign
+    # theirs here, as a wallet would when submitting. Jobs of consumers without a wallet stay on the ledger.
+    signed = chain_demo_sign_orders(now=timezone.now())
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         answer = run(tasks.create_batch)
@@ -61,7 +70,11 @@ def demo_chain_settle(run: Callable, *, timeout_s: float = 60.0) -> dict:
     ).distinct():
         claims += settlement_claims_relay(batch_id=batch.pk, client=client)["claims"]
     report = run(tasks.reconcile)
-    return chain_summary(deployment_id=deployment.pk) | {"claims_relayed": claims, "reconcile": report}
+    return chain_summary(deployment_id=deployment.pk) | {
+        "claims_relayed": claims,
+        "orders_signed": len(signed),
+        "reconcile": report,
+    }
 
 
 def chain_summary(*, deployment_id: int) -> dict:
@@ -97,7 +110,8 @@ def chain_report_lines(chain: dict) -> list[str]:
         f"on chain: {chain['batches']['CONFIRMED']} batches confirmed, "
         f"{chain['batches']['PENDING']} pending, "
         f"{chain['batches']['FAILED']} failed; {chain['deposits_credited']} deposits credited "
-        f"({chain['deposited']}); provider claims relayed: {chain['claims_relayed']}",
+        f"({chain['deposited']}); orders signed: {chain.get('orders_signed', 0)}; "
+        f"provider claims relayed: {chain['claims_relayed']}",
     ]
     for b in chain["confirmed"][-10:]:
         lines.append(f"  batch {b['batch']}: {b['leases']} leases, tx {b['tx_hash']}, gas {b['gas_used']}")

@@ -230,6 +230,7 @@ class ReconciliationIssue(models.Model):
         MISSING_ON_CHAIN = "MISSING_ON_CHAIN", "A confirmed batch the chain does not have"
         DEPOSIT_REORGED = "DEPOSIT_REORGED", "A credited deposit's transaction was reorged out"
         ESCROW_RECLAIMED = "ESCROW_RECLAIMED", "A consumer took escrow back on chain (reclaim)"
+        ORDER_REFUSED = "ORDER_REFUSED", "A lease its job's signed order cannot cover (unpaid on chain)"
 
     deployment = models.ForeignKey(ChainDeployment, on_delete=models.PROTECT, related_name="issues")
     kind = models.CharField(max_length=20, choices=Kind.choices)

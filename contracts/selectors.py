@@ -5,8 +5,9 @@ from decimal import Decimal
 from django.db.models import Count, Q, QuerySet, Sum
 
 from auctions.models import Lease
+from contracts.merkle import CreditTree
 from contracts.models import ChainDeposit, ReconciliationIssue, SettlementBatch, SettlementLease
-from contracts.services import FEE_LEAF_BASE, batch_tree
+from contracts.services import FEE_LEAF_BASE, batch_credits, batch_tree, is_credit_batch
 from market.models import Provider
 
 
@@ -108,9 +109,13 @@ def provider_proofs(
     if not include_claimed:
         rows = rows.filter(provider_claimed=False)
     by_batch: dict[int, list[SettlementLease]] = {}
+    by_credit_contract: dict[int, list[SettlementLease]] = {}
     for row in rows.order_by("batch_id", "lease_id"):
-        by_batch.setdefault(row.batch_id, []).append(row)
-    out = []
+        if is_credit_batch(row.batch):
+            by_credit_contract.setdefault(row.batch.deployment_id, []).append(row)
+        else:
+            by_batch.setdefault(row.batch_id, []).append(row)
+    out = [_cumulative_claim(rows_of_contract) for rows_of_contract in by_credit_contract.values()]
     for rows_of_batch in by_batch.values():
         batch = rows_of_batch[0].batch
         tree = batch_tree(batch)
@@ -142,6 +147,52 @@ def provider_proofs(
             }
         )
     return out
+
+
+def _cumulative_claim(rows: list[SettlementLease]) -> dict:
+    """SettlementV2: one claim pays every unclaimed lease of the provider on that contract, against the
+    newest confirmed batch crediting its wallet (its cumulative earnings there, with that batch's proof):
+    `claim(batch_key, payee, cumulative_wei, proof)`. The leases are listed for the console."""
+    payee = rows[-1].provider_address
+    newest = (
+        SettlementBatch.objects.filter(
+            deployment_id=rows[-1].batch.deployment_id,
+            status=SettlementBatch.Status.CONFIRMED,
+            settled_leases__provider_address=payee,
+        )
+        .select_related("deployment")
+        .order_by("-pk")
+        .first()
+    )
+    tree = CreditTree(batch_credits(newest))
+    return {
+        "batch": newest.pk,
+        "batch_key": newest.batch_key,
+        "merkle_root": newest.merkle_root,
+        "contract": newest.deployment.address,
+        "tx_hash": newest.tx_hash,
+        "kind": "cumulative",
+        "credit": {
+            "payee": payee,
+            "cumulative_wei": str(tree.cumulative(payee)),
+            "proof": ["0x" + p.hex() for p in tree.proof(payee)],
+        },
+        "leaves": [
+            {
+                "lease": row.lease_id,
+                "amount": str(row.provider_amount),
+                "leaf": {
+                    "lease_id": str(row.lease_id),
+                    "provider": payee,
+                    "amount_wei": str(row.provider_wei),
+                },
+                "proof": [],
+                "claimed": row.provider_claimed,
+            }
+            for row in rows
+        ],
+        "multiproof": None,
+    }
 
 
 def provider_proofs_document(

@@ -15,6 +15,7 @@ from auctions.selectors import market as market_selectors
 from auctions.services.jobs import job_request_cancel
 from auctions.services.pricing import job_quote
 from config.errors import DomainError, NotFound
+from contracts.services import settlement_path
 from market import selectors
 from market.forms import JobForm
 from market.models import LedgerTransfer
@@ -130,7 +131,8 @@ def _timeline(job, leases: list[Lease]) -> list[dict]:
 @consumer_required
 def job_detail(request, pk: int):
     job = _own_job(request, pk)
-    return render(request, "consumer/job_detail.html", _job_context(request, job))
+    context = _job_context(request, job) | {"settlement_path": settlement_path(job)}
+    return render(request, "consumer/job_detail.html", context)
 
 
 @consumer_required

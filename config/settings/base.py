@@ -268,6 +268,9 @@ CPX_REQUIRE_SERVICES = env.bool("CPX_REQUIRE_SERVICES", default=False)
 CHAIN_RPC_URL = env.str("CHAIN_RPC_URL", default="")
 CHAIN_SIGNER_KEY = env.str("CHAIN_SIGNER_KEY", default="")
 CHAIN_CONTRACT_ADDRESS = env.str("CHAIN_CONTRACT_ADDRESS", default="")
+# Which contract CHAIN_CONTRACT_ADDRESS is (and the in-process EVM deploys): "v2" (SettlementV2:
+# consumer-signed orders, cumulative claims, admin split from the operator) or "v1" (the previous one).
+CHAIN_CONTRACT_VERSION = env.str("CHAIN_CONTRACT_VERSION", default="v2")
 
 # --- Settlement on chain (issue 5): batches of completed leases committed as Merkle roots
 # Off: the ledger alone settles (no batches, no chain calls from tasks).
@@ -287,6 +290,8 @@ CHAIN_LOG_RANGE = env.int("CHAIN_LOG_RANGE", default=5000)  # blocks per eth_get
 CPX_SETTLEMENT_MAX_GAS_SHARE = env.float("CPX_SETTLEMENT_MAX_GAS_SHARE", default=0.0)
 # How long a consumer's EIP-712 settlement order stays valid (its deadline), from when it is drafted.
 CPX_ORDER_TTL_S = env.int("CPX_ORDER_TTL_S", default=30 * 86400)
+# An order expiring sooner than this is not used for a new batch (the commit might land after it).
+CPX_ORDER_MIN_LIFE_S = env.int("CPX_ORDER_MIN_LIFE_S", default=600)
 CPX_SETTLEMENT_BATCH_SIZE = env.int("CPX_SETTLEMENT_BATCH_SIZE", default=500)  # leases per batch
 CPX_SETTLEMENT_INTERVAL_S = env.float("CPX_SETTLEMENT_INTERVAL_S", default=15.0)
 CPX_RECONCILE_INTERVAL_S = env.float("CPX_RECONCILE_INTERVAL_S", default=30.0)

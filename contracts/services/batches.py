@@ -16,14 +16,16 @@ from eth_utils import is_address, keccak, to_checksum_address
 from auctions.models import Lease
 from config.errors import Conflict, InvalidInput, NotFound
 from contracts.client import ChainRejected, ChainUnavailable, SettlementClient
-from contracts.merkle import Leaf, MerkleTree
+from contracts.merkle import CreditTree, Leaf, MerkleTree
 from contracts.models import (
     ChainDeployment,
     ChainDeposit,
     ReconciliationIssue,
     SettlementBatch,
     SettlementLease,
+    SettlementOrder,
 )
+from contracts.orders import Order
 from contracts.services import deployment as deployments
 from contracts.services.deployment import _network, checked_address, deployment_for, signer_lock
 from contracts.services.money import FEE_LEAF_BASE, lease_ledger_amounts, to_wei
@@ -174,6 +176,8 @@ def settlement_batch_create(
     fee_address = checked_address(
         settings.CHAIN_FEE_ADDRESS or client.address, field_name="CHAIN_FEE_ADDRESS"
     )
+    if is_credit_contract(client):
+        return _create_credit_batch(client, deployment, fee_address, size, now)
     candidates = list(
         Lease.objects.filter(
             status=Lease.Status.COMPLETED,
@@ -254,6 +258,219 @@ def settlement_batch_create(
     return batch
 
 
+# ---------------------------------------------------------------------------------------------------------
+# SettlementV2: consumer-signed debits and cumulative credits.
+
+
+def is_credit_contract(client) -> bool:
+    """Whether the client speaks SettlementV2 (signed orders, cumulative credits); test doubles that
+    wrap a client forward ARTIFACT, so no isinstance."""
+    return getattr(client, "ARTIFACT", "Settlement") == "SettlementV2"
+
+
+def is_credit_batch(batch: SettlementBatch) -> bool:
+    """A SettlementV2 batch stores its credits, [payee, cumulative wei], as its leaves."""
+    return bool(batch.leaves) and len(batch.leaves[0]) == 2
+
+
+def batch_credits(batch: SettlementBatch) -> list[tuple[str, int]]:
+    return [(payee, int(cumulative)) for payee, cumulative in batch.leaves]
+
+
+def newest_orders(deployment: ChainDeployment, consumers) -> dict[str, SettlementOrder]:
+    """Per consumer, its newest signed order on the contract: the one its debits are made under."""
+    out: dict[str, SettlementOrder] = {}
+    for row in SettlementOrder.objects.filter(
+        deployment=deployment, consumer_address__in=set(consumers)
+    ).order_by("consumer_address", "-nonce"):
+        out.setdefault(row.consumer_address, row)
+    return out
+
+
+def batch_debits(batch: SettlementBatch) -> list[tuple[Order, str, int]]:
+    """The batch's debits, (signed order, signature, amount wei), rebuilt from its leases: one per
+    consumer, under its newest signed order. That order's running total (``cumulativeMax``) covers
+    every earlier job of the consumer, so a lease of an older job that completes after a newer job's was
+    debited still settles (the contract refuses an order older than the newest one used); each job's
+    own order caps that job's charges (checked when the batch is made)."""
+    amounts: dict[str, int] = {}
+    for row in SettlementLease.objects.filter(batch=batch):
+        charge = int(row.provider_wei + row.fee_wei + row.refund_wei)
+        amounts[row.consumer_address] = amounts.get(row.consumer_address, 0) + charge
+    newest = newest_orders(batch.deployment, amounts)
+    out = []
+    for consumer in sorted(amounts):
+        row = newest[consumer]
+        order = Order(
+            row.consumer_address,
+            row.job_hash,
+            int(row.max_amount_wei),
+            int(row.cumulative_max_wei),
+            row.nonce,
+            row.deadline,
+        )
+        out.append((order, row.signature, amounts[consumer]))
+    return out
+
+
+def _order_refused(deployment: ChainDeployment, lease: Lease, order: SettlementOrder, why: str, now) -> None:
+    _issue(
+        deployment,
+        ReconciliationIssue.Kind.ORDER_REFUSED,
+        f"order:{order.pk}:lease:{lease.pk}",
+        f"lease {lease.pk} of job {lease.job_id} is not paid on chain: {why}; it stays paid in the ledger "
+        "only (resolution: the consumer signs a new order, or the platform recovers it off chain)",
+        now,
+    )
+
+
+def _create_credit_batch(
+    client: SettlementClient, deployment: ChainDeployment, fee_address: str, size: int, now: datetime
+) -> SettlementBatch | None:
+    """The SettlementV2 batch: completed leases of jobs with a signed order on this contract, debited
+    under their consumer's newest signed order (batch_debits), and every payee's cumulative earnings to
+    date (providers and the platform's fee; the refund stays in escrow, as in the ledger, so no refund
+    credit is needed).
+
+    A lease is left out, with an ORDER_REFUSED issue, when the orders cannot cover it: the job's
+    charges would pass its own order's maximum, the consumer's newest order expires within
+    CPX_ORDER_MIN_LIFE_S, or the consumer's lifetime debits would pass that order's running total. A
+    lease whose consumer's escrow is short waits for a deposit. Leases of jobs without an order never
+    come here: they stay on the off-chain ledger.
+
+    Cumulative totals are ordered, so one batch per contract is in flight at a time: none is made while
+    another is PENDING, SUBMITTED or FAILED (a failed one waits for an operator retry)."""
+    if SettlementBatch.objects.filter(deployment=deployment).exclude(status=Status.CONFIRMED).exists():
+        return None
+    candidates = list(
+        Lease.objects.filter(
+            status=Lease.Status.COMPLETED,
+            chain_settlement__isnull=True,
+            job__chain_order__deployment=deployment,
+        )
+        .select_related("provider", "job__chain_order")
+        .order_by("pk")[: size * SCAN_FACTOR]
+    )
+    if not candidates:
+        return None
+    ledger = lease_ledger_amounts([lease.pk for lease in candidates])
+    charge = F("provider_wei") + F("fee_wei") + F("refund_wei")
+    spent = {
+        row["lease__job_id"]: int(row["total"])
+        for row in SettlementLease.objects.filter(
+            batch__deployment=deployment, lease__job_id__in={lease.job_id for lease in candidates}
+        )
+        .values("lease__job_id")
+        .annotate(total=Sum(charge))
+    }
+    within_max: list[SettlementLease] = []
+    for lease in candidates:
+        order = lease.job.chain_order
+        payment, fee = ledger[lease.pk]
+        provider_wei, fee_wei = to_wei(payment), to_wei(fee)
+        provider = lease.provider.wallet_address
+        if provider_wei + fee_wei == 0:
+            continue  # not settled in the ledger yet
+        if not is_address(provider) or to_checksum_address(provider) == ZERO_ADDRESS:
+            logger.warning("lease %s: provider %s has no usable wallet address", lease.pk, lease.provider_id)
+            continue
+        job_total = spent.get(lease.job_id, 0) + provider_wei + fee_wei
+        if job_total > int(order.max_amount_wei):
+            _order_refused(
+                deployment,
+                lease,
+                order,
+                f"the job's charges {job_total} wei pass the signed maximum {int(order.max_amount_wei)} wei",
+                now,
+            )
+            continue
+        spent[lease.job_id] = job_total
+        within_max.append(
+            SettlementLease(
+                lease=lease,
+                consumer_address=order.consumer_address,
+                provider_address=to_checksum_address(provider),
+                fee_address=fee_address,
+                provider_amount=payment,
+                fee_amount=fee,
+                provider_wei=provider_wei,
+                fee_wei=fee_wei,
+            )
+        )
+    chain_now = client.now() if within_max else 0
+    by_consumer: dict[str, list[SettlementLease]] = {}
+    for row in within_max:
+        by_consumer.setdefault(row.consumer_address, []).append(row)
+    chosen: list[SettlementLease] = []
+    newest = newest_orders(deployment, by_consumer)
+    for consumer, rows in by_consumer.items():
+        account = client.escrow_of(consumer)
+        running, escrow = int(account["debited_wei"]), int(account["escrow_wei"])
+        signed = newest[consumer]  # what the debit is made under (batch_debits)
+        for row in sorted(rows, key=lambda r: r.lease.pk):
+            amount = row.provider_wei + row.fee_wei
+            why = ""
+            if signed.deadline <= chain_now + settings.CPX_ORDER_MIN_LIFE_S:
+                why = f"the consumer's newest order expired (deadline {signed.deadline})"
+            elif running + amount > int(signed.cumulative_max_wei):
+                cap = int(signed.cumulative_max_wei)
+                why = f"lifetime debits {running + amount} wei pass the signed running total {cap}"
+            elif escrow < amount:
+                continue  # waits for a deposit
+            if why:
+                _order_refused(deployment, row.lease, row.lease.job.chain_order, why, now)
+                continue
+            running, escrow = running + amount, escrow - amount
+            chosen.append(row)
+    chosen = sorted(chosen, key=lambda r: r.lease.pk)[:size]
+    if not chosen:
+        return None
+    this_batch: dict[str, int] = {}
+    for row in chosen:
+        if row.provider_wei:
+            this_batch[row.provider_address] = this_batch.get(row.provider_address, 0) + row.provider_wei
+        if row.fee_wei:
+            this_batch[row.fee_address] = this_batch.get(row.fee_address, 0) + row.fee_wei
+    earlier = _cumulative_earnings(deployment, set(this_batch))
+    credits = sorted((payee, earlier.get(payee, 0) + amount) for payee, amount in this_batch.items())
+    tree = CreditTree(credits)
+    try:
+        with transaction.atomic():
+            batch = SettlementBatch.objects.create(
+                deployment=deployment,
+                batch_key=batch_key_for(deployment, [row.lease.pk for row in chosen]),
+                merkle_root=tree.root_hex,
+                leaves=[[payee, str(cumulative)] for payee, cumulative in credits],
+                leaf_count=len(credits),
+                lease_count=len(chosen),
+                total_wei=sum(row.provider_wei + row.fee_wei for row in chosen),
+                total=sum((row.provider_amount + row.fee_amount for row in chosen), Decimal(0)),
+                created_at=now,
+            )
+            for row in chosen:
+                row.batch = batch
+            SettlementLease.objects.bulk_create(chosen)
+    except IntegrityError:
+        logger.info("settlement batch: another worker batched some of these leases first")
+        return None
+    return batch
+
+
+def _cumulative_earnings(deployment: ChainDeployment, payees: set[str]) -> dict[str, int]:
+    """Per payee, what the contract's earlier batches credited it (provider payments and fees)."""
+    out: dict[str, int] = {}
+    rows = SettlementLease.objects.filter(batch__deployment=deployment)
+    for row in (
+        rows.filter(provider_address__in=payees)
+        .values("provider_address")
+        .annotate(total=Sum("provider_wei"))
+    ):
+        out[row["provider_address"]] = out.get(row["provider_address"], 0) + int(row["total"])
+    for row in rows.filter(fee_address__in=payees).values("fee_address").annotate(total=Sum("fee_wei")):
+        out[row["fee_address"]] = out.get(row["fee_address"], 0) + int(row["total"])
+    return out
+
+
 def _worth_its_gas(
     client: SettlementClient, deployment: ChainDeployment, tree: MerkleTree, chosen: list, size: int
 ) -> bool:
@@ -330,7 +547,7 @@ def settlement_batch_submit(
                 return _confirm_from_chain(
                     batch, client, status, SettlementBatch.ConfirmedVia.CHAIN_LOOKUP, now
                 )
-        else:  # never sent: a consumer that reclaimed since must not sink everyone else's leases
+        elif not is_credit_batch(batch):  # never sent: a reclaim must not sink everyone else's leases
             rebuilt = _drop_uncovered(batch, client, now)
             if rebuilt is None:
                 return _fail(
@@ -339,7 +556,11 @@ def settlement_batch_submit(
             batch = rebuilt
         try:
             with signer_lock(client):
-                receipt = client.commit_batch(batch.batch_key, batch_leaves(batch))
+                if is_credit_batch(batch):
+                    debits, credits = batch_debits(batch), batch_credits(batch)
+                    receipt = client.commit_credits(batch.batch_key, debits, credits)
+                else:
+                    receipt = client.commit_batch(batch.batch_key, batch_leaves(batch))
         except ChainRejected as error:
             if error.error_name != "BatchAlreadySettled":
                 return _fail(batch, error.error_name, str(error), now)

@@ -15,10 +15,11 @@ from datetime import datetime
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Max
+from django.db.models import Exists, Max, OuterRef
 
+from auctions.models import Lease
 from config.errors import Conflict, InvalidInput, NotFound
-from contracts.client import SettlementClient
+from contracts.client import SettlementClient, SettlementV2Client
 from contracts.models import ConsumerWallet, SettlementOrder
 from contracts.orders import InvalidOrder, Order, job_hash, typed_data, verify_order
 from contracts.services import deployment as deployments
@@ -51,12 +52,19 @@ def _consumer_job(user: User, job_id: int) -> JobRequest:
 
 
 def settlement_path(job: JobRequest) -> str:
-    """Which path the job settles on (see the module docstring)."""
-    if SettlementOrder.objects.filter(job=job).exists():
+    """Which path the job settles on (see the module docstring), in one query (the job pages show it)."""
+    row = (
+        JobRequest.objects.filter(pk=job.pk)
+        .annotate(
+            has_order=Exists(SettlementOrder.objects.filter(job_id=OuterRef("pk"))),
+            has_wallet=Exists(ConsumerWallet.objects.filter(user_id=OuterRef("consumer_id"))),
+        )
+        .values("has_order", "has_wallet")
+        .first()
+    ) or {"has_order": False, "has_wallet": False}
+    if row["has_order"]:
         return PATH_ON_CHAIN
-    if ConsumerWallet.objects.filter(user_id=job.consumer_id).exists():
-        return PATH_AWAITING
-    return PATH_LEDGER
+    return PATH_AWAITING if row["has_wallet"] else PATH_LEDGER
 
 
 def _draft(job: JobRequest, wallet: ConsumerWallet, deployment, now: datetime) -> Order:
@@ -173,3 +181,54 @@ def _jsonable(value):
     if isinstance(value, int) and value >= 2**53:
         return str(value)
     return value
+
+
+def chain_demo_sign_orders(*, now: datetime, client: SettlementClient | None = None) -> list[int]:
+    """Development chains only (the demo): sign, with the development account's key, the order of every
+    job of a consumer whose wallet is a dev account, that has a completed lease and no order yet, in job
+    order, through the same draft and submit as a wallet. Returns the jobs signed for. (A real consumer
+    signs in its wallet when it submits the job.)"""
+    client = client or deployments.chain_client()
+    if not isinstance(client, SettlementV2Client):
+        return []
+    keys = {client.with_signer(k).address: k for k in client.dev_keys()}
+    keys.pop(client.address, None)
+    wallets = {
+        w.user_id: w for w in ConsumerWallet.objects.filter(address__in=list(keys)).select_related("user")
+    }
+    jobs = (
+        JobRequest.objects.filter(
+            consumer_id__in=list(wallets), chain_order__isnull=True, leases__status=Lease.Status.COMPLETED
+        )
+        .distinct()
+        .order_by("pk")
+    )
+    signed = []
+    for job in jobs:
+        wallet = wallets[job.consumer_id]
+        draft = settlement_order_draft(user=wallet.user, job_id=job.pk, now=now, client=client)
+        if draft["typed_data"] is None:
+            continue
+        message = draft["typed_data"]["message"]
+        order = Order(
+            message["consumer"],
+            message["jobHash"],
+            int(message["maxAmount"]),
+            int(message["cumulativeMax"]),
+            int(message["nonce"]),
+            int(message["deadline"]),
+        )
+        signature = client.with_signer(keys[wallet.address]).sign(order)
+        settlement_order_submit(
+            user=wallet.user,
+            job_id=job.pk,
+            nonce=order.nonce,
+            deadline=order.deadline,
+            max_amount_wei=order.max_amount_wei,
+            cumulative_max_wei=order.cumulative_max_wei,
+            signature=signature,
+            now=now,
+            client=client,
+        )
+        signed.append(job.pk)
+    return signed

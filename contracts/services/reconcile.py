@@ -92,8 +92,11 @@ EVENTS = [
     "Refunded",
     "Deposited",
     "WindowsSet",
+    "Parked",
+    "Withdrawn",
 ]
-_ACCOUNT_EVENTS = {"Reclaimed", "Refunded", "Deposited", "WindowsSet"}  # not about one batch
+# Not about one batch (Parked/Withdrawn: a SettlementV2 payee's payment held for `withdraw`).
+_ACCOUNT_EVENTS = {"Reclaimed", "Refunded", "Deposited", "WindowsSet", "Parked", "Withdrawn"}
 
 
 def settlement_reconcile(*, now: datetime, client: SettlementClient | None = None) -> Reconciliation:
@@ -110,6 +113,8 @@ def settlement_reconcile(*, now: datetime, client: SettlementClient | None = Non
     batches = {b.batch_key: b for b in deployment.batches.all()}
     changed: dict[int, SettlementBatch] = {}
     claims: list[tuple[str, int, str]] = []  # (batch key, leaf id, tx)
+    credit_claims: list[tuple[str, str, str]] = []  # SettlementV2: (batch key, payee, tx)
+    debits: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))  # read in this pass
     clawed: list[tuple[str, int, str]] = []  # (batch key, lease id, tx)
     result = Reconciliation(scanned_to=head)
     start = deployment.events_scanned_block + 1
@@ -133,9 +138,15 @@ def settlement_reconcile(*, now: datetime, client: SettlementClient | None = Non
                 )
                 continue
             if event["event"] == "BatchCommitted":
-                batch.chain_seen, batch.chain_root, batch.chain_total_wei = True, args["root"], args["total"]
+                total = args["total"] if "total" in args else args["debited"]  # Settlement / SettlementV2
+                batch.chain_seen, batch.chain_root, batch.chain_total_wei = True, args["root"], total
             elif event["event"] == "EscrowDebited":
-                batch.chain_debits = {**batch.chain_debits, args["consumer"]: str(args["amount"])}
+                # SettlementV2 debits once per order, so a consumer may have several in one batch.
+                consumer = args["consumer"]
+                debits[batch.pk][consumer] += int(args["amount"])
+                batch.chain_debits = {**batch.chain_debits, consumer: str(debits[batch.pk][consumer])}
+            elif event["event"] == "Claimed" and "payee" in args:
+                credit_claims.append((key, args["payee"], event["tx_hash"]))
             elif event["event"] == "Claimed":
                 claims += [(key, int(leaf_id), event["tx_hash"]) for leaf_id in args["leaseIds"]]
             elif event["event"] == "LeafReclaimed":
@@ -157,6 +168,7 @@ def settlement_reconcile(*, now: datetime, client: SettlementClient | None = Non
         for batch in changed.values():
             batch.save(update_fields=["chain_seen", "chain_root", "chain_total_wei", "chain_debits"])
         _record_claims(deployment, batches, claims, now)
+        _record_credit_claims(deployment, batches, credit_claims)
         _record_claw_backs(deployment, batches, clawed, now)
         ChainDeployment.objects.filter(pk=deployment.pk).update(
             events_scanned_block=max(head, deployment.events_scanned_block), reconciled_at=now
@@ -186,6 +198,17 @@ def _record_claims(deployment, batches, claims, now) -> None:
                 now,
                 batch=batch,
             )
+
+
+def _record_credit_claims(deployment, batches, claims) -> None:
+    """A SettlementV2 claim pays the payee everything credited up to its batch: every lease of that batch
+    and the earlier ones crediting the payee is claimed (its provider payment, or the platform's fee)."""
+    for key, payee, tx_hash in claims:
+        upto = SettlementLease.objects.filter(batch__deployment=deployment, batch__pk__lte=batches[key].pk)
+        upto.filter(provider_address=payee, provider_claimed=False).update(
+            provider_claimed=True, provider_claim_tx=tx_hash
+        )
+        upto.filter(fee_address=payee, fee_claimed=False).update(fee_claimed=True)
 
 
 def _account_event(deployment: ChainDeployment, event: dict, now: datetime) -> None:

@@ -11,6 +11,7 @@ from contracts.client import (
     ChainRejected,
     ChainUnavailable,
     SettlementClient,
+    SettlementV2Client,
     client_from_settings,
     decode_revert,
 )
@@ -76,6 +77,23 @@ class TestSettlementClient:
 
         assert first.contract_address == second.contract_address
         assert first.batch_status(b"\1" * 32)["kind"] == "none"
+
+    def test_the_app_runs_on_settlement_v2_with_an_admin_that_is_not_the_operator(self, settings):
+        settings.CHAIN_RPC_URL = ""
+        settings.CHAIN_CONTRACT_ADDRESS = ""
+        settings.CHAIN_SIGNER_KEY = ""
+
+        client = client_from_settings()
+
+        assert isinstance(client, SettlementV2Client)
+        assert client.view("operator") == client.address
+        assert client.view("admin") not in ("0x" + "00" * 20, client.address)
+        settings.CHAIN_CONTRACT_VERSION = "v1"
+        previous = client_from_settings()
+        assert type(previous) is SettlementClient and previous.contract_address != client.contract_address
+        settings.CHAIN_CONTRACT_VERSION = "v3"
+        with pytest.raises(ChainRejected):
+            client_from_settings()
 
 
 class TestArtifacts:

@@ -234,7 +234,7 @@ class TestJobPages:
             lease_for(job, resource, round_obj if n == 0 else synthetic_rounds(1)[0], status=status)
         client = signed_in(consumer)
 
-        with django_assert_max_num_queries(5):
+        with django_assert_max_num_queries(6):  # the sixth: the job's settlement path, one query
             response = client.get(reverse("pages:job-detail", args=[job.pk]))
 
         assert response.status_code == 200

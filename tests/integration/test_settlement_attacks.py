@@ -202,12 +202,12 @@ def test_deploy_splits_admin_from_the_signer_and_proofs_come_from_chain_alone(no
     with pytest.raises(CommandError, match="--admin"):
         call_command("cpx_chain", "deploy")
     with pytest.raises(CommandError, match="operator signer"):
-        call_command("cpx_chain", "deploy", "--admin", signer)
+        call_command("cpx_chain", "deploy", "--admin", signer, "--contract", "settlement")
     with pytest.raises(CommandError, match="AdminIsOperator"):
-        call_command("cpx_chain", "deploy", "--admin", signer, "--contract", "v2")
+        call_command("cpx_chain", "deploy", "--admin", signer)  # SettlementV2 is the default
     out = StringIO()
     admin = node.with_signer(keys[7]).address
-    call_command("cpx_chain", "deploy", "--admin", admin, "--contract", "v2", stdout=out)
+    call_command("cpx_chain", "deploy", "--admin", admin, stdout=out)
     address = out.getvalue().strip().split("=")[1]
     operator = SettlementV2Client(node._conn, keys[0], address)
     assert operator.view("admin") == admin and operator.view("operator") == signer

@@ -3,7 +3,8 @@ settlement by hand.
 
 `deploy --admin ADDRESS` puts a settlement contract on the configured chain (CHAIN_RPC_URL +
 CHAIN_SIGNER_KEY) with ADDRESS (a cold key, never the hot signer) as admin and the signer as operator,
-and prints the CHAIN_CONTRACT_ADDRESS to export (`--contract v2` deploys SettlementV2). `proofs
+and prints the CHAIN_CONTRACT_ADDRESS to export (SettlementV2 unless CHAIN_CONTRACT_VERSION=v1 or
+`--contract settlement`: the previous contract). `proofs
 --from-chain ADDRESS` rebuilds every payee's cumulative claim and proof of a SettlementV2 from the chain
 alone (commit calldata), with no CPX database. The others run one step of the settlement flow.
 """
@@ -39,7 +40,12 @@ class Command(BaseCommand):
             choices=["deploy", "fund-demo", "sync", "batch", "reconcile", "claim-fees", "proofs", "status"],
         )
         parser.add_argument("--admin", help="deploy: the admin address (a cold key, not CHAIN_SIGNER_KEY's)")
-        parser.add_argument("--contract", choices=["settlement", "v2"], default="settlement")
+        parser.add_argument(
+            "--contract",
+            choices=["settlement", "v2"],
+            default=None,
+            help="deploy: v2 (SettlementV2) or settlement (the previous); default: CHAIN_CONTRACT_VERSION",
+        )
         parser.add_argument("--from-chain", dest="from_chain", help="proofs: the SettlementV2 address")
         parser.add_argument("--from-block", dest="from_block", type=int, default=0)
 
@@ -84,7 +90,8 @@ class Command(BaseCommand):
         if not options["admin"]:
             raise CommandError("deploy needs --admin ADDRESS: the admin is a cold key, never the hot signer")
         admin = checked_address(options["admin"], field_name="--admin")
-        if options["contract"] == "v2":
+        contract = options["contract"] or ("v2" if settings.CHAIN_CONTRACT_VERSION == "v2" else "settlement")
+        if contract == "v2":
             client = SettlementV2Client.connect(settings.CHAIN_RPC_URL, settings.CHAIN_SIGNER_KEY)
             return client.deploy(admin=admin)
         client = SettlementClient.connect(settings.CHAIN_RPC_URL, settings.CHAIN_SIGNER_KEY)
