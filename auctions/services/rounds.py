@@ -39,6 +39,7 @@ from auctions.models import Lease, Round
 from auctions.selectors import rounds as selectors
 from auctions.services import round_books as books
 from auctions.services.dispatch import jobs_refuse_uncovered
+from auctions.services.offers import offers_announce
 from config.errors import Conflict, InvalidInput, NotFound
 from market.models import JobRequest
 from market.money import to_money
@@ -200,6 +201,8 @@ def _write(round_obj: Round, *, builder, cleared: list, config: dict, now: datet
             moved=moved,
         )
     Lease.objects.bulk_create(leases, batch_size=2000)
+    # The waiting agents hear of their offers when this commits (auctions/services/offers.py).
+    offers_announce(provider_ids=[lease.provider_id for lease in leases])
     summary = builder.summary(cleared)
     round_obj.status = Round.Status.CLEARED
     round_obj.active_slot = None
