@@ -143,11 +143,16 @@ async def agent_offers(request):
     try:
         await offer_hub.ensure_listener()
         found = await offers(provider, look_first=False)
-        if not found:
+        loop, woken = entry
+        give_up_at = loop.time() + wait
+        # A wake-up may find nothing (another request of the key answered the offer, or the channel
+        # re-subscribed and woke everyone): wait on until the deadline.
+        while not found and loop.time() < give_up_at:
             try:
-                await asyncio.wait_for(entry[1].wait(), timeout=wait)
+                await asyncio.wait_for(woken.wait(), timeout=give_up_at - loop.time())
             except TimeoutError:
-                return JsonResponse([], safe=False)
+                break
+            woken.clear()
             found = await offers(provider, look_first=True)
         return JsonResponse(found, safe=False)
     finally:
