@@ -22,17 +22,20 @@ market/api/authentication.py and market/api/permissions.py (IsProvider); errors 
 """
 
 import asyncio
+import contextlib
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.core.handlers.asgi import ASGIRequest
 from django.db import close_old_connections
 from django.http import JsonResponse
 from django.urls import path
 from django.utils import timezone
 
 from auctions.api import agent_serializers as s
+from auctions.api.long_poll import RETRY_AFTER_S, LongPollBusy, long_poll_slots
 from auctions.models import Lease
 from auctions.services.leases import lease_poll
 from auctions.services.offers import offer_hub
@@ -137,11 +140,30 @@ async def agent_offers(request):
             {"retry_after_s": 1},
             {"Retry-After": "1"},
         )
+    with contextlib.ExitStack() as held:
+        if not isinstance(request, ASGIRequest):
+            # Served by a WSGI server (the embedded default, a gthread deployment): the wait holds a
+            # thread there, so it takes a slot of the sync long-poll's caps (auctions/api/long_poll.py).
+            try:
+                held.enter_context(long_poll_slots.hold(f"key:{prefix}"))
+            except LongPollBusy:
+                return _error(
+                    "throttled",
+                    "Too many long-polls are held open; poll again after Retry-After.",
+                    429,
+                    {"retry_after_s": RETRY_AFTER_S},
+                    {"Retry-After": str(RETRY_AFTER_S)},
+                )
+        return JsonResponse(await _wait(provider, prefix, wait), safe=False)
+
+
+async def _wait(provider, prefix: str, wait: float) -> list:
+    """The offers as soon as there are any, or [] after `wait` seconds."""
     _held[prefix] += 1
     # Registered before the first look: an offer committed between the look and the wait still wakes it.
     entry = offer_hub.register(provider.pk)
     try:
-        await offer_hub.ensure_listener()
+        offer_hub.ensure_listener()
         found = await offers(provider, look_first=False)
         loop, woken = entry
         give_up_at = loop.time() + wait
@@ -154,7 +176,7 @@ async def agent_offers(request):
                 break
             woken.clear()
             found = await offers(provider, look_first=True)
-        return JsonResponse(found, safe=False)
+        return found
     finally:
         offer_hub.unregister(provider.pk, entry)
         _held[prefix] -= 1

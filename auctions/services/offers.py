@@ -44,7 +44,7 @@ class OfferHub:
     def __init__(self):
         self.lock = threading.Lock()
         self.waiters: dict[int, set[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = defaultdict(set)
-        self.listener: asyncio.Task | None = None
+        self.listener: threading.Thread | None = None
 
     def waiting(self) -> int:
         with self.lock:
@@ -75,12 +75,19 @@ class OfferHub:
                 pass
         return len(entries)
 
-    async def ensure_listener(self) -> None:
-        """Subscribe this process to the Redis channel once (a task on the running loop)."""
+    def ensure_listener(self) -> None:
+        """Subscribe this process to the Redis channel once: a daemon thread with its own event loop,
+        so it outlives any request's loop (under WSGI each async request runs on a loop of its own)."""
         url = offer_redis_url()
-        if not url or (self.listener is not None and not self.listener.done()):
+        if not url:
             return
-        self.listener = asyncio.get_running_loop().create_task(self._listen(url))
+        with self.lock:
+            if self.listener is not None and self.listener.is_alive():
+                return
+            self.listener = threading.Thread(
+                target=asyncio.run, args=(self._listen(url),), name="cpx-offer-listener", daemon=True
+            )
+            self.listener.start()
 
     async def _listen(self, url: str) -> None:
         import redis.asyncio as aioredis
@@ -92,14 +99,14 @@ class OfferHub:
                     await pubsub.subscribe(settings.CPX_AGENT_OFFER_CHANNEL)
                     # Offers written while the subscription was down are in the database: wake every
                     # waiter once so each one looks again (a spurious wake-up costs one query).
-                    self.wake(list(self.waiters))
+                    with self.lock:
+                        everyone = list(self.waiters)
+                    self.wake(everyone)
                     async for message in pubsub.listen():
                         try:
                             self.wake(json.loads(message["data"]))
                         except (ValueError, TypeError):
                             logger.warning("malformed offer notification: %r", message.get("data"))
-            except asyncio.CancelledError:
-                raise
             except Exception as error:  # noqa: BLE001 — Redis down: retry, the waiters time out meanwhile
                 logger.warning("offer channel subscription lost (%s); retrying in 1 s", error)
                 await asyncio.sleep(1)

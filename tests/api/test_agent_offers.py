@@ -227,3 +227,21 @@ class TestRefused:
         assert refused.status_code == 429 and error_of(refused) == "throttled"
         assert refused["Retry-After"] == "1"
         assert held.status_code == 200 and held.json() == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_under_wsgi_a_wait_takes_a_slot_of_the_sync_long_polls_caps(settings):
+    """Served by a WSGI server (the embedded default) the wait holds a thread: the sync caps apply."""
+    from django.test import Client
+
+    from auctions.api.long_poll import long_poll_slots
+
+    settings.CPX_AGENT_LONG_POLLS_PER_KEY = 1
+    raw = provider_key(online_resource().provider)
+    prefix = raw.split("_")[1]
+
+    with long_poll_slots.hold(f"key:{prefix}"):
+        response = Client().get(URL, {"wait": 5}, headers=auth(raw))
+
+    assert response.status_code == 429 and error_of(response) == "throttled"
+    assert response["Retry-After"] == "1"
