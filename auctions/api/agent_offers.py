@@ -164,7 +164,9 @@ async def _wait(provider, prefix: str, wait: float) -> list:
     entry = offer_hub.register(provider.pk)
     try:
         offer_hub.ensure_listener()
-        found = await offers(provider, look_first=False)
+        # First a read-only look (a reconnecting fleet writes nothing); after a wake-up, straight to
+        # handing out (the notification says there is an offer).
+        found = await offers(provider, look_first=True)
         loop, woken = entry
         give_up_at = loop.time() + wait
         # A wake-up may find nothing (another request of the key answered the offer, or the channel
@@ -175,7 +177,7 @@ async def _wait(provider, prefix: str, wait: float) -> list:
             except TimeoutError:
                 break
             woken.clear()
-            found = await offers(provider, look_first=True)
+            found = await offers(provider, look_first=False)
         return found
     finally:
         offer_hub.unregister(provider.pk, entry)
