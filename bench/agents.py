@@ -88,7 +88,7 @@ def environment(args) -> dict:
         "DJANGO_DEBUG": "0",
         "CPX_LOG_LEVEL": "WARNING",
         "CPX_API_RATE": "1000000/min",
-        # The sync path as deployed today: per key 1, per process 2 (auctions/api/long_poll.py).
+        "DATABASE_POOL_MAX_SIZE": "12",  # as scripts/production.sh sets it
         "PYTHONPATH": str(ROOT),
     }
 

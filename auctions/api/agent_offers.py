@@ -23,6 +23,7 @@ market/api/authentication.py and market/api/permissions.py (IsProvider); errors 
 
 import asyncio
 import contextlib
+import random
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
@@ -42,8 +43,15 @@ from auctions.services.offers import offer_hub
 from market import selectors
 from market.models import Role
 
-# Threads for the channel's database calls (each borrows a pooled connection for one call).
-_executor = ThreadPoolExecutor(max_workers=6, thread_name_prefix="cpx-offers")
+# Threads for the channel's database calls (each borrows a pooled connection for one call). Two
+# pools: a reconnecting fleet (authentication and the first look of every wait) queues on the first,
+# and never delays the hand-out of an offer just announced, on the second.
+_executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="cpx-offers-connect")
+_hand_out_executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="cpx-offers-hand-out")
+# A wait ends after wait × this fraction, drawn per request (the answer is [] as at S): agents that
+# connected together (a restart, a network blip) spread their reconnections instead of arriving as
+# one wave every S seconds.
+WAIT_JITTER = (0.7, 1.0)
 # Waits held open in this process per API key (the event loop is one thread: no lock needed).
 _held: Counter[str] = Counter()
 
@@ -55,8 +63,8 @@ def _error(code: str, message: str, status: int, extra: dict | None = None, head
     return response
 
 
-def _in_thread(function):
-    """Run a sync function with the ORM in the channel's pool; its connection is released after."""
+def _in_thread(function, executor=None):
+    """Run a sync function with the ORM in one of the channel's pools; its connection is released after."""
 
     def call(*args, **kwargs):
         try:
@@ -64,7 +72,7 @@ def _in_thread(function):
         finally:
             close_old_connections()
 
-    return sync_to_async(call, thread_sensitive=False, executor=_executor)
+    return sync_to_async(call, thread_sensitive=False, executor=executor or _executor)
 
 
 def _authorize(header: str):
@@ -111,6 +119,7 @@ def _offers(provider, *, look_first: bool) -> list:
 
 authorize = _in_thread(_authorize)
 offers = _in_thread(_offers)
+hand_out = _in_thread(_offers, _hand_out_executor)
 
 
 async def agent_offers(request):
@@ -168,7 +177,7 @@ async def _wait(provider, prefix: str, wait: float) -> list:
         # handing out (the notification says there is an offer).
         found = await offers(provider, look_first=True)
         loop, woken = entry
-        give_up_at = loop.time() + wait
+        give_up_at = loop.time() + wait * random.uniform(*WAIT_JITTER)
         # A wake-up may find nothing (another request of the key answered the offer, or the channel
         # re-subscribed and woke everyone): wait on until the deadline.
         while not found and loop.time() < give_up_at:
@@ -177,7 +186,7 @@ async def _wait(provider, prefix: str, wait: float) -> list:
             except TimeoutError:
                 break
             woken.clear()
-            found = await offers(provider, look_first=False)
+            found = await hand_out(provider, look_first=False)
         return found
     finally:
         offer_hub.unregister(provider.pk, entry)

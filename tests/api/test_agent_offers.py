@@ -89,6 +89,7 @@ def turns(monkeypatch):
         agent_offers, "authorize", agent_offers._in_thread(taking_turns(agent_offers._authorize))
     )
     monkeypatch.setattr(agent_offers, "offers", agent_offers._in_thread(taking_turns(agent_offers._offers)))
+    monkeypatch.setattr(agent_offers, "hand_out", agent_offers._in_thread(taking_turns(agent_offers._offers)))
     return taking_turns
 
 
