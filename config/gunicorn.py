@@ -1,16 +1,22 @@
-"""gunicorn settings of the production web process (`gunicorn -c config/gunicorn.py config.wsgi`).
+"""gunicorn settings of the production web process (`gunicorn -c config/gunicorn.py config.asgi`).
 
-gthread workers: each request holds a thread, agents' long-polls included, so threads × workers
-bounds the agents waiting at once. Every value can be overridden from the environment.
+uvicorn workers running config/asgi.py: the agents' offer channel (`GET /api/v1/agent/offers`) is
+async, so a waiting agent holds a socket, not a thread, and one worker holds thousands; every other
+request runs on GUNICORN_THREADS threads per worker as under gthread (config/asgi.py says why).
+`GUNICORN_WORKER_CLASS=gthread` with `config.wsgi` is the sync-only server of before (no offer
+channel: agents fall back to the sync long-poll). Every value can be overridden from the environment.
 """
 
 import os
 
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
-worker_class = "gthread"
+worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "uvicorn.workers.UvicornWorker")
 workers = int(os.environ.get("GUNICORN_WORKERS", "2"))  # per 2 cores (bench/api_submit.py --sweep)
-threads = int(os.environ.get("GUNICORN_THREADS", "4"))
-# Longer than the longest agent long-poll (CPX_AGENT_LONG_POLL_S, 20 s) plus a slow answer.
+threads = int(os.environ.get("GUNICORN_THREADS", "4"))  # config.asgi reads it too
+# Room for a fleet's connections arriving at once (the kernel caps it at net.core.somaxconn).
+backlog = int(os.environ.get("GUNICORN_BACKLOG", "4096"))
+# gthread: longer than the longest sync long-poll (CPX_AGENT_LONG_POLL_S, 20 s) plus a slow answer;
+# uvicorn workers: how long a worker may miss its heartbeat to the arbiter.
 timeout = int(os.environ.get("GUNICORN_TIMEOUT_S", "60"))
 graceful_timeout = 30
 accesslog = None  # the app logs one JSON line per request (ops.logs.RequestIdMiddleware)

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The production topology on one machine: web (gunicorn), one Celery worker, the one beat, on the
+# The production topology on one machine: web (gunicorn with uvicorn workers, config.asgi: the API,
+# the pages and the agents' async offer channel on one port), one Celery worker, the one beat, on the
 # machine's PostgreSQL and Redis, all under config.settings.production.
 #
 #   scripts/production.sh start    migrate, collectstatic, start the three processes, wait for /readyz
@@ -33,6 +34,8 @@ export CPX_SETTLEMENT_ON_CHAIN="${CPX_SETTLEMENT_ON_CHAIN:-false}"
 # Nothing in front of gunicorn terminates TLS here; behind a proxy that does, leave this true.
 export DJANGO_SECURE_SSL_REDIRECT="${DJANGO_SECURE_SSL_REDIRECT:-false}"
 export GUNICORN_BIND="${GUNICORN_BIND:-127.0.0.1:8000}"
+# Per web worker: GUNICORN_THREADS for the sync API + 8 for the offer channel (auctions/api/agent_offers.py)
+export DATABASE_POOL_MAX_SIZE="${DATABASE_POOL_MAX_SIZE:-12}"
 export PROMETHEUS_MULTIPROC_DIR="${PROMETHEUS_MULTIPROC_DIR:-$RUN_DIR/prometheus}"
 CELERY_CONCURRENCY="${CELERY_CONCURRENCY:-2}"
 URL="http://$GUNICORN_BIND"
@@ -45,10 +48,13 @@ if [ -z "${DJANGO_SECRET_KEY:-}" ]; then
   export DJANGO_SECRET_KEY
 fi
 
+# Each waiting agent holds a socket: as many open files as the hard limit allows.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
 PROCESSES=(web worker beat)
 command_of() {
   case "$1" in
-    web) echo ".venv/bin/gunicorn -c config/gunicorn.py config.wsgi" ;;
+    web) echo ".venv/bin/gunicorn -c config/gunicorn.py ${GUNICORN_APP:-config.asgi}" ;;
     worker) echo ".venv/bin/celery -A config worker --loglevel=INFO --concurrency=$CELERY_CONCURRENCY --hostname=cpx-worker@%h" ;;
     beat) echo ".venv/bin/celery -A config beat --loglevel=INFO" ;;
   esac

@@ -44,6 +44,7 @@ from auctions.models import Lease, Round
 from auctions.selectors import rounds as selectors
 from auctions.services import round_books as books
 from auctions.services.dispatch import jobs_refuse_uncovered
+from auctions.services.offers import offers_announce
 from config.errors import Conflict, InvalidInput, NotFound
 from market.models import JobRequest
 from market.money import to_money
@@ -239,6 +240,8 @@ def _write(round_obj: Round, *, builder, cleared: list, config: dict, now: datet
         )
     Lease.objects.bulk_create(leases, batch_size=2000)
     _write_waiting_reasons(round_obj, builder=builder, cleared=cleared, matched=filled)
+    # The waiting agents hear of their offers when this commits (auctions/services/offers.py).
+    offers_announce(provider_ids=[lease.provider_id for lease in leases])
     summary = builder.summary(cleared)
     round_obj.status = Round.Status.CLEARED
     round_obj.active_slot = None

@@ -320,6 +320,11 @@ CPX_AGENT_LONG_POLL_S = env.int("CPX_AGENT_LONG_POLL_S", default=20)
 # has a thread.
 CPX_AGENT_LONG_POLLS_PER_KEY = env.int("CPX_AGENT_LONG_POLLS_PER_KEY", default=1)
 CPX_AGENT_LONG_POLLS_TOTAL = env.int("CPX_AGENT_LONG_POLLS_TOTAL", default=2)
+# The async offer channel (GET /api/v1/agent/offers?wait=S under ASGI): longest wait, waits one API
+# key may hold open per process (a wait holds no thread, only a socket), and the Redis pub/sub channel.
+CPX_AGENT_OFFER_WAIT_S = env.int("CPX_AGENT_OFFER_WAIT_S", default=60)
+CPX_AGENT_OFFER_WAITS_PER_KEY = env.int("CPX_AGENT_OFFER_WAITS_PER_KEY", default=4)
+CPX_AGENT_OFFER_CHANNEL = env.str("CPX_AGENT_OFFER_CHANNEL", default="cpx:agent-offers")
 # The simulate backend runs a lease for expected_device_hours × 3600 / this many seconds; a lease
 # accepted as a simulation may report this many times its wall time (set 1 to hold it to real time).
 CPX_SIMULATION_SPEEDUP = env.float("CPX_SIMULATION_SPEEDUP", default=600.0)

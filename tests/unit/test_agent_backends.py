@@ -224,6 +224,38 @@ class TestAgentClient:
         )
         assert len(exchange.requests) == 1
 
+    def test_waits_on_the_offer_channel(self):
+        with FakeExchange([(200, [{"id": 7}])]) as exchange:
+            client = AgentClient(exchange.url, "cpx_a_b", sleep=lambda s: None)
+
+            assert client.poll(wait=5) == [{"id": 7}]
+
+        assert exchange.requests[0][0] == "/api/v1/agent/offers?wait=5"
+
+    def test_falls_back_to_the_sync_long_poll_on_an_exchange_without_the_channel(self):
+        no_such_path = {"code": "not_found", "message": "No such API path.", "extra": {"path": "/x"}}
+        with FakeExchange([(404, no_such_path), (200, []), (200, [])]) as exchange:
+            client = AgentClient(exchange.url, "cpx_a_b", sleep=lambda s: None)
+
+            assert client.poll(wait=5) == []
+            assert client.poll(wait=5) == []
+
+        assert [path for path, *_ in exchange.requests] == [
+            "/api/v1/agent/offers?wait=5",
+            "/api/v1/agent/leases?wait=5",
+            "/api/v1/agent/leases?wait=5",
+        ]
+
+    def test_an_unregistered_provider_is_not_taken_for_a_missing_channel(self):
+        no_profile = {"code": "not_found", "message": "Register your provider profile first.", "extra": {}}
+        with FakeExchange([(404, no_profile)]) as exchange:
+            client = AgentClient(exchange.url, "cpx_a_b", sleep=lambda s: None)
+
+            with pytest.raises(ApiError):
+                client.poll(wait=5)
+
+        assert client.offer_channel
+
     def test_gives_up_on_an_unreachable_exchange(self):
         with FakeExchange([]) as exchange:
             url = exchange.url

@@ -1,5 +1,6 @@
-"""A real gunicorn (`config.wsgi`, gthread workers) on the test database, for the tests of faults that
-only a real server shows: a worker process dying, a pool of threads held by long requests.
+"""A real gunicorn (`config.wsgi` on gthread workers, or `config.asgi` on uvicorn workers) on the test
+database, for the tests of what only a real server shows: a worker process dying, a pool of threads
+held by long requests, offers pushed through Redis to the async channel.
 
 The server runs in a process group of its own with an access log (`%(s)s` status first on each line)
 and an error log in the test's tmp_path; every wait is bounded, and `stop()` kills the group.
@@ -40,7 +41,16 @@ def child_pids(pid: int) -> list[int]:
 
 
 class Gunicorn:
-    def __init__(self, tmp_path: Path, *, workers: int = 1, threads: int = 4, **env):
+    def __init__(
+        self,
+        tmp_path: Path,
+        *,
+        workers: int = 1,
+        threads: int = 4,
+        app: str = "config.wsgi:application",
+        worker_class: str = "gthread",
+        **env,
+    ):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.workers = workers
@@ -50,10 +60,10 @@ class Gunicorn:
             sys.executable,
             "-m",
             "gunicorn",
-            "config.wsgi:application",
+            app,
             f"--bind=127.0.0.1:{self.port}",
             f"--workers={workers}",
-            "--worker-class=gthread",
+            f"--worker-class={worker_class}",
             f"--threads={threads}",
             "--timeout=60",
             f"--access-logfile={self.access_log}",
@@ -65,6 +75,7 @@ class Gunicorn:
             "DJANGO_SETTINGS_MODULE": "config.settings.base",
             "DATABASE_URL": _postgres_url(connection.settings_dict),
             "DATABASE_CONN_MAX_AGE": "0",
+            "GUNICORN_THREADS": str(threads),
             "PYTHONPATH": str(ROOT),
             **{name: str(value) for name, value in env.items()},
         }

@@ -52,6 +52,7 @@ class AgentClient:
         self.max_backoff_s = max_backoff_s
         self.sleep = sleep
         self._local = threading.local()  # a requests.Session is not shared between threads
+        self.offer_channel = True  # until the exchange answers that it has no /agent/offers
 
     def _session(self) -> requests.Session:
         session = getattr(self._local, "session", None)
@@ -100,6 +101,18 @@ class AgentClient:
         return self.request("POST", "/agent/heartbeat", json={"leases": sorted(lease_ids)})
 
     def poll(self, *, wait: float = 0) -> list[dict]:
+        """The offers, waiting up to `wait` s for one: on the async channel `/agent/offers` (pushed
+        when the round commits, no thread held on the server); on an exchange without it (404 for
+        the path), the sync long-poll `/agent/leases` from then on."""
+        if self.offer_channel:
+            try:
+                return self.request(
+                    "GET", "/agent/offers", params={"wait": wait}, timeout_s=self.timeout_s + wait
+                )
+            except ApiError as error:
+                if not (error.status == 404 and "path" in error.extra):
+                    raise
+                self.offer_channel = False
         return self.request("GET", "/agent/leases", params={"wait": wait}, timeout_s=self.timeout_s + wait)
 
     def lease(self, lease_id: int) -> dict:

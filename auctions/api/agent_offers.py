@@ -1,0 +1,198 @@
+"""The agents' async offer channel: `GET /api/v1/agent/offers?wait=S` (a Django async view, served by
+the ASGI app config/asgi.py under uvicorn workers).
+
+Answers the caller's offers (DISPATCHED leases, handed out by `lease_poll` exactly as
+`GET /agent/leases` does) at once when there are any; otherwise holds the request up to S seconds
+(at most CPX_AGENT_OFFER_WAIT_S) until the provider's offer notification arrives
+(auctions/services/offers.py: pushed when the round that wrote the lease commits, through Redis
+pub/sub between processes and in-process in the embedded default) and then answers the offers.
+A timeout answers `[]`. No polling: while it waits, a request is one coroutine, one socket and one
+asyncio.Event — no thread and no database connection — so one process holds thousands.
+
+Long-poll rather than SSE or WebSocket: every answer is the same complete JSON list as the sync
+poll's, so the agent's code, proxies, timeouts and retries stay plain HTTP; a lost connection loses
+nothing (the offers are rows, read again on the next request); and an offer is consumed by exactly
+the request that answered it. Its cost, one reconnect per offer or per S seconds, is one
+authenticated query per agent per minute at the default.
+
+Authentication is the provider's API key (`Authorization: Bearer cpx_…`), checked as in
+market/api/authentication.py and market/api/permissions.py (IsProvider); errors are the API's
+{"code", "message", "extra"} bodies. Database work runs in a small thread pool
+(sync_to_async, not thread-sensitive) whose connections go back to the pool after each call.
+"""
+
+import asyncio
+import contextlib
+import random
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.core.handlers.asgi import ASGIRequest
+from django.db import close_old_connections
+from django.http import JsonResponse
+from django.urls import path
+from django.utils import timezone
+
+from auctions.api import agent_serializers as s
+from auctions.api.long_poll import RETRY_AFTER_S, LongPollBusy, long_poll_slots
+from auctions.models import Lease
+from auctions.services.leases import lease_poll
+from auctions.services.offers import offer_hub
+from market import selectors
+from market.models import Role
+
+# Threads for the channel's database calls (each borrows a pooled connection for one call). Two
+# pools: a reconnecting fleet (authentication and the first look of every wait) queues on the first,
+# and never delays the hand-out of an offer just announced, on the second.
+_executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="cpx-offers-connect")
+_hand_out_executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="cpx-offers-hand-out")
+# A wait ends after wait × this fraction, drawn per request (the answer is [] as at S): agents that
+# connected together (a restart, a network blip) spread their reconnections instead of arriving as
+# one wave every S seconds.
+WAIT_JITTER = (0.7, 1.0)
+# Waits held open in this process per API key (the event loop is one thread: no lock needed).
+_held: Counter[str] = Counter()
+
+
+def _error(code: str, message: str, status: int, extra: dict | None = None, headers=None) -> JsonResponse:
+    response = JsonResponse({"code": code, "message": message, "extra": extra or {}}, status=status)
+    for name, value in (headers or {}).items():
+        response[name] = value
+    return response
+
+
+def _in_thread(function, executor=None):
+    """Run a sync function with the ORM in one of the channel's pools; its connection is released after."""
+
+    def call(*args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        finally:
+            close_old_connections()
+
+    return sync_to_async(call, thread_sensitive=False, executor=executor or _executor)
+
+
+def _authorize(header: str):
+    """(provider, key prefix) for a provider's API key, or an error response."""
+    scheme, _, raw = header.partition(" ")
+    if not header:
+        return _error(
+            "not_authenticated",
+            "Authentication credentials were not provided.",
+            401,
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    if scheme != "Bearer" or not raw.strip():
+        return _error(
+            "authentication_failed",
+            "Use 'Authorization: Bearer <API key>'.",
+            401,
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    key = selectors.api_key_authenticate(raw.strip())
+    if key is None:
+        return _error(
+            "authentication_failed",
+            "Unknown or revoked API key.",
+            401,
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    if key.role != Role.PROVIDER or not key.user.holds_role(Role.PROVIDER):
+        return _error("permission_denied", "This needs a provider account or API key.", 403)
+    provider = selectors.provider_for_user(user=key.user)
+    if provider is None:
+        return _error("not_found", "Register your provider profile first (POST /api/v1/provider).", 404)
+    return provider, key.prefix
+
+
+def _offers(provider, *, look_first: bool) -> list:
+    """The provider's offers, handed out (`lease_poll`, also a heartbeat), serialized; [] without a
+    write when `look_first` finds none."""
+    if look_first and not Lease.objects.filter(provider=provider, status=Lease.Status.DISPATCHED).exists():
+        return []
+    leases = lease_poll(provider=provider, now=timezone.now())
+    return s.AgentLeaseSerializer(leases, many=True).data
+
+
+authorize = _in_thread(_authorize)
+offers = _in_thread(_offers)
+hand_out = _in_thread(_offers, _hand_out_executor)
+
+
+async def agent_offers(request):
+    if request.method != "GET":
+        return _error(
+            "method_not_allowed", f'Method "{request.method}" not allowed.', 405, headers={"Allow": "GET"}
+        )
+    # As config.query_params.EmptyQueryParameterMiddleware does for the rest of /api/v1/ (this path
+    # runs without the middleware stack: config/asgi.py): `wait=` is a client's mistake, not 0.
+    empty = sorted(name for name in request.GET if "" in request.GET.getlist(name))
+    poll = s.PollSerializer(data=request.GET)
+    if empty or not poll.is_valid():
+        fields = {name: ["This parameter may not be empty."] for name in empty} if empty else poll.errors
+        return _error("invalid", "The request has invalid fields.", 400, {"fields": fields})
+    wait = min(poll.validated_data["wait"], settings.CPX_AGENT_OFFER_WAIT_S)
+    caller = await authorize(request.headers.get("Authorization", ""))
+    if isinstance(caller, JsonResponse):
+        return caller
+    provider, prefix = caller
+    if wait <= 0:
+        return JsonResponse(await offers(provider, look_first=False), safe=False)
+    if _held[prefix] >= settings.CPX_AGENT_OFFER_WAITS_PER_KEY:
+        return _error(
+            "throttled",
+            "Too many waits are held open for this key; retry after Retry-After.",
+            429,
+            {"retry_after_s": 1},
+            {"Retry-After": "1"},
+        )
+    with contextlib.ExitStack() as held:
+        if not isinstance(request, ASGIRequest):
+            # Served by a WSGI server (the embedded default, a gthread deployment): the wait holds a
+            # thread there, so it takes a slot of the sync long-poll's caps (auctions/api/long_poll.py).
+            try:
+                held.enter_context(long_poll_slots.hold(f"key:{prefix}"))
+            except LongPollBusy:
+                return _error(
+                    "throttled",
+                    "Too many long-polls are held open; poll again after Retry-After.",
+                    429,
+                    {"retry_after_s": RETRY_AFTER_S},
+                    {"Retry-After": str(RETRY_AFTER_S)},
+                )
+        return JsonResponse(await _wait(provider, prefix, wait), safe=False)
+
+
+async def _wait(provider, prefix: str, wait: float) -> list:
+    """The offers as soon as there are any, or [] after `wait` seconds."""
+    _held[prefix] += 1
+    # Registered before the first look: an offer committed between the look and the wait still wakes it.
+    entry = offer_hub.register(provider.pk)
+    try:
+        offer_hub.ensure_listener()
+        # First a read-only look (a reconnecting fleet writes nothing); after a wake-up, straight to
+        # handing out (the notification says there is an offer).
+        found = await offers(provider, look_first=True)
+        loop, woken = entry
+        give_up_at = loop.time() + wait * random.uniform(*WAIT_JITTER)
+        # A wake-up may find nothing (another request of the key answered the offer, or the channel
+        # re-subscribed and woke everyone): wait on until the deadline.
+        while not found and loop.time() < give_up_at:
+            try:
+                await asyncio.wait_for(woken.wait(), timeout=give_up_at - loop.time())
+            except TimeoutError:
+                break
+            woken.clear()
+            found = await hand_out(provider, look_first=False)
+        return found
+    finally:
+        offer_hub.unregister(provider.pk, entry)
+        _held[prefix] -= 1
+        if not _held[prefix]:
+            del _held[prefix]
+
+
+urlpatterns = [path("agent/offers", agent_offers, name="agent-offers")]
