@@ -56,6 +56,10 @@ class Command(BaseCommand):
             say(f"seeded the demo population ({seed_jobs} jobs)")
         # The in-process agents simulate this fast; the server bounds simulated metering by it.
         settings.CPX_SIMULATION_SPEEDUP = max(settings.CPX_SIMULATION_SPEEDUP, speedup)
+        # The threaded demo server gives every connection a thread of its own: the long-poll caps,
+        # which keep a fixed pool of threads (gunicorn) free for the rest of the API, would only
+        # make the demo's agents wait.
+        settings.CPX_AGENT_LONG_POLLS_TOTAL = max(settings.CPX_AGENT_LONG_POLLS_TOTAL, 1000)
         web = WebServer("127.0.0.1", 0).start()
         embedded = EmbeddedCelery(beat=False).start()
         quiet_logs(options["verbosity"])  # again: the worker's django.setup() re-applied LOGGING

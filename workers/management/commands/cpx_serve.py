@@ -56,6 +56,10 @@ class Command(BaseCommand):
         speedup = options["speedup"] or settings.CPX_SIMULATION_SPEEDUP
         # The in-process agents simulate this fast; the server bounds simulated metering by it.
         settings.CPX_SIMULATION_SPEEDUP = max(settings.CPX_SIMULATION_SPEEDUP, speedup)
+        # The threaded demo server gives every connection a thread of its own: the long-poll caps,
+        # which keep a fixed pool of threads (gunicorn) free for the rest of the API, would only
+        # make the demo's agents wait.
+        settings.CPX_AGENT_LONG_POLLS_TOTAL = max(settings.CPX_AGENT_LONG_POLLS_TOTAL, 1000)
         quiet_logs(options["verbosity"])
         stop = threading.Event()
         for signum in (signal.SIGINT, signal.SIGTERM):
