@@ -38,7 +38,9 @@ def is_transient_database_error(exc) -> bool:
     """A database error that a retry of the same request can clear: lock contention, not a bug."""
     if not isinstance(exc, OperationalError):
         return False
-    if getattr(exc.__cause__, "pgcode", None) in TRANSIENT_PGCODES:
+    cause = exc.__cause__
+    # psycopg 3 names the SQLSTATE `sqlstate`; psycopg2 named it `pgcode`.
+    if (getattr(cause, "sqlstate", None) or getattr(cause, "pgcode", None)) in TRANSIENT_PGCODES:
         return True
     return "database is locked" in str(exc)  # SQLite's busy writer lock
 
