@@ -193,7 +193,7 @@ class TestAgentCallsAgainstHeartbeats:
 
 def a_real_deadlock() -> OperationalError:
     """Two connections lock two provider rows in opposite orders; PostgreSQL aborts one of them.
-    Returns the error it raised (django's OperationalError over psycopg2's DeadlockDetected)."""
+    Returns the error it raised (django's OperationalError over the driver's DeadlockDetected)."""
     rows = [ProviderFactory().pk, ProviderFactory().pk]
     first_holds = threading.Event()
     results: dict = {}
