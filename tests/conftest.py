@@ -8,13 +8,16 @@ service-backed test can never pass by not running.
 
 import os
 import threading
+import time
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 
 import pytest
 from django.core.cache import cache
 from django.db import connection
 from rest_framework.test import APIClient
 
+from market.api import throttling
 from market.services.accounts import api_key_create
 from tests.llm import MODEL, llama_cpp_available, llama_server, write_tiny_gguf
 
@@ -179,3 +182,16 @@ def llm_url_other_model(tmp_path_factory):
     """A server answering under the same name with other weights (seed 2): a cheaper model."""
     with _llm_server(tmp_path_factory, seed=2, name="llm-other") as url:
         yield url
+
+
+@pytest.fixture
+def three_per_minute(settings, monkeypatch):
+    """API keys limited to 3 requests a minute, with the throttle's clock held mid-minute: the counters
+    are fixed windows, so a test straddling a minute's end would see its count start again at 0."""
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"api_key": "3/min"}}
+    # DRF's setting_changed handler reloads api_settings, but SimpleRateThrottle copied the rates
+    # into a class attribute when it was imported: point that copy at the new rate too.
+    monkeypatch.setattr(throttling.ApiKeyRateThrottle, "THROTTLE_RATES", {"api_key": "3/min"})
+    monkeypatch.setattr(
+        throttling, "time", SimpleNamespace(time=lambda: 1_800_000_030.0, monotonic=time.monotonic)
+    )

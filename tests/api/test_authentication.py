@@ -9,7 +9,6 @@ import pytest
 from auctions.api import jobs as job_urls
 from config.errors import InvalidInput
 from market.api import urls as market_urls
-from market.api.throttling import ApiKeyRateThrottle
 from market.models import DataFile, Role
 from market.services.accounts import api_key_create, api_key_revoke
 from market.services.files import file_store
@@ -188,14 +187,6 @@ class TestRoles:
         response = client.get("/api/v1/jobs")
 
         assert_error(response, 403, "permission_denied")
-
-
-@pytest.fixture
-def three_per_minute(settings, monkeypatch):
-    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"api_key": "3/min"}}
-    # DRF's setting_changed handler reloads api_settings, but SimpleRateThrottle copied the rates
-    # into a class attribute when it was imported: point that copy at the new rate too.
-    monkeypatch.setattr(ApiKeyRateThrottle, "THROTTLE_RATES", {"api_key": "3/min"})
 
 
 class TestRateLimit:

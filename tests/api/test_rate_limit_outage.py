@@ -8,7 +8,6 @@ import pytest
 import redis
 
 from market.api import throttling
-from market.api.throttling import ApiKeyRateThrottle
 from tests.conftest import assert_error, bearer_client
 from tests.factories import ConsumerFactory
 from tests.redis_server import RedisServer, free_port
@@ -24,12 +23,6 @@ def redis_cache(url: str) -> dict:
             "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
         }
     }
-
-
-@pytest.fixture
-def three_per_minute(settings, monkeypatch):
-    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"api_key": "3/min"}}
-    monkeypatch.setattr(ApiKeyRateThrottle, "THROTTLE_RATES", {"api_key": "3/min"})
 
 
 @pytest.fixture
