@@ -45,6 +45,7 @@ from auctions.selectors import rounds as selectors
 from auctions.services import round_books as books
 from auctions.services.dispatch import jobs_refuse_uncovered
 from auctions.services.offers import offers_announce
+from auctions.services.tier_books import TIER_MODES, tier_config
 from config.errors import Conflict, InvalidInput, NotFound
 from market.models import JobRequest
 from market.money import to_money
@@ -112,6 +113,10 @@ def clearing_config() -> dict:
     clearing_rule = settings.CPX_CLEARING_RULE
     if clearing_rule not in CLEARING_RULES:
         raise InvalidInput("CPX_CLEARING_RULE must be depth or per_class.", setting="CPX_CLEARING_RULE")
+    if settings.CPX_TIER_CLEARING not in TIER_MODES or not 0 <= settings.CPX_TIER_SUBSTITUTION < 1:
+        raise InvalidInput(
+            "CPX_TIER_CLEARING must be aware or off, CPX_TIER_SUBSTITUTION in [0, 1).", setting="CPX_TIER_CLEARING"
+        )
     return {
         "rule": clearing_rule,
         "thick_min_orders": settings.CPX_THICK_BOOK_MIN_ORDERS,
@@ -121,6 +126,7 @@ def clearing_config() -> dict:
             "payment_rule": rule,
             "time_limit_s": settings.CPX_WELFARE_TIME_LIMIT_S,
         },
+        "tiers": tier_config(),
     }
 
 
