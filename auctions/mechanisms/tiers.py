@@ -100,7 +100,9 @@ def calibrate(*, bids: int, followers: int, scale: float, substitution: float) -
     if m:
         alpha = n / m
         beta = alpha / (r * (1 - theta * (m - 1) / (2 * m) - theta / 2))
-        params.update({"alpha": alpha, "beta": beta, "gamma": theta * beta / (2 * m), "delta": theta * beta / 2})
+        params.update(
+            {"alpha": alpha, "beta": beta, "gamma": theta * beta / (2 * m), "delta": theta * beta / 2}
+        )
     return params
 
 
@@ -123,7 +125,10 @@ def follower_profit(params: dict, costs: np.ndarray, prices: np.ndarray, cloud_p
     """(p_j - c_j) D_j with the untruncated linear demand."""
     others = float(prices.sum() - prices[j])
     demand = (
-        params["alpha"] - params["beta"] * prices[j] + params["gamma"] * others + params["delta"] * cloud_price
+        params["alpha"]
+        - params["beta"] * prices[j]
+        + params["gamma"] * others
+        + params["delta"] * cloud_price
     )
     return float((prices[j] - costs[j]) * demand)
 
@@ -164,7 +169,9 @@ def solve_tier_game(*, costs: np.ndarray, cloud_cost: float | None, params: dict
         "follower_prices": [float(p) for p in edge],
         "follower_demands": [float(d) for d in demands],
         "interior": all(d > 0 for d in demands),
-        "leader_profit": None if cloud_cost is None else leader_profit(params, costs, cloud_cost, cloud_price),
+        "leader_profit": None
+        if cloud_cost is None
+        else leader_profit(params, costs, cloud_cost, cloud_price),
     }
 
 
@@ -235,7 +242,9 @@ def clear_tiered(doc: dict, *, input_sha256: str | None = None) -> dict:
     scale = max(scale, 1e-9)  # all bids 0: any positive scale prices them out alike
     params = calibrate(bids=max(len(bids), 1), followers=len(edge_names), scale=scale, substitution=theta)
     edge_costs = np.array([cost[name] for name in edge_names], dtype=float)
-    game = solve_tier_game(costs=edge_costs, cloud_cost=min(cloud_costs) if cloud_costs else None, params=params)
+    game = solve_tier_game(
+        costs=edge_costs, cloud_cost=min(cloud_costs) if cloud_costs else None, params=params
+    )
     cloud_price = game["cloud_price"]
     posted = {
         name: max(price, cost[name]) for name, price in zip(edge_names, game["follower_prices"], strict=True)

@@ -115,7 +115,8 @@ def clearing_config() -> dict:
         raise InvalidInput("CPX_CLEARING_RULE must be depth or per_class.", setting="CPX_CLEARING_RULE")
     if settings.CPX_TIER_CLEARING not in TIER_MODES or not 0 <= settings.CPX_TIER_SUBSTITUTION < 1:
         raise InvalidInput(
-            "CPX_TIER_CLEARING must be aware or off, CPX_TIER_SUBSTITUTION in [0, 1).", setting="CPX_TIER_CLEARING"
+            "CPX_TIER_CLEARING must be aware or off, CPX_TIER_SUBSTITUTION in [0, 1).",
+            setting="CPX_TIER_CLEARING",
         )
     return {
         "rule": clearing_rule,

@@ -74,14 +74,20 @@ def tier_books(builder, jobs: list) -> list[tuple[dict, list, list, dict]]:
         members = [job for job in members if accepts[job["id"]]]
         if not members:
             continue
-        resources = sorted({r["id"]: r for job in members for r in accepts[job["id"]]}.values(), key=lambda r: r["id"])
+        resources = sorted(
+            {r["id"]: r for job in members for r in accepts[job["id"]]}.values(), key=lambda r: r["id"]
+        )
         doc = {
             "mechanism": "tiered",
             "salt": builder.config["salt"] if "salt" in builder.config else "tiers",
             "tier_aware": True,
             "substitution": builder.config["tiers"]["substitution"],
             "bids": [
-                {"id": f"j{job['id']}", "price": job["bid"], "accepts": [f"r{r['id']}" for r in accepts[job["id"]]]}
+                {
+                    "id": f"j{job['id']}",
+                    "price": job["bid"],
+                    "accepts": [f"r{r['id']}" for r in accepts[job["id"]]],
+                }
                 for job in members
             ],
             "asks": [
@@ -147,7 +153,8 @@ def tier_waiting_reasons(doc: dict, result: dict, jobs: dict) -> dict[int, dict]
             low = min(offered)
             reasons[job["id"]] = {
                 "code": "bid_below_price",
-                "message": f"The bid is {low - bid['price']:.6f} below the lowest tier price of a fitting device "
+                "message": f"The bid is {low - bid['price']:.6f} below the lowest tier price of a fitting "
+                f"device "
                 f"({low:.6f} per reference device-hour).",
                 "price": low,
                 "short_by": low - bid["price"],
@@ -155,6 +162,7 @@ def tier_waiting_reasons(doc: dict, result: dict, jobs: dict) -> dict[int, dict]
         else:
             reasons[job["id"]] = {
                 "code": "rationed",
-                "message": "Its price was met, but the fitting edge and cloud devices went to orders ahead of it.",
+                "message": "Its price was met, but the fitting edge and cloud devices went to orders ahead "
+                "of it.",
             }
     return reasons
