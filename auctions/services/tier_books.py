@@ -1,13 +1,13 @@
 """The tiered books of a round (cloud–edge tiers, AI-Bazaar; the model is in auctions/mechanisms/tiers.py).
 
 With `CPX_TIER_CLEARING=aware`, a latency-bound job (a latency SLA, one device) whose fitting devices
-(device class, memory, its SLA by estimated RTT from its region, deadline, providers that failed it,
-its region when `placement` is strict) include both an edge device (provider tier END or EDGE) and a
-cloud device (tier CLOUD) clears in its device class's tiered book: edge first at the edge followers'
-prices, the cloud as the overflow at the cloud leader's price level. Any other job routes as before.
-Everything the engine reads (tiers, costs, the demand scale, the substitution) is in the book
-document, so `cpx_round replay` reproduces it. The book's tier figures go to `Round.mechanism`
-(`books[i]["tiers"]`), which the market pages, the dashboards and the API read.
+(device class, memory, its SLA by estimated RTT from its region, deadline, providers that failed it)
+include both an edge device (provider tier END or EDGE) and a cloud device (tier CLOUD) clears in its
+device class's tiered book: edge first at the edge followers' prices, the cloud as the overflow at the
+cloud leader's price level. Any other job routes as before. Everything the engine reads (tiers, costs,
+the demand scale, the substitution) is in the book document, so `cpx_round replay` reproduces it. The
+book's tier figures go to `Round.mechanism` (`books[i]["tiers"]`), which the market pages, the
+dashboards and the API read.
 """
 
 import statistics
@@ -25,7 +25,11 @@ def tier_config() -> dict:
 
 
 def tier_accepts(builder, job: dict) -> list[dict]:
-    """The resources of the snapshot a single-device job may run on (free devices now), in id order."""
+    """The resources of the snapshot a latency-bound single-device job may run on (free devices now), in
+    id order. Its placement is strict (an SLA implies it), which market.services.placement defines as
+    "within `latency_sla_ms` of its region": the RTT check is the region check, so a cloud region a few
+    milliseconds away may take the overflow (the heterogeneous book also holds a strict job to its own
+    region; a tiered book follows the placement rule as the consumer was told it)."""
     from auctions.services.round_books import device_hours_on
 
     excluded = builder.exclusions.get(job["id"]) or set()
@@ -36,7 +40,6 @@ def tier_accepts(builder, job: dict) -> list[dict]:
             or resource["device_class"] != job["device_class"]
             or resource["memory"] < job["memory"] - 1e-9
             or resource["provider_id"] in excluded
-            or (job.get("placement") == "strict" and resource["region"] != job["region"])
         ):
             continue
         if not builder._rtt(job["region"], resource) <= job["latency_sla_ms"]:
