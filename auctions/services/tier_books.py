@@ -2,10 +2,11 @@
 
 With `CPX_TIER_CLEARING=aware`, a latency-bound job (a latency SLA, one device) whose fitting devices
 (device class, memory, its SLA by estimated RTT from its region, deadline, providers that failed it)
-include both an edge device (provider tier END or EDGE) and a cloud device (tier CLOUD) clears in its
-device class's tiered book: edge first at the edge followers' prices, the cloud as the overflow at the
-cloud leader's price level. Any other job routes as before. Everything the engine reads (tiers, costs,
-the demand scale, the substitution) is in the book document, so `cpx_round replay` reproduces it. The
+include a free cloud device (provider tier CLOUD) clears in its device class's tiered book, beside
+every free edge device (tiers END and EDGE) that fits it: edge first at the edge followers' prices,
+the cloud as the overflow at the cloud leader's price level. Any other job routes as before.
+Everything the engine reads (tiers, costs, the demand scale, the substitution) is in the book
+document, so `cpx_round replay` reproduces it. The
 book's tier figures go to `Round.mechanism` (`books[i]["tiers"]`), which the market pages, the
 dashboards and the API read.
 """
@@ -59,8 +60,9 @@ def tier_route(builder) -> list:
     for job in builder.jobs:
         if job["latency_sla_ms"] is None or job["device_count"] != 1:
             continue
-        kinds = {r["tier"] == "CLOUD" for r in tier_accepts(builder, job)}
-        if kinds == {True, False}:
+        # A cloud device to overflow to is enough: an edge that is busy now has no free device in the
+        # snapshot, and its jobs must still overflow rather than wait for it.
+        if any(r["tier"] == "CLOUD" for r in tier_accepts(builder, job)):
             routed.append(job)
     return routed
 

@@ -109,3 +109,36 @@ class TestTieredClearing:
         round_obj = cleared_round()
 
         assert not [b for b in round_obj.mechanism["books"] if b["kind"] == "tiered"]
+
+    def test_a_job_overflows_when_an_earlier_round_filled_the_edge(self):
+        edge = listed(tier=Provider.Tier.EDGE, region="eu-west", devices=1, ask="0.80")
+        cloud = listed(tier=Provider.Tier.CLOUD, region="eu-central", devices=8, ask="0.30")
+        (first,) = latency_bound_jobs(1)
+        cleared_round()
+        (second,) = latency_bound_jobs(1)
+
+        round_obj = cleared_round()
+
+        assert Lease.objects.get(job=first).resource_id == edge.pk
+        assert Lease.objects.get(job=second).resource_id == cloud.pk
+        assert tier_book(round_obj)["tiers"]["overflow_causes"] == {"edge_full": 1}
+        assert tier_book(round_obj)["tiers"]["edge_price_median"] is None
+
+
+class TestTierViews:
+    def test_the_api_and_the_market_page_show_the_overflow_share_and_the_price_per_tier(self, client):
+        listed(tier=Provider.Tier.EDGE, region="eu-west", devices=1, ask="0.80")
+        listed(tier=Provider.Tier.CLOUD, region="eu-central", devices=8, ask="0.30")
+        latency_bound_jobs(3)
+        summary = tier_book(cleared_round())["tiers"]
+
+        tiers = client.get("/api/v1/market").json()["tiers"]
+        page = client.get("/market/").content.decode()
+
+        assert tiers["placed"] == {"END": 0, "EDGE": 1, "CLOUD": 2}
+        assert tiers["overflow_share"] == pytest.approx(2 / 3)
+        (row,) = tiers["device_classes"]
+        assert Decimal(row["cloud_price"]) == to_money(summary["cloud_price"])
+        assert Decimal(row["edge_price_median"]) == to_money(summary["edge_price_median"])
+        assert "67%" in page
+        assert f"{to_money(summary['cloud_price']):.4f}" in page
