@@ -30,7 +30,9 @@ def tier_accepts(builder, job: dict) -> list[dict]:
     id order. Its placement is strict (an SLA implies it), which market.services.placement defines as
     "within `latency_sla_ms` of its region": the RTT check is the region check, so a cloud region a few
     milliseconds away may take the overflow (the heterogeneous book also holds a strict job to its own
-    region; a tiered book follows the placement rule as the consumer was told it)."""
+    region; a tiered book follows the placement rule as the consumer was told it). A job's edge is local:
+    END and EDGE devices of its own region (AI-Bazaar's edge sits next to its users); any CLOUD device
+    within its SLA may take the overflow."""
     from auctions.services.round_books import device_hours_on
 
     excluded = builder.exclusions.get(job["id"]) or set()
@@ -41,6 +43,7 @@ def tier_accepts(builder, job: dict) -> list[dict]:
             or resource["device_class"] != job["device_class"]
             or resource["memory"] < job["memory"] - 1e-9
             or resource["provider_id"] in excluded
+            or (resource["tier"] != "CLOUD" and resource["region"] != job["region"])
         ):
             continue
         if not builder._rtt(job["region"], resource) <= job["latency_sla_ms"]:
