@@ -18,6 +18,9 @@ Books (built from one snapshot, cleared in a fixed order that no bid influences)
    failed them); each part is one book over those resources, the most constrained part first, each
    seeing the devices the previous parts left. Heterogeneous jobs clear first because a job that needs
    several devices on one node starves if single-device jobs nibble every node first.
+   Then (`CPX_TIER_CLEARING=aware`) one tiered book per device class (auctions/services/tier_books.py):
+   latency-bound single-device jobs with cloud supply in reach take their region's edge devices first
+   and overflow to the cloud at the cloud leader's Stackelberg price (AI-Bazaar, docs/ai-bazaar.md).
 2. one unit double auction per resource class (`CPX_UNIT_MECHANISM`) over the devices left: bids are
    the jobs' max price per device-hour (one unit each), asks the resources' ask with quantity = free
    devices. A job's devices are never split: a unit job needs one device; a heterogeneous job gets
