@@ -36,14 +36,13 @@ def tier_accepts(builder, job: dict) -> list[dict]:
     from auctions.services.round_books import device_hours_on
 
     excluded = builder.exclusions.get(job["id"]) or set()
+    cloud, local = _candidates(builder, job["device_class"], job["region"])
     fitting = []
-    for resource in builder.resources:
+    for resource in sorted(cloud + local, key=lambda r: r["id"]):
         if (
             builder.free[resource["id"]] <= 0
-            or resource["device_class"] != job["device_class"]
             or resource["memory"] < job["memory"] - 1e-9
             or resource["provider_id"] in excluded
-            or (resource["tier"] != "CLOUD" and resource["region"] != job["region"])
         ):
             continue
         if not builder._rtt(job["region"], resource) <= job["latency_sla_ms"]:
@@ -52,6 +51,21 @@ def tier_accepts(builder, job: dict) -> list[dict]:
             continue
         fitting.append(resource)
     return fitting
+
+
+def _candidates(builder, device_class: str, region: str) -> tuple[list, list]:
+    """The snapshot's CLOUD resources of a device class, and its END and EDGE resources in one region
+    (indexed once per round: a round may hold thousands of latency-bound jobs)."""
+    index = getattr(builder, "_tier_index", None)
+    if index is None:
+        index = {"cloud": defaultdict(list), "local": defaultdict(list)}
+        for resource in builder.resources:
+            if resource["tier"] == "CLOUD":
+                index["cloud"][resource["device_class"]].append(resource)
+            else:
+                index["local"][(resource["device_class"], resource["region"])].append(resource)
+        builder._tier_index = index
+    return index["cloud"].get(device_class, []), index["local"].get((device_class, region), [])
 
 
 def tier_route(builder) -> list:
@@ -63,6 +77,8 @@ def tier_route(builder) -> list:
     for job in builder.jobs:
         if job["latency_sla_ms"] is None or job["device_count"] != 1:
             continue
+        if not _candidates(builder, job["device_class"], job["region"])[0]:
+            continue  # no cloud device of its class in the snapshot: nothing to overflow to
         # A cloud device to overflow to is enough: an edge that is busy now has no free device in the
         # snapshot, and its jobs must still overflow rather than wait for it.
         if any(r["tier"] == "CLOUD" for r in tier_accepts(builder, job)):
