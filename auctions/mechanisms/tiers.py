@@ -48,8 +48,9 @@ Properties (tests/unit/mechanisms/test_tiers.py, Hypothesis): followers' prices 
 responses and the leader's price is optimal along their reaction; individually rational (a buyer pays
 <= bid, a seller receives >= its ask); budget balanced; capacities hold; a job is on the cloud only if
 every accepted edge device was full or priced above its bid at its turn. Truthful for buyers when
-`reference_price` is given (prices then read no bid, and the order is a public hash); sellers' asks
-are the followers' costs and move their prices, as in any Stackelberg game.
+`reference_price` is given (prices then read the number of bids, never their values, and the order
+is a public hash); sellers' asks are the followers' costs and move their prices, as in any
+Stackelberg game.
 
 BOOK: {"mechanism": "tiered", "salt": str, "tier_aware": bool, "substitution": theta,
 "reference_price"?: r, "bids": [{"id", "price", "accepts": [ask ids]}], "asks": [{"id", "price",
