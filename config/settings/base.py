@@ -345,6 +345,10 @@ CPX_UNIT_MECHANISM = env.str("CPX_UNIT_MECHANISM", default="mcafee")
 # book).
 CPX_CLEARING_RULE = env.str("CPX_CLEARING_RULE", default="depth")
 CPX_THICK_BOOK_MIN_ORDERS = env.int("CPX_THICK_BOOK_MIN_ORDERS", default=10)
+# Cloud–edge tiers (AI-Bazaar, docs/ai-bazaar.md): "aware" clears latency-bound jobs edge first with
+# the cloud as the overflow at its Stackelberg price level; "off" ignores the provider tier.
+CPX_TIER_CLEARING = env.str("CPX_TIER_CLEARING", default="aware")
+CPX_TIER_SUBSTITUTION = env.float("CPX_TIER_SUBSTITUTION", default=0.5)
 # Heterogeneous book (multi-device jobs, SLAs the classes cannot express, failed-over jobs):
 # "greedy" with "critical" payments (a provider receives its cost), or "welfare" with "vcg" where a
 # lease's receipt is capped at the job's payment so that no lease runs a deficit.
