@@ -240,7 +240,9 @@ def _write(round_obj: Round, *, builder, cleared: list, config: dict, now: datet
             moved=moved,
         )
     Lease.objects.bulk_create(leases, batch_size=2000)
-    lease_sla_copy(leases=leases, jobs={job["id"]: job for job in builder.jobs})  # the job's SLA terms, fixed on the lease the provider accepts
+    lease_sla_copy(
+        leases=leases, jobs={job["id"]: job for job in builder.jobs}
+    )  # the job's SLA terms, fixed on the lease the provider accepts
     _write_waiting_reasons(round_obj, builder=builder, cleared=cleared, matched=filled)
     # The waiting agents hear of their offers when this commits (auctions/services/offers.py).
     offers_announce(provider_ids=[lease.provider_id for lease in leases])

@@ -5,8 +5,13 @@ from hypothesis import strategies as st
 
 from auctions.mechanisms.sla import MIN_SAMPLES, breaches, detection_scores, percentile
 
-TERMS = {"latency_p95_ms": 100, "min_quality": "0.9", "latency_penalty_rate": "0.2",
-         "deadline_penalty_rate": None, "quality_penalty_rate": "0.5"}
+TERMS = {
+    "latency_p95_ms": 100,
+    "min_quality": "0.9",
+    "latency_penalty_rate": "0.2",
+    "deadline_penalty_rate": None,
+    "quality_penalty_rate": "0.5",
+}
 
 
 class TestPercentile:
@@ -26,18 +31,31 @@ class TestPercentile:
 
 class TestBreaches:
     def test_a_p95_above_the_bound_is_a_latency_breach_at_its_rate(self):
-        found = breaches(terms=TERMS, rtt_ms=[50.0] * 18 + [300.0, 300.0], late_by_s=None, quality=None,
-                         default_rate=0.1)
+        found = breaches(
+            terms=TERMS, rtt_ms=[50.0] * 18 + [300.0, 300.0], late_by_s=None, quality=None, default_rate=0.1
+        )
 
         assert [(b.kind, b.measured, b.rate) for b in found] == [("latency", 300.0, 0.2)]
 
     def test_a_few_slow_probes_under_the_p95_are_no_breach(self):
-        assert breaches(terms=TERMS, rtt_ms=[50.0] * 39 + [900.0], late_by_s=None, quality=None,
-                        default_rate=0.1) == []
+        assert (
+            breaches(
+                terms=TERMS, rtt_ms=[50.0] * 39 + [900.0], late_by_s=None, quality=None, default_rate=0.1
+            )
+            == []
+        )
 
     def test_too_few_samples_prove_nothing(self):
-        assert breaches(terms=TERMS, rtt_ms=[900.0] * (MIN_SAMPLES - 1), late_by_s=None, quality=None,
-                        default_rate=0.1) == []
+        assert (
+            breaches(
+                terms=TERMS,
+                rtt_ms=[900.0] * (MIN_SAMPLES - 1),
+                late_by_s=None,
+                quality=None,
+                default_rate=0.1,
+            )
+            == []
+        )
 
     def test_late_completion_breaches_at_the_default_rate_when_the_contract_sets_none(self):
         found = breaches(terms=TERMS, rtt_ms=[], late_by_s=12.0, quality=None, default_rate=0.1)
