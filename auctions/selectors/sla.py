@@ -13,9 +13,9 @@ def lease_sla_get(*, lease: Lease) -> LeaseSla | None:
         return None
 
 
-def lease_sla_public(*, lease: Lease) -> dict | None:
+def lease_sla_public(*, lease: Lease, row: LeaseSla | None = None) -> dict | None:
     """The lease's contract and measurements as the agent and the pages show them."""
-    row = lease_sla_get(lease=lease)
+    row = row or lease_sla_get(lease=lease)
     if row is None:
         return None
     return {
@@ -37,3 +37,13 @@ def job_terms_get(*, job: JobRequest) -> JobTerms | None:
 def job_terms_public(*, job: JobRequest) -> dict:
     """The job's contract as it stands now: stated terms or defaults, every rate resolved."""
     return sla_terms_of(job, job_terms_get(job=job))
+
+
+def job_sla_summary(*, job: JobRequest) -> dict:
+    """The job's terms now and, per lease (oldest first), the copy it carries and what was measured:
+    two queries."""
+    rows = LeaseSla.objects.filter(lease__job=job).select_related("lease").order_by("lease_id")
+    return {
+        "terms": job_terms_public(job=job),
+        "leases": [{"lease": row.lease, **lease_sla_public(lease=row.lease, row=row)} for row in rows],
+    }
