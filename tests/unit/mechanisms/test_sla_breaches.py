@@ -3,7 +3,15 @@
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from auctions.mechanisms.sla import MIN_SAMPLES, breaches, detection_scores, percentile
+from auctions.mechanisms.sla import (
+    ALPHA,
+    MIN_SAMPLES,
+    binomial_tail,
+    breaches,
+    detection_scores,
+    exceedances_needed,
+    percentile,
+)
 
 TERMS = {
     "latency_p95_ms": 100,
@@ -32,10 +40,28 @@ class TestPercentile:
 class TestBreaches:
     def test_a_p95_above_the_bound_is_a_latency_breach_at_its_rate(self):
         found = breaches(
-            terms=TERMS, rtt_ms=[50.0] * 18 + [300.0, 300.0], late_by_s=None, quality=None, default_rate=0.1
+            terms=TERMS, rtt_ms=[50.0] * 14 + [300.0] * 6, late_by_s=None, quality=None, default_rate=0.1
         )
 
         assert [(b.kind, b.measured, b.rate) for b in found] == [("latency", 300.0, 0.2)]
+
+    def test_a_sample_p95_over_the_bound_by_chance_is_no_breach(self):
+        # 2 of 20 over the bound: the sample p95 is 300 ms, but a link whose p95 is the bound gives
+        # 2 or more of 20 over it with probability 0.26: not proven.
+        assert (
+            breaches(
+                terms=TERMS, rtt_ms=[50.0] * 18 + [300.0] * 2, late_by_s=None, quality=None, default_rate=0.1
+            )
+            == []
+        )
+
+    def test_the_exceedances_needed_follow_the_binomial_tail(self):
+        assert [exceedances_needed(n) for n in (5, 10, 20, 40)] == [3, 4, 5, 7]
+
+    @settings(max_examples=50, deadline=None)
+    @given(st.integers(min_value=MIN_SAMPLES, max_value=200))
+    def test_the_test_never_charges_a_link_at_its_bound_more_often_than_alpha(self, n):
+        assert binomial_tail(n, exceedances_needed(n), 0.05) <= ALPHA
 
     def test_a_few_slow_probes_under_the_p95_are_no_breach(self):
         assert (
