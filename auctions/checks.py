@@ -18,6 +18,8 @@ from decimal import Decimal, InvalidOperation
 
 from django.core import checks
 
+from auctions.checks_sla import sla_errors
+
 TAG = "cpx_market"
 
 
@@ -145,6 +147,7 @@ def check_clearing_settings(app_configs=None, **kwargs) -> list[checks.CheckMess
         )
     errors += _tier_errors(settings)
     errors += _money_errors(settings)
+    errors += sla_errors(settings)
     if not errors:
         errors += _engine_errors(unit=unit, hetero=hetero, rule=rule, seed=seed, limit=limit)
     return errors
