@@ -17,8 +17,13 @@ from auctions.mechanisms import clear
 from auctions.mechanisms.canonical import canonical_json
 from auctions.mechanisms.canonical import input_sha256 as canonical_sha256
 from auctions.models import Round
-from contracts.client import ChainRejected, ChainUnavailable, SettlementClient, SettlementV2Client
-from contracts.client import round_commitment_of
+from contracts.client import (
+    ChainRejected,
+    ChainUnavailable,
+    SettlementClient,
+    SettlementV2Client,
+    round_commitment_of,
+)
 from contracts.models import RoundCommitment
 from contracts.services.round_commitments import (
     ZERO32,
@@ -99,7 +104,10 @@ class TestRoundCommitmentsSubmit:
         row = RoundCommitment.objects.get(round=round_obj)
         assert (run.created, run.sent, again.created, again.sent) == (1, 1, 0, 0)
         assert row.status == Status.CONFIRMED and row.confirmed_via == "RECEIPT"
-        assert (row.snapshot_sha256, row.result_sha256) == (round_obj.snapshot_sha256, round_obj.result_sha256)
+        assert (row.snapshot_sha256, row.result_sha256) == (
+            round_obj.snapshot_sha256,
+            round_obj.result_sha256,
+        )
         assert operator.round_commitment(round_obj.pk) == round_commitment_of(
             round_obj.snapshot_sha256, round_obj.result_sha256
         )
@@ -220,11 +228,14 @@ class TestTamper:
         report = json.loads(capsys.readouterr().out)
         assert done.value.code == 1
         assert report["chain"]["status"] == "mismatch"
-        assert "result: the database's stored result does not hash to the committed one" in (
-            report["chain"]["differences"]
+        assert (
+            "result: the database's stored result does not hash to the committed one"
+            in (report["chain"]["differences"])
         )
 
-    def test_a_consistent_rewrite_of_the_round_passes_the_local_replay_but_not_the_chain(self, operator, capsys):
+    def test_a_consistent_rewrite_of_the_round_passes_the_local_replay_but_not_the_chain(
+        self, operator, capsys
+    ):
         round_obj = a_cleared_round("1.00")
         round_commitments_submit(now=NOW, client=operator)
         # Someone with the database rewrites history consistently: the job's bid below any ask (it was
