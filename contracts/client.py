@@ -855,19 +855,22 @@ class SettlementV2Client(SettlementClient):
         """The round's stored commitment, keccak256(snapshot hash, result hash); 0x00…0 if none."""
         return self.view("roundCommitment", round_id)
 
-    def round_committed(self, round_id: int) -> dict | None:
+    def round_committed(self, round_id: int, *, at_block: int | None = None) -> dict | None:
         """The round's ``RoundCommitted`` event ({round_id, snapshot_sha256, result_sha256, tx_hash,
         block_number}, hashes as bare hex like the database's), or None when the chain has none. The node
-        filters by the indexed round id, so this reads one log, not the contract's history."""
+        filters by the indexed round id, so this reads one log, not the contract's history. ``at_block``
+        is a hint (where CPX recorded the commit): looked at first, the whole chain only if it misses
+        (a node that caps eth_getLogs ranges answers the hint)."""
         contract = self._contract()
         topic = self._w3.keccak(text="RoundCommitted(uint256,bytes32,bytes32)")
-        params = {
-            "address": contract.address,
-            "fromBlock": 0,
-            "toBlock": "latest",
-            "topics": ["0x" + bytes(topic).hex(), "0x" + int(round_id).to_bytes(32, "big").hex()],
-        }
-        logs = self._read(lambda: self._w3.eth.get_logs(params))
+        topics = ["0x" + bytes(topic).hex(), "0x" + int(round_id).to_bytes(32, "big").hex()]
+        ranges = [(at_block, at_block)] if at_block is not None else []
+        logs: list = []
+        for low, high in [*ranges, (0, "latest")]:
+            params = {"address": contract.address, "fromBlock": low, "toBlock": high, "topics": topics}
+            logs = self._read(lambda p=params: self._w3.eth.get_logs(p))
+            if logs:
+                break
         if not logs:
             return None
         event = contract.events.RoundCommitted().process_log(logs[0])

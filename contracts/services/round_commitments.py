@@ -321,7 +321,14 @@ def round_replay_on_chain(*, round_id: int, client: SettlementClient | None = No
     try:
         client = client or deployments.chain_client()
         stored = client.round_commitment(round_id)
-        event = client.round_committed(round_id) if stored != ZERO32 else None
+        # Where CPX recorded the commit is only a hint of where to look: the answer is the chain's.
+        hint = (
+            RoundCommitment.objects.filter(round_id=round_id, block_number__isnull=False)
+            .order_by("-id")
+            .values_list("block_number", flat=True)
+            .first()
+        )
+        event = client.round_committed(round_id, at_block=hint) if stored != ZERO32 else None
     except (ChainUnavailable, ChainRejected) as error:
         report["chain"] = {"status": "unavailable", "error": str(error)[:300]}
         return report
