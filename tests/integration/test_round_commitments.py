@@ -341,6 +341,16 @@ class TestInterfaces:
         assert reconciled["matched"] == 1
         assert operator.round_commitment(round_obj.pk) != ZERO32
 
+    def test_cpx_chain_commits_and_reconciles_rounds_by_hand(self, operator, capsys):
+        round_obj = a_cleared_round()
+
+        call_command("cpx_chain", "commit-rounds")
+        call_command("cpx_chain", "reconcile-rounds")
+
+        committed, reconciled = (json.loads(line) for line in capsys.readouterr().out.splitlines())
+        assert committed["sent"] == 1 and reconciled["matched"] == 1
+        assert RoundCommitment.objects.get(round=round_obj).status == Status.CONFIRMED
+
     def test_switched_off_the_tasks_and_the_replay_leave_the_chain_alone(self, settings):
         settings.CPX_SETTLEMENT_ON_CHAIN = False
         round_obj = a_cleared_round()
