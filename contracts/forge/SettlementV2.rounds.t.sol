@@ -108,6 +108,25 @@ contract SettlementV2RoundsTest is Base {
         assertTrue(s.rootOf("b2") == bytes32(0), "batch reverted with the round");
     }
 
+    /// @dev The worst the operator key can do: squat a round id not cleared yet with hashes no replay will
+    /// give. The honest commit of that round then fails and the lie stays on chain, public and signed; a
+    /// revoke stops the key at once, and the squatted commitment is never rewritten, not even by the admin.
+    function test_aSquattedRoundIdStaysAPublicLieNeverARewrite() public {
+        vm.prank(OPERATOR);
+        s.commitRounds(rounds(99, "forged snapshot", "forged result"));
+        bytes32 forged = commitment("forged snapshot", "forged result");
+        vm.prank(OPERATOR);
+        vm.expectRevert(abi.encodeWithSelector(SettlementV2.RoundAlreadyCommitted.selector, uint256(99), forged));
+        s.commitRounds(rounds(99, "true snapshot", "true result"));
+        vm.prank(ADMIN);
+        s.revokeOperator();
+        vm.prank(OPERATOR);
+        vm.expectRevert(SettlementV2.NotOperator.selector);
+        s.commitRounds(rounds(100, "forged snapshot", "forged result"));
+        assertTrue(s.roundCommitment(99) == forged, "the lie stays visible");
+        assertTrue(s.roundCommitment(100) == bytes32(0), "stopped at once");
+    }
+
     /// @dev Whatever the operator (or a new operator after the timelock, or the admin) sends later, a
     /// committed round keeps its first commitment.
     function testFuzz_aCommitmentIsNeverOverwritten(
