@@ -351,6 +351,34 @@ class TestInterfaces:
         assert committed["sent"] == 1 and reconciled["matched"] == 1
         assert RoundCommitment.objects.get(round=round_obj).status == Status.CONFIRMED
 
+    def test_the_tasks_are_named_late_acked_time_limited_and_retry_only_transient_errors(self, settings):
+        from django.db import InterfaceError, OperationalError
+
+        from config.celery import app
+
+        scheduled = {entry["task"] for entry in settings.CELERY_BEAT_SCHEDULE.values()}
+        for name in ("contracts.commit_rounds", "contracts.reconcile_rounds"):
+            task = app.tasks[name]
+            assert task.acks_late is True, name
+            assert set(task.autoretry_for) == {OperationalError, InterfaceError, ChainUnavailable}, name
+            assert 0 < task.soft_time_limit < task.time_limit, name
+            assert name in scheduled, name
+
+    @pytest.mark.parametrize(
+        ("name", "value", "error"),
+        [
+            ("CPX_ROUND_COMMIT_BATCH", 0, "auctions.E070"),
+            ("CPX_ROUND_COMMIT_BATCH", 501, "auctions.E070"),
+            ("CPX_ROUND_COMMIT_INTERVAL_S", 0, "auctions.E071"),
+        ],
+    )
+    def test_start_up_refuses_a_commit_setting_that_cannot_work(self, settings, name, value, error):
+        from auctions.checks import check_clearing_settings
+
+        setattr(settings, name, value)
+
+        assert [message.id for message in check_clearing_settings()] == [error]
+
     def test_switched_off_the_tasks_and_the_replay_leave_the_chain_alone(self, settings):
         settings.CPX_SETTLEMENT_ON_CHAIN = False
         round_obj = a_cleared_round()
