@@ -31,6 +31,9 @@ class ChainDeployment(models.Model):
     address = models.CharField(max_length=42)
     deposits_scanned_block = models.BigIntegerField(default=-1, help_text="last block read for deposits")
     events_scanned_block = models.BigIntegerField(default=-1, help_text="last block read by the reconciler")
+    round_events_scanned_block = models.BigIntegerField(
+        default=-1, help_text="last block read for RoundCommitted events (issue 12)"
+    )
     reconciled_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField()
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -251,6 +251,7 @@ class RoundReconciliation:
     resent: int = 0
     failed: int = 0
     uncommitted: int = 0
+    unknown_on_chain: list[int] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -298,6 +299,7 @@ def round_commitments_reconcile(
         RoundCommitment.objects.filter(pk=row.pk).update(
             chain_status=verdict, chain_detail=detail[:300], chain_checked_at=now
         )
+    _scan_round_events(deployment, client, out, now)
     out.failed = rows.filter(status=Status.FAILED).count()
     out.uncommitted = (
         Round.objects.filter(status=Round.Status.CLEARED)
@@ -306,6 +308,36 @@ def round_commitments_reconcile(
     )
     ChainDeployment.objects.filter(pk=deployment.pk).update(reconciled_at=now)
     return out
+
+
+def _scan_round_events(
+    deployment: ChainDeployment, client: SettlementClient, out: RoundReconciliation, now: datetime
+) -> None:
+    """Read the RoundCommitted events since the deployment's cursor: a commitment CPX's outbox did not
+    make (a round id squatted by the operator key, or another database sharing the contract) is
+    `unknown_on_chain`; one under a round CPX committed with other hashes marks that row MISMATCH."""
+    deployment.refresh_from_db(fields=["round_events_scanned_block"])
+    head = client.block_number()
+    start = deployment.round_events_scanned_block + 1
+    while start <= head:
+        end = min(head, start + settings.CHAIN_LOG_RANGE - 1)
+        for event in client.events(from_block=start, to_block=end, names=["RoundCommitted"]):
+            round_id = int(event["args"]["roundId"])
+            hashes = (event["args"]["snapshotHash"][2:], event["args"]["resultHash"][2:])
+            ours = RoundCommitment.objects.filter(deployment=deployment, round_id=round_id).first()
+            if ours is None:
+                out.unknown_on_chain.append(round_id)
+                logger.error(
+                    "round %s: committed on chain (tx %s) but not by CPX", round_id, event["tx_hash"]
+                )
+            elif (ours.snapshot_sha256, ours.result_sha256) != hashes:
+                RoundCommitment.objects.filter(pk=ours.pk).update(
+                    chain_status=ChainStatus.MISMATCH,
+                    chain_detail=f"the chain's RoundCommitted (tx {event['tx_hash']}) carries other hashes",
+                    chain_checked_at=now,
+                )
+        ChainDeployment.objects.filter(pk=deployment.pk).update(round_events_scanned_block=end)
+        start = end + 1
 
 
 def round_replay_on_chain(*, round_id: int, client: SettlementClient | None = None) -> dict:

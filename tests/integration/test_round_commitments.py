@@ -296,6 +296,18 @@ class TestReconcile:
         assert round_commitments_reconcile(now=NOW, client=operator).matched == 1
 
 
+    def test_a_commitment_cpx_did_not_make_is_reported_once(self, operator):
+        a_cleared_round()
+        round_commitments_submit(now=NOW, client=operator)
+        operator.commit_rounds([(4242, "11" * 32, "22" * 32)])  # a round id squatted by the operator key
+
+        first = round_commitments_reconcile(now=NOW, client=operator)
+        second = round_commitments_reconcile(now=NOW, client=operator)
+
+        assert first.unknown_on_chain == [4242]
+        assert second.unknown_on_chain == []
+
+
 class TestContractRules:
     def test_the_contract_takes_a_round_id_once_and_from_the_operator_only(self, operator):
         operator.commit_rounds([(7, "aa" * 32, "bb" * 32)])
