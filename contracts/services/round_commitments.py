@@ -49,6 +49,8 @@ ChainStatus = RoundCommitment.ChainStatus
 ZERO32 = "0x" + "00" * 32
 BACKOFF_BASE_S = 5
 BACKOFF_MAX_S = 600
+# Refusals that last only while the contract is paused or this signer is not its operator.
+BLOCKED = ("IsPaused", "NotOperator")
 
 
 @dataclass
@@ -250,6 +252,7 @@ class RoundReconciliation:
     mismatched: int = 0
     resent: int = 0
     failed: int = 0
+    retried: int = 0
     uncommitted: int = 0
     unknown_on_chain: list[int] = field(default_factory=list)
 
@@ -263,7 +266,8 @@ def round_commitments_reconcile(
     """Check confirmed commitments against the chain and the database's round now (a rolling audit: the
     `limit` rows checked longest ago, never-checked first); count the cleared rounds with none. A
     CONFIRMED row the chain does not hold goes back to PENDING (sent again, after a look-up); a
-    disagreement is recorded MISMATCH and logged: a commitment is never rewritten."""
+    disagreement is recorded MISMATCH and logged: a commitment is never rewritten. Rows FAILED because
+    the contract was paused or the signer was not its operator go back to PENDING once that is over."""
     client = client or deployments.chain_client()
     deployment = deployment_for(client, now=now)
     out = RoundReconciliation()
@@ -300,6 +304,10 @@ def round_commitments_reconcile(
             chain_status=verdict, chain_detail=detail[:300], chain_checked_at=now
         )
     _scan_round_events(deployment, client, out, now)
+    blocked = rows.filter(status=Status.FAILED, error_code__in=BLOCKED)
+    if blocked.exists() and not client.view("paused") and client.view("operator") == client.address:
+        # The pause is lifted, or this signer is the operator again: what it refused goes again.
+        out.retried = blocked.update(status=Status.PENDING, next_attempt_at=now, error_code="", error="")
     out.failed = rows.filter(status=Status.FAILED).count()
     out.uncommitted = (
         Round.objects.filter(status=Round.Status.CLEARED)

@@ -213,6 +213,20 @@ class TestRoundCommitmentsSubmit:
         row = RoundCommitment.objects.get(round=round_obj)
         assert run.failed == 1 and row.status == Status.FAILED and row.error_code == "IsPaused"
 
+    def test_rows_refused_by_a_pause_go_again_once_it_is_lifted(self, operator):
+        round_obj = a_cleared_round()
+        admin = operator.with_signer(operator.dev_keys()[9])
+        admin.admin_call("setPaused", True)
+        round_commitments_submit(now=NOW, client=operator)
+        still_paused = round_commitments_reconcile(now=NOW, client=operator)
+        admin.admin_call("setPaused", False)
+
+        lifted = round_commitments_reconcile(now=NOW, client=operator)
+        run = round_commitments_submit(now=NOW, client=operator)
+
+        assert (still_paused.retried, lifted.retried, run.sent) == (0, 1, 1)
+        assert RoundCommitment.objects.get(round=round_obj).status == Status.CONFIRMED
+
 
 class TestTamper:
     def test_a_stored_result_altered_after_the_commit_is_a_mismatch_against_the_chain(self, operator, capsys):
