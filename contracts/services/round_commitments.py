@@ -11,7 +11,8 @@ earlier attempt (a stale SUBMITTED row, or a retry after ChainUnavailable) first
 `roundCommitment(id)`; a committed id is recorded from the chain's own event (CHAIN_LOOKUP), never sent
 twice, and were it sent twice anyway the contract refuses it (`RoundAlreadyCommitted`), which is
 recorded the same way. ChainUnavailable puts the rows back to PENDING with a backoff and is raised for
-the task to retry; any other refusal (paused, operator revoked) FAILS the rows with the contract's error.
+the task to retry; any other refusal FAILS the rows with the contract's error (a pause or a revoked
+operator: until the reconciler sees it lifted).
 
 `round_commitments_reconcile` compares, per committed row, the chain's stored commitment with the row's
 hashes and the round's hashes in the database now (MATCHED / MISSING / MISMATCH); a CONFIRMED row the
