@@ -357,6 +357,21 @@ class TestInterfaces:
         assert (shown["tx_hash"], shown["block_number"]) == (row.tx_hash, row.block_number)
         assert shown["result_sha256"] == round_obj.result_sha256
 
+    def test_the_round_page_shows_the_commitment(self, operator, client):
+        from tests.factories import ConsumerFactory
+
+        round_obj = a_cleared_round()
+        url = reverse("public:round", args=[round_obj.pk])
+        client.force_login(ConsumerFactory())
+        before = client.get(url).content.decode()
+        round_commitments_submit(now=NOW, client=operator)
+
+        after = client.get(url).content.decode()
+
+        row = RoundCommitment.objects.get(round=round_obj)
+        assert "not committed" in before
+        assert row.tx_hash in after and f"block {row.block_number}" in after
+
     def test_the_tasks_commit_and_reconcile_through_the_apps_client(self, operator):
         round_obj = a_cleared_round()
 
