@@ -21,7 +21,7 @@ from datetime import datetime
 import numpy as np
 from django.conf import settings
 
-from auctions.mechanisms import classes, latency, throughput
+from auctions.mechanisms import classes, latency, quality, throughput
 from auctions.mechanisms.canonical import canonical_json
 from auctions.mechanisms.posted_price import clearing_price_estimate, posted_gains_bound, unit_gains_bound
 from auctions.selectors import rounds as selectors
@@ -80,6 +80,7 @@ def snapshot_book(
         heartbeat_timeout_s=getattr(settings, "CPX_HEARTBEAT_TIMEOUT_S", 60),
         include_unseen=include_unseen,
     )
+    rule = quality.QualityRule(float(getattr(settings, "CPX_SLA_QUALITY_WEIGHT", 0.0)))
     for job in jobs:
         job["memory"] = float(job["memory_per_device_gib"])
         job["bid"] = float(job["max_price_per_device_hour"])
@@ -89,6 +90,7 @@ def snapshot_book(
         resource["free"] = resource["device_count"] - resource["busy"]
         resource["memory"] = float(resource["memory_per_device_gib"])
         resource["ask"] = float(resource["ask_per_device_hour"])
+        _quality_adjust(resource, rule)
         resource["speed"] = float(resource["speed_factor"])
         tflops = float(resource["fp16_tflops"])
         resource["tflops"] = tflops if tflops > 0 else throughput.REFERENCE_FP16_TFLOPS * resource["speed"]
@@ -98,6 +100,21 @@ def snapshot_book(
             device_class=resource["device_class"], memory_gib=resource["memory"], region=resource["region"]
         )
     return Snapshot(jobs=jobs, resources=resources, exclusions=dict(exclusions))
+
+
+def _quality_adjust(resource: dict, rule: "quality.QualityRule") -> None:
+    """Reputation feeds clearing (issue 12): the book clears on ask × f, f = 1 + w(1 − reputation),
+    and the provider is paid the clearing price / f (auctions.mechanisms.quality states the model
+    and what truthfulness survives). f and the reported ask go in the book documents (`quality`)."""
+    reputation = resource.get("provider__reputation")
+    factor = 1.0 if reputation is None else quality.quality_factor(float(reputation), rule)
+    resource["quality_factor"] = factor
+    resource["reported_ask"] = resource["ask"]
+    resource["ask"] = quality.adjusted_ask(resource["ask"], factor)
+
+
+def _received(resource: dict, price: float) -> float:
+    return quality.receipt(price, resource.get("quality_factor", 1.0))
 
 
 def _workload(job: dict) -> dict:
@@ -512,6 +529,13 @@ class BookBuilder:
         return sorted(kept, key=lambda r: r["id"])
 
     def _add(self, kind: str, doc: dict, jobs: list, resources: list, meta: dict) -> _Book:
+        adjusted = [r for r in resources if r.get("quality_factor", 1.0) != 1.0]
+        if adjusted:  # the snapshot records the factors, so a replay (and a reader) sees them
+            doc["quality"] = {
+                "weight": float(getattr(settings, "CPX_SLA_QUALITY_WEIGHT", 0.0)),
+                "factor": {f"r{r['id']}": r["quality_factor"] for r in adjusted},
+                "reported_ask": {f"r{r['id']}": r["reported_ask"] for r in adjusted},
+            }
         text = canonical_json(doc)
         book = _Book(
             kind=kind,
@@ -584,7 +608,7 @@ class BookBuilder:
                     devices=1,
                     resource_class=resource["class"],
                     unit_price_paid=price,
-                    unit_price_received=price,
+                    unit_price_received=_received(resource, price),
                     expected_device_hours=device_hours_on(job, resource),
                 )
             )
@@ -614,7 +638,7 @@ class BookBuilder:
                     devices=1,
                     resource_class=book.meta["resource_class"],
                     unit_price_paid=result["buyer_price"],
-                    unit_price_received=result["seller_price"],
+                    unit_price_received=_received(resource, result["seller_price"]),
                     expected_device_hours=device_hours_on(job, resource),
                 )
             )
@@ -653,7 +677,7 @@ class BookBuilder:
                     devices=job["device_count"],
                     resource_class=resource["class"],
                     unit_price_paid=paid / engine_hours,
-                    unit_price_received=min(share, paid) / engine_hours,
+                    unit_price_received=_received(resource, min(share, paid) / engine_hours),
                     expected_device_hours=device_hours_on(job, resource),
                 )
             )

@@ -48,6 +48,7 @@ from auctions.selectors import rounds as selectors
 from auctions.services import round_books as books
 from auctions.services.dispatch import jobs_refuse_uncovered
 from auctions.services.offers import offers_announce
+from auctions.services.sla import lease_sla_copy
 from auctions.services.tier_books import TIER_MODES, tier_config
 from config.errors import Conflict, InvalidInput, NotFound
 from market.models import JobRequest
@@ -249,6 +250,9 @@ def _write(round_obj: Round, *, builder, cleared: list, config: dict, now: datet
             moved=moved,
         )
     Lease.objects.bulk_create(leases, batch_size=2000)
+    lease_sla_copy(
+        leases=leases, jobs={job["id"]: job for job in builder.jobs}
+    )  # the job's SLA terms, fixed on the lease the provider accepts
     _write_waiting_reasons(round_obj, builder=builder, cleared=cleared, matched=filled)
     # The waiting agents hear of their offers when this commits (auctions/services/offers.py).
     offers_announce(provider_ids=[lease.provider_id for lease in leases])
