@@ -47,10 +47,12 @@ cost <= bid, whatever its tier, and pays that cost.
 Properties (tests/unit/mechanisms/test_tiers.py, Hypothesis): followers' prices are mutual best
 responses and the leader's price is optimal along their reaction; individually rational (a buyer pays
 <= bid, a seller receives >= its ask); budget balanced; capacities hold; a job is on the cloud only if
-every accepted edge device was full or priced above its bid at its turn. Truthful for buyers when
-`reference_price` is given (prices then read the number of bids, never their values, and the order
-is a public hash); sellers' asks are the followers' costs and move their prices, as in any
-Stackelberg game.
+every accepted edge device was full or priced above its bid at its turn. With `reference_price`
+given, prices read the number of bids, never their values, and the order is a public hash, so a
+buyer's only gain from misreporting is the one "edge first" leaves open: a buyer placed on an edge
+device priced above the cloud's level can shade its bid below that price and overflow to the cheaper
+cloud (the rule takes a latency-bound job to want the edge, which a single bid cannot state; tested
+both ways). Sellers' asks are the followers' costs and move their prices, as in any Stackelberg game.
 
 BOOK: {"mechanism": "tiered", "salt": str, "tier_aware": bool, "substitution": theta,
 "reference_price"?: r, "bids": [{"id", "price", "accepts": [ask ids]}], "asks": [{"id", "price",
