@@ -417,6 +417,7 @@ class BookBuilder:
             for job_id, resource_id in result["assignments"].items():
                 self.free[book.resources[resource_id]["id"]] -= book.jobs[job_id]["device_count"]
             results.append(result)
+        unmatched: list = []
         for doc, jobs, resources, meta in tier_books.tier_books(self, self.tier_jobs):
             book = self._add("tiered", doc, jobs, resources, meta)
             result = clear_document(book.doc, book.digest)
@@ -424,6 +425,10 @@ class BookBuilder:
                 self.free[book.resources[resource_id]["id"]] -= 1
             book.meta["tiers"] = tier_books.tier_summary(book.doc, result)
             results.append(result)
+            unmatched.extend(tier_books.tier_unmatched(book.jobs, result))
+        if unmatched and self.rule == "depth":  # the fall-through (tier_books.tier_unmatched)
+            position = {job["id"]: i for i, job in enumerate(self.jobs)}
+            self.posted_jobs = sorted(self.posted_jobs + unmatched, key=lambda job: position[job["id"]])
         unit = self.config["unit"]
         for key in sorted(self.unit_jobs):
             jobs = self.unit_jobs[key]
@@ -706,7 +711,8 @@ class BookBuilder:
         for job in self.jobs:
             if job["id"] not in matched and job["id"] not in reasons:
                 reasons[job["id"]] = self._unplaced_reason(job)
-        return reasons
+        # A job the tiered book left and the fall-through matched has a reason from the first book only.
+        return {job_id: reason for job_id, reason in reasons.items() if job_id not in matched}
 
     def _posted_reasons(self, book: _Book, result: dict, reasons: dict) -> None:
         prices = book.doc["prices"]

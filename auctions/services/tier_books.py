@@ -6,9 +6,24 @@ include a free cloud device (provider tier CLOUD) clears in its device class's t
 every free edge device (tiers END and EDGE) that fits it: edge first at the edge followers' prices,
 the cloud as the overflow at the cloud leader's price level. Any other job routes as before.
 Everything the engine reads (tiers, costs, the demand scale, the substitution) is in the book
-document, so `cpx_round replay` reproduces it. The
-book's tier figures go to `Round.mechanism` (`books[i]["tiers"]`), which the market pages, the
-dashboards and the API read.
+document, so `cpx_round replay` reproduces it. The book's tier figures go to `Round.mechanism`
+(`books[i]["tiers"]`), which the market pages, the dashboards and the API read.
+
+Fall-through (rule `depth`): a job a tiered book does not place (its bid is below every edge
+follower's price and the cloud's level, or the devices it could afford went to jobs ahead of it) joins
+the round's posted-price book, cleared after the tiered and unit books, over the devices they left
+free (thin classes' devices at their posted prices, fixed before the round), as it would have without
+tiers. Each book is still one document of the snapshot with the free quantities it saw, so a replay
+re-clears every book as it ran. What it does to the properties: a job is placed at most once (the
+posted-price book sees only jobs the tiered books left); every price a job meets is fixed before it
+bids (the tier game reads the number of bids and the scale from earlier rounds, the posted prices come
+from earlier rounds) and the order is the public hash, so individual rationality and budget balance
+hold in each book. Truthfulness loses what "edge first" already lost, once more: a job placed by a
+tiered book at a price above the posted price of a device it accepts can shade its bid between the two,
+be priced out of the tiered book and clear in the posted-price book at the lower price. Routing to the
+posted-price book now reads a tiered book's outcome, and so the job's own bid (the `depth` rule's route
+is bid-blind for every other job). The welfare bound counts a fall-through job in both books (still a
+bound, a looser one). Under `per_class` there is no fall-through (not done).
 """
 
 import statistics
@@ -130,6 +145,14 @@ def tier_books(builder, jobs: list) -> list[tuple[dict, list, list, dict]]:
             doc["reference_price"] = reference
         books.append((doc, members, resources, {"kind": "tiered", "device_class": device_class}))
     return books
+
+
+def tier_unmatched(jobs: dict, result: dict) -> list:
+    """The jobs of a cleared tiered book it did not place (priced out by the edge followers' prices and
+    the cloud's level, or rationed), in the book's job order. Under the `depth` rule they fall through,
+    in the same round, to the posted-price book with the devices the tiered books left free (module
+    docstring, "Fall-through")."""
+    return [job for name, job in jobs.items() if name not in result["assignments"]]
 
 
 def _reference_price(builder, device_class: str) -> float | None:

@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from auctions.models import Lease
+from auctions.models import Lease, Round
 from auctions.services.rounds import round_clear, round_open, round_replay
 from market.models import Provider
 from market.money import to_money
@@ -142,3 +142,48 @@ class TestTierViews:
         assert Decimal(row["edge_price_median"]) == to_money(summary["edge_price_median"])
         assert "67%" in page
         assert f"{to_money(summary['cloud_price']):.4f}" in page
+
+
+class TestFallThrough:
+    """Rule `depth`: a latency-bound job the tiered book prices out clears in the same round in the
+    posted-price book, on the devices the tiered book left free (tier_books.tier_unmatched)."""
+
+    def test_a_priced_out_latency_bound_job_clears_in_the_same_round_at_the_posted_price(self, settings):
+        settings.CPX_CLEARING_RULE = "depth"
+        listed(tier=Provider.Tier.EDGE, region="eu-west", devices=1, ask="0.80")
+        cloud = listed(tier=Provider.Tier.CLOUD, region="eu-west", devices=8, ask="0.30")
+        # Earlier rounds' estimates: the device class's median (3.0) is the tier game's demand scale,
+        # which puts the cloud's Stackelberg level far above the job's bid; its own class posts 0.35.
+        Round.objects.create(
+            status=Round.Status.CLEARED,
+            active_slot=None,
+            opened_at=NOW,
+            prices={
+                key: {"estimate": price, "buyer_price": None}
+                for key, price in {
+                    "GPU/24G/eu-west": 0.35,
+                    "GPU/24G/eu-central": 3.0,
+                    "GPU/24G/us-east": 3.0,
+                }.items()
+            },
+        )
+        consumer = ConsumerFactory(balance=Decimal("10000"))
+        job = job_submit(
+            consumer=consumer, max_price_per_device_hour=Decimal("0.50"), latency_sla_ms=40, region="eu-west"
+        )
+
+        round_obj = cleared_round()
+
+        summary = tier_book(round_obj)["tiers"]
+        assert summary["placed"] == {"END": 0, "EDGE": 0, "CLOUD": 0}
+        assert summary["cloud_price"] > 0.50  # priced out of the tiered book by the cloud's level
+        assert summary["edge_price_low"] > 0.50  # and by the edge follower's price
+        kinds = [book["kind"] for book in round_obj.mechanism["books"]]
+        assert kinds == ["tiered", "posted_price"]
+        lease = Lease.objects.get(job=job)
+        assert lease.round_id == round_obj.pk
+        assert lease.resource_id == cloud.pk
+        assert lease.unit_price_paid == to_money(0.35 * float(cloud.speed_factor))
+        job.refresh_from_db()
+        assert job.waiting_reason is None
+        assert round_replay(round_id=round_obj.pk)["match"] is True
