@@ -348,9 +348,9 @@ class BookBuilder:
             self._rtt_cache[key] = math.nan if rtt is None else rtt
         return self._rtt_cache[key]
 
-    def _hetero_parts(self) -> list[tuple[np.ndarray, list]]:
+    def _hetero_parts(self, hetero_jobs: list) -> list[tuple[np.ndarray, list]]:
         """Heterogeneous jobs grouped by the exact set of resources each may use, most constrained first."""
-        if not self.hetero_jobs or not self.resources:
+        if not hetero_jobs or not self.resources:
             return []
         device_class = np.array([r["device_class"] for r in self.resources], dtype=object)
         memory = np.array([r["memory"] for r in self.resources])
@@ -360,7 +360,7 @@ class BookBuilder:
         rtt_by_region: dict[str, np.ndarray] = {}
         parts: dict[bytes, list] = {}
         masks: dict[bytes, np.ndarray] = {}
-        for job in self.hetero_jobs:
+        for job in hetero_jobs:
             mask = (device_class == job["device_class"]) & (memory >= job["memory"] - 1e-9)
             mask &= free >= job["device_count"]
             if job.get("placement") == "strict":
@@ -387,36 +387,8 @@ class BookBuilder:
 
     def run(self, *, clear_document) -> list:
         """Build and clear every book in order; returns the engine results (aligned with the snapshot)."""
-        results = []
-        hetero = self.config["heterogeneous"]
-        for mask, jobs in self._hetero_parts():
-            providers = self._candidates(
-                [
-                    r
-                    for r, allowed in zip(self.resources, mask, strict=True)
-                    if allowed and self.free[r["id"]]
-                ],
-                jobs,
-            )
-            if not providers:
-                continue
-            book = self._add(
-                "heterogeneous",
-                {
-                    "mechanism": hetero["mechanism"],
-                    "payment_rule": hetero["payment_rule"],
-                    "time_limit_s": hetero["time_limit_s"],
-                    "jobs": [self._hetero_job(job) for job in jobs],
-                    "providers": [self._hetero_provider(r) for r in providers],
-                },
-                jobs,
-                providers,
-                {"kind": "heterogeneous", "device_class": jobs[0]["device_class"]},
-            )
-            result = clear_document(book.doc, book.digest)
-            for job_id, resource_id in result["assignments"].items():
-                self.free[book.resources[resource_id]["id"]] -= book.jobs[job_id]["device_count"]
-            results.append(result)
+        results: list = []
+        self._clear_hetero(self._hetero_parts(self.hetero_jobs), clear_document, results)
         unmatched: list = []
         for doc, jobs, resources, meta in tier_books.tier_books(self, self.tier_jobs):
             book = self._add("tiered", doc, jobs, resources, meta)
@@ -427,8 +399,8 @@ class BookBuilder:
             results.append(result)
             unmatched.extend(tier_books.tier_unmatched(book.jobs, result))
         if unmatched and self.rule == "depth":  # the fall-through (tier_books.tier_unmatched)
-            position = {job["id"]: i for i, job in enumerate(self.jobs)}
-            self.posted_jobs = sorted(self.posted_jobs + unmatched, key=lambda job: position[job["id"]])
+            hetero_jobs = self._fall_through(unmatched)
+            self._clear_hetero(self._hetero_parts(hetero_jobs), clear_document, results)
         unit = self.config["unit"]
         for key in sorted(self.unit_jobs):
             jobs = self.unit_jobs[key]
@@ -456,6 +428,64 @@ class BookBuilder:
         if book is not None:
             results.append(clear_document(book.doc, book.digest))
         return results
+
+    def _clear_hetero(self, parts: list, clear_document, results: list) -> None:
+        """Clear heterogeneous books, one per part, in order, taking their devices off `free`."""
+        hetero = self.config["heterogeneous"]
+        for mask, jobs in parts:
+            providers = self._candidates(
+                [
+                    r
+                    for r, allowed in zip(self.resources, mask, strict=True)
+                    if allowed and self.free[r["id"]]
+                ],
+                jobs,
+            )
+            if not providers:
+                continue
+            book = self._add(
+                "heterogeneous",
+                {
+                    "mechanism": hetero["mechanism"],
+                    "payment_rule": hetero["payment_rule"],
+                    "time_limit_s": hetero["time_limit_s"],
+                    "jobs": [self._hetero_job(job) for job in jobs],
+                    "providers": [self._hetero_provider(r) for r in providers],
+                },
+                jobs,
+                providers,
+                {"kind": "heterogeneous", "device_class": jobs[0]["device_class"]},
+            )
+            result = clear_document(book.doc, book.digest)
+            for job_id, resource_id in result["assignments"].items():
+                self.free[book.resources[resource_id]["id"]] -= book.jobs[job_id]["device_count"]
+            results.append(result)
+
+    def _fall_through(self, jobs: list) -> list:
+        """Route the jobs the tiered books left as rule "depth" routes any job (tier_books docstring,
+        "Fall-through"): a thick class it can bid in takes it into its unit book; a job whose home class
+        is thick but cannot hold it, or with no priced class, goes to a heterogeneous book (returned);
+        any other joins the posted-price book. Thickness was fixed before: a fall-through job never
+        makes or unmakes a thick class."""
+        thin_priced = {
+            key.split("/", 1)[0] for key in self.classes if key in self.prices and key not in self.unit_jobs
+        }
+        hetero, posted = [], []
+        for job in jobs:
+            key, home = self._unit_class(job), self._home_class(job)
+            if key is not None and key in self.unit_jobs:
+                self.unit_jobs[key].append(job)
+            elif home in self.unit_jobs:
+                hetero.append(job)
+            elif home in self.prices or (
+                home is None and job["device_class"].replace("/", "-") in thin_priced
+            ):
+                posted.append(job)
+            else:
+                hetero.append(job)
+        position = {job["id"]: i for i, job in enumerate(self.jobs)}
+        self.posted_jobs = sorted(self.posted_jobs + posted, key=lambda job: position[job["id"]])
+        return hetero
 
     def _posted_book(self) -> "_Book | None":
         """The posted-price book (rule "depth"): thin classes' free devices at the class's posted price
