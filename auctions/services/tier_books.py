@@ -9,21 +9,22 @@ Everything the engine reads (tiers, costs, the demand scale, the substitution) i
 document, so `cpx_round replay` reproduces it. The book's tier figures go to `Round.mechanism`
 (`books[i]["tiers"]`), which the market pages, the dashboards and the API read.
 
-Fall-through (rule `depth`): a job a tiered book does not place (its bid is below every edge
-follower's price and the cloud's level, or the devices it could afford went to jobs ahead of it) joins
-the round's posted-price book, cleared after the tiered and unit books, over the devices they left
-free (thin classes' devices at their posted prices, fixed before the round), as it would have without
-tiers. Each book is still one document of the snapshot with the free quantities it saw, so a replay
-re-clears every book as it ran. What it does to the properties: a job is placed at most once (the
-posted-price book sees only jobs the tiered books left); every price a job meets is fixed before it
-bids (the tier game reads the number of bids and the scale from earlier rounds, the posted prices come
-from earlier rounds) and the order is the public hash, so individual rationality and budget balance
-hold in each book. Truthfulness loses what "edge first" already lost, once more: a job placed by a
-tiered book at a price above the posted price of a device it accepts can shade its bid between the two,
-be priced out of the tiered book and clear in the posted-price book at the lower price. Routing to the
-posted-price book now reads a tiered book's outcome, and so the job's own bid (the `depth` rule's route
-is bid-blind for every other job). The welfare bound counts a fall-through job in both books (still a
-bound, a looser one). Under `per_class` there is no fall-through (not done).
+Fall-through (rule `depth`): a job a tiered book does not place (its bid is below every edge follower's
+price and the cloud's level, or the devices it could afford went to jobs ahead of it) is routed in the
+same round as the `depth` rule routes any job (BookBuilder._fall_through), over the devices the tiered
+books left free: its thick class's unit book when it can bid there, else the posted-price book (thin
+classes' devices at prices fixed before the round), else a heterogeneous book cleared right after the
+tiered books. Thickness was fixed before, so no fall-through job makes or unmakes a thick class. Each
+book is still one document of the snapshot with the free quantities it saw, so a replay re-clears every
+book as it ran. What it does to the properties: a job is placed at most once (the fall-through books see
+only jobs the tiered books left); each book is individually rational and budget-balanced as before (the
+tiered and posted-price books' prices read no bid's value when earlier rounds give the scale; unit and
+heterogeneous books price a fall-through job as any other). Truthfulness loses what "edge first" already
+lost, once more: a job placed by a tiered book at a price above the posted price of a device it accepts
+can shade its bid between the two, be priced out of the tiered book and clear in the posted-price book
+at the lower price. Routing to a fall-through book reads a tiered book's outcome, and so the job's own
+bid (the `depth` rule's route is bid-blind for every other job). The welfare bound counts a fall-through
+job in both books (still a bound, a looser one). Under `per_class` there is no fall-through (not done).
 """
 
 import statistics
@@ -150,7 +151,7 @@ def tier_books(builder, jobs: list) -> list[tuple[dict, list, list, dict]]:
 def tier_unmatched(jobs: dict, result: dict) -> list:
     """The jobs of a cleared tiered book it did not place (priced out by the edge followers' prices and
     the cloud's level, or rationed), in the book's job order. Under the `depth` rule they fall through,
-    in the same round, to the posted-price book with the devices the tiered books left free (module
+    in the same round, to the `depth` rule's books with the devices the tiered books left free (module
     docstring, "Fall-through")."""
     return [job for name, job in jobs.items() if name not in result["assignments"]]
 
