@@ -2,6 +2,7 @@
 takes an edge device while the edge has one, overflows to the cloud at the cloud's price level when it
 has none, and the round replays bit for bit."""
 
+import json
 from decimal import Decimal
 
 import pytest
@@ -186,4 +187,35 @@ class TestFallThrough:
         assert lease.unit_price_paid == to_money(0.35 * float(cloud.speed_factor))
         job.refresh_from_db()
         assert job.waiting_reason is None
+        assert round_replay(round_id=round_obj.pk)["match"] is True
+
+    def test_a_priced_out_job_whose_class_is_thick_falls_through_to_its_unit_book(self, settings):
+        settings.CPX_CLEARING_RULE = "depth"
+        settings.CPX_THICK_BOOK_MIN_ORDERS = 2
+        listed(tier=Provider.Tier.EDGE, region="eu-west", devices=1, ask="0.80")
+        listed(tier=Provider.Tier.CLOUD, region="eu-west", devices=8, ask="0.30")
+        Round.objects.create(
+            status=Round.Status.CLEARED,
+            active_slot=None,
+            opened_at=NOW,
+            prices={
+                key: {"estimate": 3.0, "buyer_price": None}
+                for key in ("GPU/24G/eu-west", "GPU/24G/eu-central", "GPU/24G/us-east")
+            },
+        )
+        consumer = ConsumerFactory(balance=Decimal("10000"))
+        others = [
+            job_submit(consumer=consumer, max_price_per_device_hour=Decimal("1.00"), region="eu-west")
+            for _ in range(2)
+        ]  # no SLA: they make GPU/24G/eu-west thick before the tiered book clears
+        job = job_submit(
+            consumer=consumer, max_price_per_device_hour=Decimal("0.50"), latency_sla_ms=40, region="eu-west"
+        )
+
+        round_obj = cleared_round()
+
+        assert tier_book(round_obj)["tiers"]["placed"] == {"END": 0, "EDGE": 0, "CLOUD": 0}
+        books = json.loads(round_obj.snapshot)
+        (unit,) = [book for book in books if isinstance(book["bids"], dict)]
+        assert sorted(unit["bids"]["id"]) == sorted(f"j{j.pk}" for j in [*others, job])
         assert round_replay(round_id=round_obj.pk)["match"] is True
