@@ -25,6 +25,7 @@ from auctions.mechanisms import classes, latency, throughput
 from auctions.mechanisms.canonical import canonical_json
 from auctions.mechanisms.posted_price import clearing_price_estimate, posted_gains_bound, unit_gains_bound
 from auctions.selectors import rounds as selectors
+from auctions.selectors.backup_pool import standby_held_devices
 
 LOTTERY_MECHANISMS = frozenset({"sbba", "sbba_buyer_lottery"})
 MIN_UNIT_BIDS = 2
@@ -84,8 +85,11 @@ def snapshot_book(
         job["bid"] = float(job["max_price_per_device_hour"])
         job["base_device_hours"] = throughput.base_device_hours(**_workload(job))
         job["hours_left"] = (job["deadline"] - now).total_seconds() / 3600
+    # Devices held in standby for running jobs (auctions.services.backup_pool) are not for sale.
+    held = standby_held_devices()
+    resources = [r for r in resources if r["device_count"] - r["busy"] - held.get(r["id"], 0) > 0]
     for resource in resources:
-        resource["free"] = resource["device_count"] - resource["busy"]
+        resource["free"] = resource["device_count"] - resource["busy"] - held.get(resource["id"], 0)
         resource["memory"] = float(resource["memory_per_device_gib"])
         resource["ask"] = float(resource["ask_per_device_hour"])
         resource["speed"] = float(resource["speed_factor"])

@@ -20,6 +20,7 @@ from django.db.models import F, Value
 from django.db.models.functions import Greatest
 
 from auctions.models import Lease
+from auctions.services.standby_fees import standby_release
 from config.errors import Conflict
 from market.models import JobRequest, LedgerAccount, LedgerTransfer, Provider
 from market.money import to_money
@@ -83,6 +84,7 @@ def lease_settle(*, lease: Lease, now: datetime) -> LeaseSettlement:
     if done is not None:
         return done
     job = lease.job
+    standby_release(job=job, now=now)  # the job's standby fee leaves the escrow first (backup pool)
     escrow = LedgerAccount.objects.select_for_update().get(kind=LedgerAccount.Kind.ESCROW, job=job)
     hours, charge, provider_net, platform, refund = settlement_amounts(
         device_seconds=lease.device_seconds,
@@ -138,8 +140,10 @@ def _settled(lease: Lease) -> LeaseSettlement | None:
 def job_refund(*, job: JobRequest, now: datetime, reason: str) -> Decimal:
     """Return everything the job's escrow still holds to its consumer; returns the amount.
 
-    Idempotent: an empty escrow (already refunded or settled) moves nothing and returns 0.
+    Idempotent: an empty escrow (already refunded or settled) moves nothing and returns 0. A standby
+    the job still holds in the backup pool is released first (its fee paid or refunded).
     """
+    standby_release(job=job, now=now)
     escrow = LedgerAccount.objects.select_for_update().get(kind=LedgerAccount.Kind.ESCROW, job=job)
     if escrow.balance <= 0:
         return ZERO
