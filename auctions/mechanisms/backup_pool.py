@@ -19,10 +19,11 @@ A standby is an option, not a trade: nobody pays for devices here. The caller ch
 standby fee (a share of its running lease's cost) and pays it to the standby's provider, and if the
 job's provider fails, the job restarts on its standby at the standby's ask, at most its bid.
 
-Properties (tests/unit/mechanisms/test_backup_pool.py, Hypothesis): every standby is accepted by its
-job; no ask holds more devices than its quantity; the pool holds at most `capacity` devices; a job's
-standby is never cheaper for another job listed after it that would have fit it (first fit in order);
-deterministic from the document.
+Properties (tests/unit/mechanisms/test_backup_pool.py, Hypothesis): every standby is accepted by
+its job, at its ask's price; no ask holds more devices than its quantity; the pool holds at most
+`capacity` devices; a job left without a standby had no accepted ask with room, or no room in the
+pool (first fit is maximal); no job's standby is dearer than an accepted ask that still has room;
+deterministic from the document (a replay gives the same result).
 
 BOOK: {"mechanism": "backup_pool", "share": 0 <= s <= 1,
 "jobs": [{"id", "devices" >= 1, "accepts": [ask ids]}], "asks": [{"id", "price" >= 0, "quantity" >= 0}]}.
@@ -65,7 +66,12 @@ def _validate(doc: dict) -> tuple[float, list, dict]:
             raise _bad("an ask is an object")
         name = _name(ask.get("id"), "an ask's id")
         price = ask.get("price")
-        if isinstance(price, bool) or not isinstance(price, int | float) or not math.isfinite(price) or price < 0:
+        if (
+            isinstance(price, bool)
+            or not isinstance(price, int | float)
+            or not math.isfinite(price)
+            or price < 0
+        ):
             raise _bad("an ask's price must be a finite number >= 0")
         if name in asks:
             raise _bad(f"ask id {name} appears twice")

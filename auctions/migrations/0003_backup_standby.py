@@ -6,36 +6,119 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('auctions', '0002_i10_batches'),
-        ('market', '0005_backup_job_standby'),
+        ("auctions", "0002_i10_batches"),
+        ("market", "0005_backup_job_standby"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='StandbyReservation',
+            name="StandbyReservation",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('devices', models.PositiveIntegerField()),
-                ('unit_price', market.money.MoneyField(decimal_places=6, help_text="per device-hour if the job restarts on it (the standby's ask)", max_digits=24)),
-                ('expected_device_hours', models.DecimalField(decimal_places=6, max_digits=14)),
-                ('fee', market.money.MoneyField(decimal_places=6, max_digits=24)),
-                ('status', models.CharField(choices=[('HELD', 'Held'), ('USED', 'Used'), ('RELEASED', 'Released'), ('LAPSED', 'Lapsed')], default='HELD', max_length=8)),
-                ('detail', models.CharField(blank=True, max_length=200)),
-                ('created_at', models.DateTimeField()),
-                ('ended_at', models.DateTimeField(blank=True, null=True)),
-                ('job', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='standbys', to='market.jobrequest')),
-                ('lease', models.ForeignKey(help_text='the lease it stands behind', on_delete=django.db.models.deletion.PROTECT, related_name='standbys', to='auctions.lease')),
-                ('provider', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='standbys', to='market.provider')),
-                ('resource', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='standbys', to='market.resource')),
-                ('round', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='standbys', to='auctions.round')),
-                ('takeover', models.OneToOneField(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='took_over_from', to='auctions.lease')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("devices", models.PositiveIntegerField()),
+                (
+                    "unit_price",
+                    market.money.MoneyField(
+                        decimal_places=6,
+                        help_text="per device-hour if the job restarts on it (the standby's ask)",
+                        max_digits=24,
+                    ),
+                ),
+                ("expected_device_hours", models.DecimalField(decimal_places=6, max_digits=14)),
+                ("fee", market.money.MoneyField(decimal_places=6, max_digits=24)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("HELD", "Held"),
+                            ("USED", "Used"),
+                            ("RELEASED", "Released"),
+                            ("LAPSED", "Lapsed"),
+                        ],
+                        default="HELD",
+                        max_length=8,
+                    ),
+                ),
+                ("detail", models.CharField(blank=True, max_length=200)),
+                ("created_at", models.DateTimeField()),
+                ("ended_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "job",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="standbys",
+                        to="market.jobrequest",
+                    ),
+                ),
+                (
+                    "lease",
+                    models.ForeignKey(
+                        help_text="the lease it stands behind",
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="standbys",
+                        to="auctions.lease",
+                    ),
+                ),
+                (
+                    "provider",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="standbys",
+                        to="market.provider",
+                    ),
+                ),
+                (
+                    "resource",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="standbys",
+                        to="market.resource",
+                    ),
+                ),
+                (
+                    "round",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="standbys",
+                        to="auctions.round",
+                    ),
+                ),
+                (
+                    "takeover",
+                    models.OneToOneField(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="took_over_from",
+                        to="auctions.lease",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-id'],
-                'indexes': [models.Index(fields=['status', 'resource'], name='auctions_st_status_a6e588_idx')],
-                'constraints': [models.UniqueConstraint(fields=('round', 'job'), name='standby_one_per_job_per_round'), models.UniqueConstraint(condition=models.Q(('status', 'HELD')), fields=('job',), name='standby_one_held_per_job'), models.CheckConstraint(condition=models.Q(('devices__gte', 1)), name='standby_has_devices'), models.CheckConstraint(condition=models.Q(('fee__gte', 0)), name='standby_fee_non_negative')],
+                "ordering": ["-id"],
+                "indexes": [
+                    models.Index(fields=["status", "resource"], name="auctions_st_status_a6e588_idx")
+                ],
+                "constraints": [
+                    models.UniqueConstraint(fields=("round", "job"), name="standby_one_per_job_per_round"),
+                    models.UniqueConstraint(
+                        condition=models.Q(("status", "HELD")),
+                        fields=("job",),
+                        name="standby_one_held_per_job",
+                    ),
+                    models.CheckConstraint(
+                        condition=models.Q(("devices__gte", 1)), name="standby_has_devices"
+                    ),
+                    models.CheckConstraint(
+                        condition=models.Q(("fee__gte", 0)), name="standby_fee_non_negative"
+                    ),
+                ],
             },
         ),
     ]

@@ -85,7 +85,9 @@ class PoolBook:
     meta: dict | None = None
 
 
-def standby_book(*, builder: "books.BookBuilder", cleared: list, round_id: int, now: datetime) -> PoolBook | None:
+def standby_book(
+    *, builder: "books.BookBuilder", cleared: list, round_id: int, now: datetime
+) -> PoolBook | None:
     """Build the round's backup-pool book from the devices its trades left idle and the running jobs
     that want a standby (locking those jobs); None when the pool is off or nobody wants one."""
     policy, share = settings.CPX_BACKUP_POOL_POLICY, float(settings.CPX_BACKUP_POOL_SHARE)
@@ -135,7 +137,10 @@ def _fits(builder: "books.BookBuilder", job: dict, resource: dict, free: int) ->
         return False
     if job.get("placement") == "strict" and resource["region"] != job["region"]:
         return False
-    if job["latency_sla_ms"] is not None and not builder._rtt(job["region"], resource) <= job["latency_sla_ms"]:
+    if (
+        job["latency_sla_ms"] is not None
+        and not builder._rtt(job["region"], resource) <= job["latency_sla_ms"]
+    ):
         return False  # NaN (an unknown place) fails too
     hours = books.device_hours_on(job, resource)
     cost = resource["ask"] * hours
@@ -209,7 +214,9 @@ def standby_take_over(*, lease: Lease, now: datetime) -> StandbyReservation | No
         with transaction.atomic():
             takeover = _takeover_lease(reservation, lease=lease, limit=limit, now=now)
     except IntegrityError:  # the job already has a lease of the reserving round: not by construction
-        standby_close(reservation=reservation, to=Standby.LAPSED, now=now, detail="the job has a lease of its round")
+        standby_close(
+            reservation=reservation, to=Standby.LAPSED, now=now, detail="the job has a lease of its round"
+        )
         return reservation
     standby_close(reservation=reservation, to=Standby.USED, now=now, detail=f"lease {lease.pk} failed over")
     StandbyReservation.objects.filter(pk=reservation.pk).update(takeover=takeover)
@@ -248,7 +255,9 @@ def _unavailable(reservation: StandbyReservation, *, now: datetime) -> str:
         return "the standby had left (offline, suspended or unlisted)"
     resource = Resource.objects.get(pk=reservation.resource_id)
     busy = sum(
-        Lease.objects.filter(resource_id=resource.pk, status__in=Lease.ACTIVE).values_list("devices", flat=True)
+        Lease.objects.filter(resource_id=resource.pk, status__in=Lease.ACTIVE).values_list(
+            "devices", flat=True
+        )
     )
     if resource.device_count - busy < reservation.devices:
         return "the standby's devices are taken"

@@ -4,15 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('market', '0004_merge_placement_waiting_reason'),
+        ("market", "0004_merge_placement_waiting_reason"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='jobrequest',
-            name='standby',
-            field=models.BooleanField(default=False, help_text='keep a standby in the backup pool'),
+            model_name="jobrequest",
+            name="standby",
+            field=models.BooleanField(default=False, help_text="keep a standby in the backup pool"),
         ),
     ]
