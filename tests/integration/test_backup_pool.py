@@ -380,3 +380,42 @@ class TestStandbyRaces:
         assert reservation.status == Standby.LAPSED
         assert JobRequest.objects.get(pk=market["job"].pk).status == J.QUEUED
         assert ledger_is_balanced()
+
+
+@pytest.mark.services
+@pytest.mark.django_db(transaction=True)
+class TestStandbyRacesOnPostgres:
+    def test_the_agent_and_the_sweeper_failing_the_same_lease_at_once_restart_the_job_once(
+        self, require_postgres, settings
+    ):
+        from tests.conftest import run_together
+
+        settings.CPX_CLEARING_RULE = "per_class"
+        primary, standby, third = online_resource("0.10"), online_resource("0.20"), online_resource("0.30")
+        consumer = ConsumerFactory(balance=Decimal("100"))
+        job = job_submit(consumer=consumer, standby=True)
+        clear_round(NOW)
+        lease = start_on(primary, job, now=at(1))
+        later = at(2 + settings.CPX_HEARTBEAT_TIMEOUT_S + 1)
+        heartbeat(standby, third, now=at(2))
+        clear_round(at(2))
+        heartbeat(standby, third, now=later)  # the primary went silent: the sweeper fails it over too
+        reservation = StandbyReservation.objects.get(job=job)
+
+        def work(i):
+            if i == 0:
+                return lease_fail(
+                    provider=primary.provider, lease_id=lease.pk, reason=FAULT, detail="", now=later
+                ).status
+            return lease_sweep(now=later).standby
+
+        results = run_together(2, work)
+
+        assert Lease.objects.filter(job=job, status__in=Lease.ACTIVE).count() == 1
+        reservation.refresh_from_db()
+        assert reservation.status == Standby.USED
+        assert LedgerTransfer.objects.filter(reference=f"standby:{reservation.pk}:payment").count() == 1
+        assert earnings(standby) == reservation.fee
+        # One of the two won the lease; the other was refused (the agent) or swept nothing (the sweeper).
+        assert results.count(S.REASSIGNED) + results.count(1) == 1, results
+        assert ledger_is_balanced()
