@@ -419,3 +419,28 @@ class TestStandbyRacesOnPostgres:
         # One of the two won the lease; the other was refused (the agent) or swept nothing (the sweeper).
         assert results.count(S.REASSIGNED) + results.count(1) == 1, results
         assert ledger_is_balanced()
+
+
+class TestJobPageShowsTheStandby:
+    def test_the_consumers_job_page_shows_its_standby_and_the_restart_on_it(self, market):
+        from django.urls import reverse
+
+        from tests.integration.pages import signed_in
+
+        reservation = reserve(market)
+        client = signed_in(market["consumer"])
+        held = client.get(reverse("pages:job-detail", args=[market["job"].pk])).content.decode()
+        lease_fail(
+            provider=market["primary"].provider,
+            lease_id=market["lease"].pk,
+            reason=FAULT,
+            detail="",
+            now=at(4),
+        )
+
+        used = client.get(reverse("pages:job-detail", args=[market["job"].pk])).content.decode()
+
+        assert 'id="standby">Held — ' in held and reservation.provider.display_name in held
+        assert "Restarted on its standby" not in held
+        assert 'id="standby">Used — ' in used
+        assert "Restarted on its standby" in used
