@@ -5,11 +5,12 @@ from collections import defaultdict
 from datetime import datetime
 
 from django.db import connection
-from django.db.models import QuerySet, Sum
+from django.db.models import Q, QuerySet, Sum
 
 from auctions.models import Lease, StandbyReservation
+from auctions.selectors.leases import provider_online_since
 from auctions.selectors.rounds import BOOK_JOB_FIELDS
-from market.models import JobRequest
+from market.models import JobRequest, Provider, Resource
 
 HELD = StandbyReservation.Status.HELD
 # A standby is kept for jobs an agent has taken (DISPATCHED or RUNNING): a MATCHED job can still be
@@ -71,6 +72,34 @@ def standby_candidates(*, round_id: int, now: datetime, opt_in_only: bool, limit
         row["excluded"] = excluded.get(row["id"], set()) | {lease["provider_id"]}
         out.append(row)
     return out
+
+
+def standby_departed(*, now: datetime, limit: int = 500) -> list[StandbyReservation]:
+    """HELD standbys whose provider left the pool (offline for CPX_HEARTBEAT_TIMEOUT_S, or not active)
+    or whose listing was withdrawn, oldest first (one query; their jobs are locked FOR UPDATE SKIP
+    LOCKED in a second one when there are any, and a standby whose job is busy waits for a later
+    round)."""
+    gone = (
+        Q(provider__last_heartbeat_at__lt=provider_online_since(now=now))
+        | Q(provider__last_heartbeat_at__isnull=True)
+        | ~Q(provider__status=Provider.Status.ACTIVE)
+        | ~Q(resource__status=Resource.Status.LISTED)
+    )
+    rows = list(
+        StandbyReservation.objects.filter(status=HELD)
+        .filter(gone)
+        .select_related("provider__user", "job__consumer")
+        .order_by("id")[:limit]
+    )
+    if rows and connection.features.has_select_for_update_skip_locked:
+        locked = set(
+            JobRequest.objects.select_for_update(skip_locked=True)
+            .filter(pk__in=[row.job_id for row in rows])
+            .order_by("pk")
+            .values_list("pk", flat=True)
+        )
+        rows = [row for row in rows if row.job_id in locked]
+    return rows
 
 
 def standby_list_for_job(*, job: JobRequest) -> QuerySet[StandbyReservation]:

@@ -22,7 +22,9 @@ the round, and the pool is priced:
    is used or stood by until the job ended; refunded when the standby had left (standby_fees.py).
    A consumer whose balance cannot pay the fee gets no standby (the engine's choice for it is then
    unused and the devices stay free).
-3. Hold. Devices held in standby are out of the next rounds' books (round_books.snapshot_book).
+3. Hold. Devices held in standby are out of the next rounds' books (round_books.snapshot_book). A
+   standby whose provider leaves the pool (offline, suspended) or withdraws its listing lapses at the
+   next round, its fee refunded, and that round reserves the job another.
 4. Restart. When the job's provider fails (the agent fails the lease, or the sweeper finds it silent
    or not accepting: auctions.services.leases `_fail_over`), the job restarts on its standby in the
    same transaction: a DISPATCHED lease on the standby at the standby's ask (at most the bid, so
@@ -54,6 +56,7 @@ from auctions.services.standby_fees import (
     standby_close,
     standby_fee_due,
     standby_fee_hold,
+    standby_fee_settle,
     standby_stood_by,
 )
 from market.models import JobRequest, LedgerAccount
@@ -93,6 +96,7 @@ def standby_book(
     policy, share = settings.CPX_BACKUP_POOL_POLICY, float(settings.CPX_BACKUP_POOL_SHARE)
     if policy == "off" or share <= 0:
         return None
+    standby_lapse_departed(now=now)  # their jobs become candidates again, below
     candidates = selectors.standby_candidates(round_id=round_id, now=now, opt_in_only=policy == "opt_in")
     if not candidates:
         return None
@@ -120,6 +124,20 @@ def standby_book(
         resources={f"r{r['id']}": r for r in idle},
         meta={"kind": "backup_pool", "share": share, "policy": policy},
     )
+
+
+def standby_lapse_departed(*, now: datetime) -> int:
+    """Standbys whose provider left the pool (consumer GPUs quit at will) or whose listing was withdrawn
+    LAPSE and their fees are refunded, so the round can reserve another standby for their jobs.
+    Returns how many lapsed."""
+    lapsed = 0
+    for reservation in selectors.standby_departed(now=now):
+        if standby_close(
+            reservation=reservation, to=Standby.LAPSED, now=now, detail="the standby left the pool"
+        ):
+            standby_fee_settle(reservation=reservation, now=now)
+            lapsed += 1
+    return lapsed
 
 
 def _enrich(job: dict, *, now: datetime) -> None:

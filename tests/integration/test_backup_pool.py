@@ -182,6 +182,28 @@ class TestStandbyReservation:
         assert balance(consumer) == Decimal("0")
         assert ledger_is_balanced()
 
+    def test_a_standby_that_leaves_the_pool_lapses_and_the_next_round_reserves_another(
+        self, market, settings
+    ):
+        first = reserve(market)
+        settings.CPX_BACKUP_POOL_SHARE = 1  # one idle device left: the default half of it rounds down to 0
+        refunded_before = balance(market["consumer"])
+        heartbeat(market["primary"], market["third"], now=at(3))
+        # The standby's GPU quit: its agent has been silent for longer than the heartbeat timeout.
+        Provider.objects.filter(pk=market["standby"].provider_id).update(
+            last_heartbeat_at=NOW - timedelta(hours=1)
+        )
+
+        clear_round(at(3))
+
+        first.refresh_from_db()
+        assert first.status == Standby.LAPSED
+        assert LedgerTransfer.objects.filter(reference=f"standby:{first.pk}:refund").count() == 1
+        second = StandbyReservation.objects.get(job=market["job"], status=Standby.HELD)
+        assert balance(market["consumer"]) == refunded_before + first.fee - second.fee  # refunded, held again
+        assert second.resource_id == market["third"].pk
+        assert ledger_is_balanced()
+
     def test_the_standby_choice_is_in_the_snapshot_and_replays(self, market):
         reservation = reserve(market)
 
