@@ -16,7 +16,8 @@ the round, and the pool is priced:
    A device fits a job when it is of the job's device class with enough memory, all the job's devices
    on one resource, within the job's region or latency SLA, not of the job's current provider nor of
    one that failed it, and when the job's work there costs at most its bid and its budget and ends
-   before its deadline.
+   before its deadline. A round considers the oldest MAX_CANDIDATES such jobs, each with its
+   MAX_ACCEPTS cheapest fitting devices (bounds on the round's work).
 2. Pay. Each standby costs a fee, CPX_STANDBY_FEE_RATE × the running lease's expected cost, escrowed
    from the consumer's balance when it is reserved and paid to the standby's provider when the standby
    is used or stood by until the job ended; refunded when the standby had left (standby_fees.py).
@@ -68,6 +69,11 @@ from market.services.ledger import InsufficientFunds
 logger = logging.getLogger(__name__)
 
 POLICIES = ("opt_in", "all", "off")
+# Bounds on one round's work (the book is J jobs × R idle devices): the oldest MAX_CANDIDATES running jobs
+# without a standby, each listing its MAX_ACCEPTS cheapest fitting devices (the engine takes the
+# cheapest with room, so a job loses a standby only when all of those are taken first).
+MAX_CANDIDATES = 500
+MAX_ACCEPTS = 16
 HOUR_QUANTUM = Decimal("0.000001")
 MAX_DEVICE_HOURS = Decimal("99999999.999999")
 Standby = StandbyReservation.Status
@@ -97,18 +103,26 @@ def standby_book(
     if policy == "off" or share <= 0:
         return None
     standby_lapse_departed(now=now)  # their jobs become candidates again, below
-    candidates = selectors.standby_candidates(round_id=round_id, now=now, opt_in_only=policy == "opt_in")
+    candidates = selectors.standby_candidates(
+        round_id=round_id, now=now, opt_in_only=policy == "opt_in", limit=MAX_CANDIDATES
+    )
     if not candidates:
         return None
     free = {r["id"]: r["free"] for r in builder.resources}
     for fill in builder.fills(cleared):
         free[fill.resource["id"]] -= fill.devices
     idle = [r for r in builder.resources if free[r["id"]] > 0]
+    cheapest_first = sorted(idle, key=lambda r: (r["ask"], r["id"]))
     jobs = []
     for job in candidates:
         _enrich(job, now=now)
-        accepts = [f"r{r['id']}" for r in idle if _fits(builder, job, r, free[r["id"]])]
-        jobs.append({"id": f"j{job['id']}", "devices": job["device_count"], "accepts": accepts})
+        accepts = []
+        for resource in cheapest_first:
+            if _fits(builder, job, resource, free[resource["id"]]):
+                accepts.append(f"r{resource['id']}")
+                if len(accepts) == MAX_ACCEPTS:
+                    break
+        jobs.append({"id": f"j{job['id']}", "devices": job["device_count"], "accepts": sorted(accepts)})
     doc = {
         "mechanism": "backup_pool",
         "share": share,
