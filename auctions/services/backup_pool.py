@@ -53,6 +53,7 @@ from auctions.models import Lease, StandbyReservation
 from auctions.selectors import backup_pool as selectors
 from auctions.services import round_books as books
 from auctions.services.offers import offers_announce
+from auctions.services.sla import lease_sla_copy
 from auctions.services.standby_fees import (
     standby_close,
     standby_fee_due,
@@ -245,6 +246,7 @@ def standby_take_over(*, lease: Lease, now: datetime) -> StandbyReservation | No
     try:
         with transaction.atomic():
             takeover = _takeover_lease(reservation, lease=lease, limit=limit, now=now)
+            lease_sla_copy(leases=[takeover])  # the job's SLA terms bind the standby as any lease
     except IntegrityError:  # the job already has a lease of the reserving round: not by construction
         standby_close(
             reservation=reservation, to=Standby.LAPSED, now=now, detail="the job has a lease of its round"

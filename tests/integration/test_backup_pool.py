@@ -9,7 +9,7 @@ from decimal import Decimal
 import pytest
 
 from auctions.mechanisms import clear
-from auctions.models import Lease, Round, StandbyReservation
+from auctions.models import Lease, LeaseSla, Round, StandbyReservation
 from auctions.selectors.backup_pool import standby_held_devices
 from auctions.services.leases import lease_accept, lease_complete, lease_fail, lease_poll, lease_sweep
 from auctions.services.rounds import round_clear, round_open, round_replay
@@ -239,6 +239,7 @@ class TestRestartOnStandby:
         takeover = reservation.takeover
         assert (takeover.resource_id, takeover.status) == (market["standby"].pk, S.DISPATCHED)
         assert takeover.unit_price_paid == takeover.unit_price_received == Decimal("0.200000")
+        assert LeaseSla.objects.filter(lease=takeover).exists()  # the job's SLA terms bind the standby too
         assert JobRequest.objects.get(pk=market["job"].pk).status == J.MATCHED
         # The standby earned its fee; the failing provider paid its penalty (it had no earnings to take).
         assert earnings(market["standby"]) == standby_earnings + reservation.fee

@@ -480,9 +480,9 @@ class TestRoundClearQueries:
             bid(consumer, "1.00", requested_device_count=1 + i % 2)
         round_obj = round_open(now=NOW)
 
-        # 14, and three for the backup pool (the devices it holds; standbys that left; running jobs that
-        # want a standby).
-        with django_assert_max_num_queries(17):
+        # 15: two of them copy the jobs' SLA terms to their leases (auctions.services.sla); and three for
+        # the backup pool (the devices it holds; standbys that left; running jobs that want a standby).
+        with django_assert_max_num_queries(18):
             round_clear(round_id=round_obj.pk, now=NOW)
 
         # Identical bids: McAfee finds no price-setting bid beyond the k-th and drops one trade.

@@ -7,7 +7,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("auctions", "0002_i10_batches"),
+        ("auctions", "0003_sla_terms"),
         ("market", "0005_backup_job_standby"),
     ]
 
