@@ -264,7 +264,8 @@ class StandbyReservation(models.Model):
     resource = models.ForeignKey(Resource, on_delete=models.PROTECT, related_name="standbys")
     provider = models.ForeignKey(Provider, on_delete=models.PROTECT, related_name="standbys")
     devices = models.PositiveIntegerField()
-    unit_price = MoneyField(help_text="per device-hour if the job restarts on it (the standby's ask)")
+    unit_price = MoneyField(help_text="per device-hour the job pays if it restarts on it (the standby's ask)")
+    unit_price_received = MoneyField(help_text="per device-hour its provider then receives")
     expected_device_hours = models.DecimalField(max_digits=14, decimal_places=6)
     fee = MoneyField()
     status = models.CharField(max_length=8, choices=Status.choices, default=Status.HELD)
@@ -285,6 +286,10 @@ class StandbyReservation(models.Model):
             ),
             models.CheckConstraint(condition=Q(devices__gte=1), name="standby_has_devices"),
             models.CheckConstraint(condition=Q(fee__gte=0), name="standby_fee_non_negative"),
+            models.CheckConstraint(
+                condition=Q(unit_price__gte=models.F("unit_price_received")),
+                name="standby_no_deficit_per_unit",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -197,6 +197,9 @@ def standby_reserve(*, round_id: int, pool: PoolBook | None, now: datetime) -> i
             expected_device_hours=job["lease_expected_device_hours"],
         )
         hours = min(MAX_DEVICE_HOURS, Decimal(repr(books.device_hours_on(job, resource))))
+        # The pool prices by the quality-adjusted ask (reputation feeds clearing, auctions.services.sla);
+        # the provider receives that price / its quality factor, as in every book.
+        paid = to_money(pool.result["prices"][job_key])
         try:
             with transaction.atomic():
                 reservation = StandbyReservation.objects.create(
@@ -206,7 +209,8 @@ def standby_reserve(*, round_id: int, pool: PoolBook | None, now: datetime) -> i
                     resource_id=resource["id"],
                     provider_id=resource["provider_id"],
                     devices=job["device_count"],
-                    unit_price=to_money(pool.result["prices"][job_key]),
+                    unit_price=paid,
+                    unit_price_received=min(to_money(books._received(resource, float(paid))), paid),
                     expected_device_hours=hours.quantize(HOUR_QUANTUM),
                     fee=fee,
                     created_at=now,
@@ -275,7 +279,7 @@ def _takeover_lease(reservation: StandbyReservation, *, lease: Lease, limit: Dec
             region=reservation.provider.region,
         ),
         unit_price_paid=price,
-        unit_price_received=price,
+        unit_price_received=reservation.unit_price_received,
         max_device_hours=max(Decimal(0), limit).quantize(HOUR_QUANTUM),
         expected_device_hours=reservation.expected_device_hours,
         status=Lease.Status.DISPATCHED,

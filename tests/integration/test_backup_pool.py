@@ -246,6 +246,32 @@ class TestRestartOnStandby:
         assert LedgerTransfer.objects.filter(reference=f"standby:{reservation.pk}:payment").count() == 1
         assert ledger_is_balanced()
 
+    def test_a_standby_of_lower_reputation_is_priced_as_every_book_prices_it(self, market):
+        # f = 1 + 0.5 × (1 − 0.8) = 1.1: the pool ranks and charges the ask × f (0.22, still below the
+        # third GPU's 0.30), and the standby's provider receives its own ask (0.22 / f).
+        Provider.objects.filter(pk=market["standby"].provider_id).update(reputation=Decimal("0.8"))
+        reservation = reserve(market)
+
+        lease_fail(
+            provider=market["primary"].provider,
+            lease_id=market["lease"].pk,
+            reason=FAULT,
+            detail="",
+            now=at(4),
+        )
+
+        reservation.refresh_from_db()
+        assert reservation.resource_id == market["standby"].pk
+        assert (reservation.unit_price, reservation.unit_price_received) == (
+            Decimal("0.220000"),
+            Decimal("0.200000"),
+        )
+        takeover = reservation.takeover
+        assert (takeover.unit_price_paid, takeover.unit_price_received) == (
+            Decimal("0.220000"),
+            Decimal("0.200000"),
+        )
+
     def test_the_standby_agent_runs_the_job_to_completion_and_is_paid_at_its_ask(self, market):
         reservation = reserve(market)
         lease_fail(
