@@ -29,7 +29,8 @@ the round, and the pool is priced:
 4. Restart. When the job's provider fails (the agent fails the lease, or the sweeper finds it silent
    or not accepting: auctions.services.leases `_fail_over`), the job restarts on its standby in the
    same transaction: a DISPATCHED lease on the standby at the standby's ask (at most the bid, so
-   individually rational; reputation-adjusted as in every book, the provider receiving its own ask), announced to the standby's agent on commit through the offer channel
+   individually rational; reputation-adjusted as in every book, the provider receiving its own
+   ask), announced to the standby's agent on commit through the offer channel
    (auctions/services/offers.py). If the standby is gone too (offline, unlisted, its devices taken),
    the standby LAPSES, its fee is refunded, and the job waits for the next round as before.
 
