@@ -82,6 +82,7 @@ class Lease(models.Model):
         INSUFFICIENT_FUNDS = "INSUFFICIENT_FUNDS", "Escrow exhausted"
         VERIFICATION_FAILED = "VERIFICATION_FAILED", "Verification failed"
         JOB_ERROR = "JOB_ERROR", "The job itself failed"
+        GANG = "GANG", "Another member of its gang failed"
 
     ACTIVE = (Status.DISPATCHED, Status.RUNNING)
 
@@ -109,6 +110,9 @@ class Lease(models.Model):
     accepted_at = models.DateTimeField(null=True, blank=True)
     last_heartbeat_at = models.DateTimeField(null=True, blank=True)
     ended_at = models.DateTimeField(null=True, blank=True)
+    # A gang member's pipeline stage (0 for a lease that is not a gang's) and its stage, layers, peers.
+    gang_stage = models.PositiveSmallIntegerField(default=0)
+    gang = models.JSONField(null=True, blank=True, help_text="gang member: stage, stages, layer range")
 
     class Meta:
         ordering = ["-id"]
@@ -117,11 +121,13 @@ class Lease(models.Model):
             models.Index(fields=["status", "last_heartbeat_at"]),
         ]
         constraints = [
-            models.UniqueConstraint(fields=["round", "job"], name="lease_one_per_job_per_round"),
             models.UniqueConstraint(
-                fields=["job"],
+                fields=["round", "job", "gang_stage"], name="lease_one_per_job_stage_per_round"
+            ),
+            models.UniqueConstraint(
+                fields=["job", "gang_stage"],
                 condition=Q(status__in=["DISPATCHED", "RUNNING"]),
-                name="lease_one_active_per_job",
+                name="lease_one_active_per_job_stage",
             ),
             models.CheckConstraint(condition=Q(devices__gte=1), name="lease_has_devices"),
             models.CheckConstraint(

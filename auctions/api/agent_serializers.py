@@ -123,6 +123,7 @@ class AgentLeaseSerializer(serializers.ModelSerializer):
             "tokens_out",
             "device_seconds",
             "simulated",
+            "gang",
             "dispatched_at",
             "accepted_at",
             "last_heartbeat_at",
