@@ -10,7 +10,14 @@ import pytest
 from django.utils import timezone
 
 from auctions.models import Lease, Round
-from auctions.services.leases import LeaseAlreadyClosed, lease_accept, lease_complete, lease_fail, lease_poll
+from auctions.services.leases import (
+    LeaseAlreadyClosed,
+    lease_accept,
+    lease_complete,
+    lease_fail,
+    lease_poll,
+    lease_sweep,
+)
 from auctions.services.rounds import round_clear, round_open, round_replay
 from market.models import JobRequest, LedgerAccount, LedgerTransfer, Provider
 from market.selectors import ledger_is_balanced
@@ -120,6 +127,18 @@ class TestGangSubmission:
 
         assert refused.value.code == "gang_unservable"
         assert refused.value.status == 422
+
+    def test_the_api_takes_gang_terms_and_shows_the_pipeline_unit(self):
+        consumer = ConsumerFactory(balance=Decimal("100"))
+
+        response = bearer_client(consumer).post(
+            "/api/v1/jobs", job_body(gang={"max_members": 3, "max_latency_ms": None}), format="json"
+        )
+
+        assert response.status_code == 201, response.json()
+        gang = response.json()["gang"]
+        assert (gang["max_members"], gang["max_latency_ms"]) == (3, None)
+        assert gang["layers"] >= 1 and gang["layer_gib"] > 0
 
     def test_the_api_answers_malformed_terms_in_the_one_error_shape(self):
         consumer = ConsumerFactory(balance=Decimal("100"))
@@ -257,3 +276,45 @@ class TestGangLifecycle:
         assert body["gang"]["stage"] == 1 and body["gang"]["stages"] == 2
         assert [peer["stage"] for peer in body["gang"]["peers"]] == [0, 1]
         assert body["gang"]["layers"][1] == job.gang["layers"]
+
+    def test_a_silent_member_is_swept_and_takes_the_gang_back_to_the_queue(self, settings):
+        consumer_gpus(PARIS)
+        consumer_gpus(FRANKFURT)
+        job = big_job(ConsumerFactory(balance=Decimal("10000")))
+        clear_round()
+        first, second = Lease.objects.filter(job=job).order_by("gang_stage")
+        for lease in (first, second):
+            run_member(lease, at=NOW)
+        Lease.objects.filter(pk=first.pk).update(last_heartbeat_at=NOW + timedelta(hours=1))
+        sweep_at = NOW + timedelta(seconds=settings.CPX_HEARTBEAT_TIMEOUT_S + 1)
+
+        summary = lease_sweep(now=sweep_at)
+
+        first.refresh_from_db()
+        second.refresh_from_db()
+        job.refresh_from_db()
+        assert (second.status, second.close_reason) == (S.REASSIGNED, "UNSTABLE")
+        assert (first.status, first.close_reason) == (S.REASSIGNED, "GANG")
+        assert job.status == J.QUEUED
+        assert (summary.unstable, summary.requeued, summary.failed) == (1, 1, 0)
+        assert ledger_is_balanced()
+
+    def test_a_job_error_in_one_stage_fails_the_job_and_closes_its_peers(self):
+        consumer_gpus(PARIS)
+        consumer_gpus(FRANKFURT)
+        job = big_job(ConsumerFactory(balance=Decimal("10000")))
+        clear_round()
+        first, second = Lease.objects.filter(job=job).order_by("gang_stage")
+        for lease in (first, second):
+            run_member(lease, at=NOW)
+
+        lease_fail(
+            provider=first.provider, lease_id=first.pk, reason="JOB_ERROR", detail="bad weights", now=NOW
+        )
+
+        second.refresh_from_db()
+        job.refresh_from_db()
+        assert (second.status, second.close_reason) == (S.FAILED, "GANG")
+        assert job.status == J.FAILED
+        assert LedgerAccount.objects.get(kind=LedgerAccount.Kind.ESCROW, job=job).balance == 0
+        assert ledger_is_balanced()
