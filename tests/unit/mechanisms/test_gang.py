@@ -9,16 +9,20 @@ value it still wins; the result is deterministic and replays from its document.
 """
 
 import json
+import subprocess
+import sys
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from auctions.mechanisms import MechanismError, clear
-from auctions.mechanisms.canonical import canonical_json
+from auctions.mechanisms.canonical import canonical_json, input_sha256
 from auctions.mechanisms.gang import clear_gang, stage_plan
 from auctions.mechanisms.latency import great_circle_km, rtt_from_distance_ms
 from auctions.mechanisms.llm_sizing import size_llm_job
+from tests.unit.mechanisms.test_replay_under_load import ROOT, cpu_load  # noqa: F401 - the fixture
 
 EXAMPLES = settings(max_examples=150, deadline=None)
 EPS = 1e-6
@@ -269,3 +273,63 @@ class TestClearGang:
             clear(doc)
 
         assert raised.value.code == "bad_input"
+
+
+def seeded_book(seed: int = 12) -> dict:
+    """A seeded gang book: 30 boxes of consumer GPUs around Europe, 20 jobs of 7B-70B models."""
+    rng = np.random.default_rng(seed)
+    providers = [
+        {
+            "id": f"r{k}",
+            "gpus": int(rng.integers(1, 5)),
+            "vram_per_gpu": float(rng.choice([10.0, 12.0, 16.0, 24.0])),
+            "speed": round(float(rng.uniform(0.5, 1.1)), 3),
+            "ask_per_gpu_hour": round(float(rng.uniform(0.15, 0.45)), 3),
+            "lat": round(float(rng.uniform(44, 53)), 3),
+            "lon": round(float(rng.uniform(-1, 12)), 3),
+        }
+        for k in range(30)
+    ]
+    jobs = []
+    for j in range(20):
+        sizing = size_llm_job(
+            kind="INFERENCE",
+            params_billion=float(rng.choice([7, 13, 34, 70])),
+            quant_bits=int(rng.choice([4, 8, 16])),
+            context_length=4096,
+        )
+        work = float(rng.uniform(5, 80))
+        jobs.append(
+            {
+                "id": f"j{j}",
+                "bid": round(work * float(rng.uniform(0.6, 2.5)), 4),
+                **stage_plan(layers=sizing.layers, total_gib=sizing.total_gb * 1e9 / 2**30),
+                "work_hours": work,
+                "deadline_hours": 24.0,
+                "max_members": int(rng.integers(2, 6)),
+                "max_latency_ms": float(rng.choice([15.0, 30.0])),
+                "providers": [p["id"] for p in providers],
+            }
+        )
+    return {"mechanism": "gang", "jobs": jobs, "providers": providers}
+
+
+REPLAY = """
+from auctions.mechanisms import clear
+from auctions.mechanisms.canonical import input_sha256
+from tests.unit.mechanisms.test_gang import seeded_book
+print(input_sha256(clear(seeded_book())))
+"""
+
+
+def test_the_gang_book_replays_to_the_same_hash_under_cpu_load_and_elsewhere(cpu_load):  # noqa: F811
+    quiet = input_sha256(clear(seeded_book()))
+    assert clear(seeded_book())["assignments"]  # the book trades: the hash covers real gangs
+
+    assert cpu_load() > 0
+    loaded = input_sha256(clear(seeded_book()))
+    elsewhere = subprocess.run(
+        [sys.executable, "-c", REPLAY], cwd=ROOT, capture_output=True, text=True, timeout=600, check=True
+    ).stdout.strip()
+
+    assert quiet == loaded == elsewhere
