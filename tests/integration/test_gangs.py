@@ -318,3 +318,41 @@ class TestGangLifecycle:
         assert job.status == J.FAILED
         assert LedgerAccount.objects.get(kind=LedgerAccount.Kind.ESCROW, job=job).balance == 0
         assert ledger_is_balanced()
+
+
+class TestGangThroughTheAgentApi:
+    def test_two_agents_poll_their_stages_complete_over_http_and_are_each_paid(self):
+        now = timezone.now()
+        consumer_gpus(PARIS)
+        consumer_gpus(FRANKFURT)
+        Provider.objects.update(last_heartbeat_at=now)
+        job = big_job(ConsumerFactory(balance=Decimal("10000")), now=now, deadline=now + timedelta(days=1))
+        clear_round(at=now)
+        leases = list(Lease.objects.filter(job=job).order_by("gang_stage"))
+        agents = [bearer_client(lease.provider.user) for lease in leases]
+
+        polled = [agent.get("/api/v1/agent/leases", {"wait": 0}).json() for agent in agents]
+        for agent, lease in zip(agents, leases, strict=True):
+            response = agent.post(
+                f"/api/v1/agent/leases/{lease.pk}/accept", {"simulated": True}, format="json"
+            )
+            assert response.status_code == 200, response.json()
+        # Metering is bounded by wall time since acceptance: date the acceptances an hour back.
+        Lease.objects.filter(job=job).update(accepted_at=now - timedelta(hours=1))
+        usage = {"tokens_in": 10_000, "tokens_out": 10_000, "device_seconds": "3600"}
+        answers = [
+            agent.post(f"/api/v1/agent/leases/{lease.pk}/complete", usage, format="json").json()
+            for agent, lease in zip(agents, leases, strict=True)
+        ]
+
+        stages = [
+            [item["gang"]["stage"] for item in (page["results"] if isinstance(page, dict) else page)]
+            for page in polled
+        ]
+        assert stages == [[0], [1]]
+        assert answers[0]["settlement"]["charge"] == "0.000000"  # paid with the last member
+        assert Decimal(answers[1]["settlement"]["provider_net"]) > 0
+        job.refresh_from_db()
+        assert job.status == J.COMPLETED
+        assert all(payments(lease) == 1 for lease in leases)
+        assert ledger_is_balanced()
