@@ -20,6 +20,7 @@ Every close is a compare-and-set on the lease's status; the caller holds the job
 lock order of auctions.services.leases), and peers are locked in pk order.
 """
 
+from dataclasses import replace
 from datetime import datetime
 
 from django.conf import settings
@@ -87,8 +88,8 @@ def gang_member_complete(*, lease: Lease, now: datetime) -> LeaseSettlement:
     )
     members = sorted([*peers, lease], key=lambda member: member.pk)
     settlements = {member.pk: _pay(member, now=now) for member in members}
-    job_refund(job=lease.job, now=now, reason="gang completed: unused escrow")
-    return settlements[lease.pk]
+    refund = job_refund(job=lease.job, now=now, reason="gang completed: unused escrow")
+    return replace(settlements[lease.pk], refund=refund)
 
 
 def _pay(lease: Lease, *, now: datetime) -> LeaseSettlement:

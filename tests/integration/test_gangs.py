@@ -206,7 +206,7 @@ class TestGangLifecycle:
         job.refresh_from_db()
         assert job.status == J.COMPLETED
         assert payments(first) == payments(second) == 1
-        assert settled.provider_net > 0
+        assert settled.provider_net > 0 and settled.refund > 0
         assert LedgerAccount.objects.get(kind=LedgerAccount.Kind.ESCROW, job=job).balance == 0
         assert ledger_is_balanced()
         with pytest.raises(LeaseAlreadyClosed):
