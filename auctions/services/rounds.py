@@ -11,6 +11,8 @@ the final write: a worker killed mid-round leaves the round OPEN with no lease a
 the next run clears it from scratch. A CLEARED or FAILED round is returned unchanged.
 
 Books (built from one snapshot, cleared in a fixed order that no bid influences):
+0. the gang book (`auctions/services/gang_books.py`): jobs that opted in to run as one pipeline across
+   several providers, matched whole or not at all (`auctions/mechanisms/gang.py`), one lease a stage.
 1. heterogeneous books (`CPX_HETEROGENEOUS_MECHANISM`): multi-device jobs, single-device jobs whose
    latency SLA, deadline or earlier failures the class cannot express, and jobs whose region has no
    class that fits them. The engine cannot forbid a (job, provider) pair, so jobs are partitioned by
