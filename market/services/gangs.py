@@ -4,7 +4,8 @@ pipeline split across the devices of several providers (auctions.mechanisms.gang
 The consumer states `gang = {"max_members": 2..MAX_MEMBERS, "max_latency_ms": 1..MAX_LATENCY_MS or
 null}`; CPX adds the pipeline unit from the job's sizing (`layers`, `layer_gib` = the sizing's total
 memory in GiB over its layers) and stores the four on the job. Errors carry stable codes:
-`gang_invalid` (400: the terms' shape, or a field a gang cannot take) and `gang_unservable` (422: no
+`gang_invalid` (400: the terms' shape, or a field a gang cannot take: requested devices or memory,
+an input file) and `gang_unservable` (422: no
 `max_members` of the listed resources of the job's device class could ever hold its layers, busy or
 idle; a market listing nothing refuses nothing, as for single-node jobs).
 """
@@ -57,6 +58,12 @@ def gang_terms_check(*, gang, fields: dict) -> dict:
             "A gang is sized by its layers: it takes no requested_device_count or "
             "requested_memory_per_device_gib.",
             field="gang",
+        )
+    if fields.get("input_file") is not None:
+        # A batch's results come back per lease and every request must be answered by the lease
+        # that completes (auctions.services.batches); a pipeline's stages cannot each answer them.
+        raise GangInvalid(
+            "A gang takes no input file yet: submit the batch as a single-node job.", field="gang"
         )
     sizing = fields["sizing"]
     try:

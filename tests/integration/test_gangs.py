@@ -23,6 +23,7 @@ from market.models import JobRequest, LedgerAccount, LedgerTransfer, Provider
 from market.selectors import ledger_is_balanced
 from market.services.gangs import GangInvalid, GangUnservable
 from market.services.placement import Unservable
+from tests.batches import batch_job, batch_jsonl
 from tests.conftest import NOW, assert_error, bearer_client
 from tests.factories import ConsumerFactory, job_body, job_submit
 from tests.integration.test_rounds import online_resource
@@ -116,6 +117,15 @@ class TestGangSubmission:
             big_job(consumer, gang=gang)
 
         assert refused.value.code == "gang_invalid"
+        assert not JobRequest.objects.filter(consumer=consumer).exists()
+
+    def test_refuses_a_batch_file_job_as_a_gang(self):
+        consumer = ConsumerFactory(balance=Decimal("10000"))
+
+        with pytest.raises(GangInvalid) as refused:
+            batch_job(consumer=consumer, data=batch_jsonl(2), now=NOW, gang=GANG)
+
+        assert refused.value.code == "gang_invalid" and "input file" in refused.value.message
         assert not JobRequest.objects.filter(consumer=consumer).exists()
 
     def test_refuses_a_gang_that_no_listed_members_could_hold(self):
