@@ -188,6 +188,7 @@ class ConsumerLeaseSerializer(serializers.ModelSerializer):
             "tokens_out",
             "device_seconds",
             "simulated",
+            "gang",
             "dispatched_at",
             "accepted_at",
             "ended_at",

@@ -366,3 +366,5 @@ class TestGangThroughTheAgentApi:
         assert job.status == J.COMPLETED
         assert all(payments(lease) == 1 for lease in leases)
         assert ledger_is_balanced()
+        seen = bearer_client(job.consumer).get(f"/api/v1/jobs/{job.pk}/leases").json()
+        assert sorted(lease["gang"]["stage"] for lease in seen) == [0, 1]
