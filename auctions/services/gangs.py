@@ -8,7 +8,8 @@ member accepts, reports and completes its own lease through the ordinary agent c
 - completion: a member's lease goes COMPLETED with its own metered usage; when the last member of
   the gang completes, the job completes and every member is paid from the job's escrow by its own
   usage at its own cleared prices (payment and fee per lease, as `lease_settle`), then the rest is
-  refunded. Until then nothing is paid: a pipeline's output exists only once every stage has run.
+  refunded; each member's SLA terms are then settled as a single lease's (auctions.services.sla).
+  Until then nothing is paid: a pipeline's output exists only once every stage has run.
 - failover: when one member fails (a provider fault, silence, an offer not taken), its lease is
   failed over and penalised as any other; its peers' leases close REASSIGNED with reason GANG
   (no penalty: they did not fail, and the round's exclusions do not count them), including peers
@@ -34,6 +35,7 @@ from auctions.services.settlement import (
     job_refund,
     settlement_amounts,
 )
+from auctions.services.sla import lease_sla_settle
 from market.models import JobRequest, LedgerAccount, LedgerTransfer
 from market.services.jobs import job_request_transition
 from market.services.ledger import ledger_account_for_user, ledger_house_account, ledger_transfer
@@ -88,6 +90,8 @@ def gang_member_complete(*, lease: Lease, now: datetime) -> LeaseSettlement:
     )
     members = sorted([*peers, lease], key=lambda member: member.pk)
     settlements = {member.pk: _pay(member, now=now) for member in members}
+    for member in members:  # each member's own SLA terms, measured, as for a single lease
+        lease_sla_settle(lease=member, now=now)
     refund = job_refund(job=lease.job, now=now, reason="gang completed: unused escrow")
     return replace(settlements[lease.pk], refund=refund)
 
