@@ -92,6 +92,7 @@ bench: install
 	$(PY) bench/stackelberg.py
 	$(PY) bench/tiers.py
 	$(PY) bench/settlement_gas.py
+	$(PY) bench/round_commit_gas.py
 	$(PY) bench/round.py
 	$(PY) bench/dashboard.py
 	$(PY) bench/market_day.py --seeds 3

@@ -19,6 +19,7 @@ DOUBLE_AUCTIONS = frozenset({"mcafee", "trade_reduction", "vcg", "sbba", "sbba_b
 HETEROGENEOUS = frozenset({"welfare", "greedy"})
 POSTED_PRICE = "posted_price"
 TIERED = "tiered"
+GANG = "gang"
 BACKUP_POOL = "backup_pool"
 GAMES = frozenset({"stackelberg", "linear_oligopoly", "budget_oligopoly"})
 
@@ -56,6 +57,10 @@ def clear(doc, *, input_sha256: str | None = None, replay=None):
         from auctions.mechanisms.tiers import clear_tiered
 
         return clear_tiered(doc, input_sha256=input_sha256)
+    if mechanism == GANG:
+        from auctions.mechanisms.gang import clear_gang
+
+        return clear_gang(doc, input_sha256=input_sha256)
     if mechanism == BACKUP_POOL:
         from auctions.mechanisms.backup_pool import clear_backup_pool
 

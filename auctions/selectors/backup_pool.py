@@ -39,9 +39,10 @@ def standby_candidates(*, round_id: int, now: datetime, opt_in_only: bool, limit
     reserving round, auctions.services.backup_pool) never meets another lease of the job and round.
     The job rows are locked FOR UPDATE SKIP LOCKED (PostgreSQL): a job busy in another transaction
     (completing, failing over) gets its standby at a later round instead of making the round wait."""
-    jobs = JobRequest.objects.filter(status__in=STANDBY_JOB_STATES, deadline__gt=now).exclude(
-        standbys__status=HELD
-    )
+    # A gang's members fail over together and it is re-queued whole (market.services.gangs): no standby.
+    jobs = JobRequest.objects.filter(
+        status__in=STANDBY_JOB_STATES, deadline__gt=now, gang__isnull=True
+    ).exclude(standbys__status=HELD)
     if opt_in_only:
         jobs = jobs.filter(standby=True)
     if connection.features.has_select_for_update_skip_locked:

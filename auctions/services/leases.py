@@ -40,6 +40,7 @@ from auctions.models import Lease, StandbyReservation
 from auctions.selectors.leases import provider_online_since
 from auctions.services.backup_pool import standby_take_over
 from auctions.services.batches import lease_batch_close
+from auctions.services.gangs import gang_close_peers, gang_member_complete
 from auctions.services.settlement import LeaseSettlement, job_refund, lease_settle, provider_penalise
 from auctions.services.sla import lease_sla_settle
 from auctions.services.standby_fees import standby_fee_settle
@@ -309,7 +310,9 @@ def lease_accept(*, provider: Provider, lease_id: int, now: datetime, simulated:
     )
     if not won:
         raise _refused(lease, wanted=Status.DISPATCHED)
-    if not job_request_transition(job=lease.job, from_statuses=JOB_LIVE[:2], to=JobStatus.RUNNING, now=now):
+    # A gang's job runs from its first member's acceptance on (auctions.services.gangs).
+    running_from = JOB_LIVE if lease.gang is not None else JOB_LIVE[:2]
+    if not job_request_transition(job=lease.job, from_statuses=running_from, to=JobStatus.RUNNING, now=now):
         raise LeaseJobOutOfStep("The lease's job can no longer run.", lease=lease.pk, job=lease.job_id)
     _heartbeat(provider, now)
     lease.refresh_from_db()
@@ -405,6 +408,10 @@ def lease_complete(
     )
     if not won:
         raise _refused(lease, wanted=Status.RUNNING, usage=usage)
+    if lease.gang is not None:  # the job completes, and members are paid, with its last member
+        _heartbeat(provider, now)
+        lease.refresh_from_db()
+        return lease, gang_member_complete(lease=lease, now=now)
     if not job_request_transition(
         job=lease.job,
         from_statuses=(JobStatus.RUNNING,),
@@ -442,6 +449,8 @@ def lease_fail(*, provider: Provider, lease_id: int, reason: str, detail: str, n
         )
         if not won:
             raise _refused(lease, wanted="ACTIVE")
+        if lease.gang is not None:
+            gang_close_peers(lease=lease, now=now, status=Status.FAILED)
         if not job_request_transition(
             job=lease.job, from_statuses=JOB_LIVE, to=JobStatus.FAILED, now=now, close_reason=reason
         ):
@@ -497,9 +506,11 @@ def _fail_over(
     if not won:
         return None
     lease.refresh_from_db()
+    if lease.gang is not None:  # one member down takes the gang down: re-queued whole, once
+        gang_close_peers(lease=lease, now=now, status=Status.FAILED if expired else Status.REASSIGNED)
     # The backup pool: a job holding a standby restarts on it now (USED), not at the next round,
-    # unless the standby is gone too (LAPSED): then it is requeued as before.
-    standby = None if expired else standby_take_over(lease=lease, now=now)
+    # unless the standby is gone too (LAPSED): then it is requeued as before. (A gang holds none.)
+    standby = None if expired or lease.gang is not None else standby_take_over(lease=lease, now=now)
     restarted = standby is not None and standby.status == StandbyReservation.Status.USED
     if expired:
         job_request_transition(

@@ -142,6 +142,12 @@ class JobSubmitSerializer(StrictSerializerMixin, serializers.Serializer):
         required=False,
         help_text="a file uploaded through POST /api/v1/files: batch (inference) or dataset (training)",
     )
+    gang = serializers.JSONField(
+        required=False,
+        allow_null=True,
+        help_text="opt-in gang for a model too large for one device: {max_members: 2..16, "
+        "max_latency_ms: 1..1000 or null}; checked with codes gang_invalid, gang_unservable",
+    )
 
 
 def _file_id(pk) -> str | None:
@@ -218,6 +224,7 @@ class JobRequestSerializer(serializers.ModelSerializer):
             "latency_sla_ms",
             "region",
             "placement",
+            "gang",
             "standby",
             "requested_memory_per_device_gib",
             "requested_device_count",

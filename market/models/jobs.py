@@ -56,6 +56,8 @@ class JobRequest(models.Model):
     latency_sla_ms = models.PositiveIntegerField(null=True, blank=True)
     region = models.CharField(max_length=32)
     placement = models.CharField(max_length=9, choices=Placement.choices, default=Placement.PREFERRED)
+    # Opt-in gang (market.services.gangs): {max_members, max_latency_ms, layers, layer_gib}; null: none.
+    gang = models.JSONField(null=True, blank=True, help_text="gang terms and pipeline unit, if a gang")
     # Backup pool (auctions.services.backup_pool): the consumer asks for a standby, for a fee.
     standby = models.BooleanField(default=False, help_text="keep a standby in the backup pool")
     # What the consumer stated, if anything, and what CPX derived (and will match on).

@@ -8,8 +8,8 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('auctions', '0003_sla_terms'),
-        ('market', '0005_backup_job_standby'),
+        ('auctions', '0004_gang_lease_stage'),
+        ('market', '0006_backup_job_standby'),
     ]
 
     operations = [

@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("market", "0004_merge_placement_waiting_reason"),
+        ("market", "0005_gang_job"),
     ]
 
     operations = [
