@@ -493,3 +493,30 @@ class TestJobPageShowsTheStandby:
         assert "Restarted on its standby" not in held
         assert 'id="standby">Used — ' in used
         assert "Restarted on its standby" in used
+
+
+class TestGangsHoldNoStandby:
+    def test_a_running_gang_gets_no_standby_and_a_dead_member_requeues_it_whole(self, settings):
+        from tests.integration import test_gangs as gangs
+
+        settings.CPX_BACKUP_POOL_POLICY = "all"
+        settings.CPX_BACKUP_POOL_SHARE = 1
+        gangs.consumer_gpus(gangs.PARIS)
+        gangs.consumer_gpus(gangs.FRANKFURT)
+        job = gangs.big_job(ConsumerFactory(balance=Decimal("10000")), standby=True)
+        gangs.clear_round()
+        # Listed after the gang matched: idle, and big enough for the whole job on one node, so a
+        # standby could sit here, were the job not a gang.
+        online_resource(
+            "0.01", device_count=job.device_count, memory_per_device_gib=job.memory_per_device_gib
+        )
+        first, second = Lease.objects.filter(job=job).order_by("gang_stage")
+        for lease in (first, second):
+            gangs.run_member(lease, at=at(1))
+        Provider.objects.update(last_heartbeat_at=at(2))
+
+        gangs.clear_round(at(2))
+        lease_fail(provider=second.provider, lease_id=second.pk, reason=FAULT, detail="", now=at(3))
+
+        assert not StandbyReservation.objects.filter(job=job).exists()
+        assert JobRequest.objects.get(pk=job.pk).status == J.QUEUED
