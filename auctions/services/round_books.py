@@ -25,6 +25,7 @@ from auctions.mechanisms import classes, latency, quality, throughput
 from auctions.mechanisms.canonical import canonical_json
 from auctions.mechanisms.posted_price import clearing_price_estimate, posted_gains_bound, unit_gains_bound
 from auctions.selectors import rounds as selectors
+from auctions.services import tier_books
 
 LOTTERY_MECHANISMS = frozenset({"sbba", "sbba_buyer_lottery"})
 MIN_UNIT_BIDS = 2
@@ -94,6 +95,7 @@ def snapshot_book(
         tflops = float(resource["fp16_tflops"])
         resource["tflops"] = tflops if tflops > 0 else throughput.REFERENCE_FP16_TFLOPS * resource["speed"]
         resource["region"] = resource["provider__region"]
+        resource["tier"] = resource.get("provider__tier", "EDGE")
         resource["class"] = class_of(
             device_class=resource["device_class"], memory_gib=resource["memory"], region=resource["region"]
         )
@@ -194,10 +196,14 @@ class BookBuilder:
         self.posted_jobs: list = []  # single-device jobs of the posted-price book (rule "depth")
         self.rule = config.get("rule", "per_class")
         self.prices = self._class_prices(config.get("posted_prices") or {})
+        # Latency-bound jobs with both edge and cloud supply clear in tiered books (tier_books.py).
+        self.tier_jobs = tier_books.tier_route(self)
+        tiered = {job["id"] for job in self.tier_jobs}
+        self.routable = [job for job in self.jobs if job["id"] not in tiered]
         if self.rule == "depth":
             self._route_by_depth()
             return
-        for job in self.jobs:
+        for job in self.routable:
             key = self._unit_class(job)
             if key is not None:
                 self.unit_jobs[key].append(job)
@@ -236,7 +242,7 @@ class BookBuilder:
         Thickness counts orders and devices, never reads a price, so no report steers a route."""
         minimum = self.config["thick_min_orders"]
         candidates: dict[str, list] = defaultdict(list)
-        for job in self.jobs:
+        for job in self.routable:
             if job["device_count"] != 1 or classes.required_tier(job["memory"]) is None:
                 self.hetero_jobs.append(job)
                 continue
@@ -411,6 +417,13 @@ class BookBuilder:
             for job_id, resource_id in result["assignments"].items():
                 self.free[book.resources[resource_id]["id"]] -= book.jobs[job_id]["device_count"]
             results.append(result)
+        for doc, jobs, resources, meta in tier_books.tier_books(self, self.tier_jobs):
+            book = self._add("tiered", doc, jobs, resources, meta)
+            result = clear_document(book.doc, book.digest)
+            for resource_id in result["assignments"].values():
+                self.free[book.resources[resource_id]["id"]] -= 1
+            book.meta["tiers"] = tier_books.tier_summary(book.doc, result)
+            results.append(result)
         unit = self.config["unit"]
         for key in sorted(self.unit_jobs):
             jobs = self.unit_jobs[key]
@@ -577,7 +590,7 @@ class BookBuilder:
         for book, result in zip(self.books, results, strict=True):
             if book.kind == "heterogeneous":
                 fills.extend(self._hetero_fills(book, result))
-            elif book.kind == "posted_price":
+            elif book.kind in ("posted_price", "tiered"):
                 fills.extend(self._posted_fills(book, result))
             else:
                 fills.extend(self._unit_fills(book, result))
@@ -682,6 +695,8 @@ class BookBuilder:
         for book, result in zip(self.books, results, strict=True):
             if book.kind == "posted_price":
                 self._posted_reasons(book, result, reasons)
+            elif book.kind == "tiered":
+                reasons.update(tier_books.tier_waiting_reasons(book.doc, result, book.jobs))
             elif book.kind == "unit":
                 self._unit_reasons(book, result, reasons, matched)
             else:
@@ -803,6 +818,9 @@ class BookBuilder:
                     bound += max(result["lp_bound"], result["welfare"])
                 continue
             welfare += result["gains_from_trade"]
+            if book.kind == "tiered":
+                bound += max(posted_gains_bound(book.doc), result["gains_from_trade"])
+                continue
             if book.kind == "posted_price":
                 bound += max(posted_gains_bound(book.doc), result["gains_from_trade"])
                 prices.update(self._posted_prices_summary(book, result))
