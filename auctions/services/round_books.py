@@ -533,6 +533,7 @@ class BookBuilder:
         if adjusted:  # the snapshot records the factors, so a replay (and a reader) sees them
             doc["quality"] = {
                 "weight": float(getattr(settings, "CPX_SLA_QUALITY_WEIGHT", 0.0)),
+                "reputation": {f"r{r['id']}": float(r["provider__reputation"]) for r in adjusted},
                 "factor": {f"r{r['id']}": r["quality_factor"] for r in adjusted},
                 "reported_ask": {f"r{r['id']}": r["reported_ask"] for r in adjusted},
             }

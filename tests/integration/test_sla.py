@@ -1,6 +1,7 @@
 """SLA terms that bite (auctions.services.sla): a job's own terms, validated, copied to the lease a
 round writes, latency measured by probes, and breaches charged at settlement in the ledger."""
 
+import json
 from datetime import timedelta
 from decimal import Decimal
 
@@ -280,6 +281,13 @@ class TestReputationInClearing:
         round_obj, poor, good, leases = self.clear_two_sellers()
 
         assert [lease.resource_id for lease in leases] == [good.pk]
-        assert f'"r{poor.pk}":1.4' in round_obj.snapshot  # the factor is in the replayable snapshot
+        # The reputation and its factor are in the replayable snapshot.
+        (quality,) = [book["quality"] for book in json.loads(round_obj.snapshot) if "quality" in book]
+        assert quality == {
+            "weight": 0.5,
+            "reputation": {f"r{poor.pk}": 0.2},
+            "factor": {f"r{poor.pk}": 1.4},
+            "reported_ask": {f"r{poor.pk}": 0.1},
+        }
         assert leases[0].unit_price_received <= leases[0].unit_price_paid
         assert round_replay(round_id=round_obj.pk)["match"]
