@@ -19,7 +19,7 @@ from django.db import transaction
 from django.db.models import F, Value
 from django.db.models.functions import Greatest
 
-from auctions.models import Lease
+from auctions.models import Lease, LeaseSla
 from config.errors import Conflict
 from market.models import JobRequest, LedgerAccount, LedgerTransfer, Provider
 from market.money import to_money
@@ -158,8 +158,15 @@ def job_refund(*, job: JobRequest, now: datetime, reason: str) -> Decimal:
 
 
 def lease_penalty_due(lease: Lease) -> Decimal:
-    """CPX_SLA_PENALTY_RATE × the lease's expected cost (unit_price_paid × expected_device_hours)."""
-    return to_money(settings.CPX_SLA_PENALTY_RATE * lease.unit_price_paid * lease.expected_device_hours)
+    """The penalty rate × the lease's expected cost (unit_price_paid × expected_device_hours). The rate
+    is the lease's contract's `deadline_penalty_rate` when its deadline passed (auctions.services.sla),
+    else CPX_SLA_PENALTY_RATE."""
+    rate = settings.CPX_SLA_PENALTY_RATE
+    if lease.close_reason == Lease.CloseReason.DEADLINE:
+        contract = LeaseSla.objects.filter(lease=lease).values_list("terms", flat=True).first() or {}
+        if contract.get("deadline_penalty_rate") is not None:
+            rate = Decimal(str(contract["deadline_penalty_rate"]))
+    return to_money(rate * lease.unit_price_paid * lease.expected_device_hours)
 
 
 @transaction.atomic

@@ -9,7 +9,7 @@ import pytest
 from django.test import override_settings
 
 from auctions.models import JobTerms, Lease, LeaseSla
-from auctions.services.leases import lease_accept, lease_complete
+from auctions.services.leases import lease_accept, lease_complete, lease_sweep
 from auctions.services.rounds import round_clear, round_open, round_replay
 from auctions.services.sla import (
     ProbeExpired,
@@ -27,6 +27,7 @@ from auctions.services.sla import (
 )
 from market.models import LedgerAccount, LedgerTransfer, Provider
 from market.selectors import ledger_is_balanced
+from market.services.ledger import ledger_account_for_user, ledger_transfer
 from tests.conftest import NOW, later
 from tests.factories import ConsumerFactory, ProviderFactory, ResourceFactory, job_submit
 
@@ -291,3 +292,34 @@ class TestReputationInClearing:
         }
         assert leases[0].unit_price_received <= leases[0].unit_price_paid
         assert round_replay(round_id=round_obj.pk)["match"]
+
+
+def ledger_deposit_earnings(provider, amount: Decimal) -> None:
+    """Earnings for the provider, paid from a funded consumer's balance (a balanced transfer)."""
+    payer = ConsumerFactory(balance=Decimal("100"))
+    ledger_transfer(
+        debit=ledger_account_for_user(user=payer, kind=LedgerAccount.Kind.CONSUMER),
+        credit=ledger_account_for_user(user=provider.user, kind=LedgerAccount.Kind.PROVIDER),
+        amount=amount,
+        kind=LedgerTransfer.Kind.PAYMENT,
+        now=NOW,
+    )
+
+
+class TestContractRateOnFailover:
+    def test_a_lease_failed_over_past_its_deadline_pays_its_contracts_deadline_rate(self):
+        lease = matched_lease(terms={"deadline_penalty_rate": "0.5"})
+        lease_accept(provider=lease.provider, lease_id=lease.pk, now=NOW)
+        # Earnings to pay from: another lease of the provider, completed and settled.
+        ledger_deposit_earnings(lease.provider, Decimal("5"))
+
+        lease_sweep(now=lease.job.deadline + timedelta(seconds=1))
+
+        lease.refresh_from_db()
+        assert lease.close_reason == Lease.CloseReason.DEADLINE
+        penalty = LedgerTransfer.objects.get(reference=f"lease:{lease.pk}:penalty")
+        expected = (Decimal("0.5") * lease.unit_price_paid * lease.expected_device_hours).quantize(
+            Decimal("0.000001")
+        )
+        assert penalty.amount == expected
+        assert ledger_is_balanced()
