@@ -14,10 +14,11 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 class TestAgentProbes:
-    def test_the_agents_heartbeats_leave_rtt_samples_on_its_running_lease(self, live_server):
+    def test_the_agents_heartbeats_leave_rtt_samples_on_its_running_lease(self, live_server, caplog):
         # 0.05 h at 60× ≈ 3 s of running: several 0.3 s heartbeats, each with its probe echoed.
         lease = matched_job(expected_hours=Decimal("0.05"), latency_sla_ms=500)
         lease_sla_copy(leases=[lease])
+        caplog.set_level("INFO", logger="cpx.agent")
 
         _, thread = start_agent(
             live_server, lease.provider, SimulateBackend(speedup=60, tick_s=0.1), once=True
@@ -29,3 +30,5 @@ class TestAgentProbes:
         assert row.terms["latency_p95_ms"] == 500
         assert row.probes >= 1 and len(row.rtt_ms) == row.probes
         assert row.p50_ms is not None and row.p50_ms >= 0
+        lines = [record.getMessage() for record in caplog.records if record.name == "cpx.agent"]
+        assert f"lease {lease.pk} SLA: p95 RTT <= 500 ms" in "\n".join(lines)
