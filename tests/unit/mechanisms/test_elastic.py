@@ -101,7 +101,14 @@ class TestElasticDemandBook:
                 {"id": "j1", "weight": 10.0, "price": 2.0, "budget": 100.0, "max_quantity": 50.0},
                 {"id": "j2", "weight": 10.0, "price": 2.0, "budget": 4.0, "max_quantity": 50.0},
                 {"id": "j3", "weight": 1.0, "price": 2.0, "budget": 4.0, "max_quantity": 50.0},
-                {"id": "j4", "weight": 10.0, "price": 2.0, "budget": 100.0, "min_quantity": 1, "max_quantity": 3},
+                {
+                    "id": "j4",
+                    "weight": 10.0,
+                    "price": 2.0,
+                    "budget": 100.0,
+                    "min_quantity": 1,
+                    "max_quantity": 3,
+                },
             ],
         }
 
