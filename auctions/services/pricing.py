@@ -199,11 +199,18 @@ def job_quote(*, spec: dict, now: datetime) -> dict:
     fill = round_preview_fill(job=_book_row(fields), now=now)
     answer["would_clear_now"] = fill is not None
     if fill is not None:
+        answer["elastic"] = fill.elastic  # what an elastic job would buy at that price (docs/eetorp.md)
         answer["expected_price"] = _money(fill.unit_price_paid)
         answer["resource_class"] = fill.resource_class
         if answer["reason"] != "no_supply_in_region":  # that one informs: it is placed elsewhere
             answer["reason"] = None
             answer["suggestion"] = ""
+    elif fields.get("elastic") and answer["reason"] is None:
+        answer["reason"] = "not_matched_next_round"
+        answer["suggestion"] = (
+            "The next round would not match it on the current book, or at its price its utility would "
+            "buy nothing: raise utility_weight or the budget, or lower min_quantity."
+        )
     elif answer["reason"] is None:
         answer["reason"] = "not_matched_next_round"
         answer["suggestion"] = (
@@ -229,6 +236,7 @@ def _book_row(fields: dict) -> dict:
         "region": fields["region"],
         "memory_per_device_gib": fields["memory_per_device_gib"],
         "device_count": fields["device_count"],
+        "elastic": fields.get("elastic"),
         **({"placement": fields["placement"]} if fields.get("placement") else {}),
     }
 

@@ -1,0 +1,160 @@
+"""Elastic demand (EETORP, docs/eetorp.md) against the database: submission rules, a round buying each
+matched job its best response at the price it cleared, the replay, and settlement of what it bought."""
+
+from decimal import Decimal
+
+import pytest
+
+from auctions.mechanisms.elastic import best_response, choke_price
+from auctions.models import Lease
+from auctions.services.leases import lease_accept, lease_complete
+from auctions.services.rounds import round_clear, round_open, round_replay
+from config.errors import InvalidInput
+from market.models import JobRequest, LedgerAccount, Provider
+from tests.conftest import NOW, later
+from tests.factories import ConsumerFactory, ProviderFactory, ResourceFactory, job_submit
+
+pytestmark = pytest.mark.django_db
+
+
+def online_resource(**fields):
+    provider = ProviderFactory(region="eu-west")
+    Provider.objects.filter(pk=provider.pk).update(last_heartbeat_at=NOW)
+    fields.setdefault("price_floor", Decimal("0"))
+    return ResourceFactory(provider=provider, **fields)
+
+
+def elastic_job(consumer, *, weight: str, budget: str, unit: str = "device_hours", **bounds):
+    return job_submit(
+        consumer=consumer,
+        quant_bits=4,
+        workload_tokens=None,
+        max_price_per_device_hour=None,
+        budget=Decimal(budget),
+        elastic={"unit": unit, "utility_weight": Decimal(weight), **bounds},
+    )
+
+
+def escrow(job) -> Decimal:
+    return LedgerAccount.objects.get(kind=LedgerAccount.Kind.ESCROW, job=job).balance
+
+
+class TestElasticSubmission:
+    def test_derives_the_bid_from_the_utility_and_holds_the_budget(self):
+        consumer = ConsumerFactory(balance=Decimal("100"))
+
+        job = elastic_job(consumer, weight="3", budget="5", min_quantity=Decimal("2"))
+
+        choke = choke_price(weight=3.0, budget=5.0, min_quantity=2.0)  # 3 ln 3 / 2 = 1.6479...
+        assert job.max_price_per_device_hour == Decimal(repr(choke)).quantize(
+            Decimal("0.000001"), "ROUND_DOWN"
+        )
+        assert job.device_count == 1
+        assert job.elastic["unit"] == "device_hours"
+        assert job.elastic["unit_device_hours"] == 1.0
+        assert escrow(job) == Decimal("5")
+
+    def test_a_token_unit_prices_a_million_tokens_of_its_model(self):
+        consumer = ConsumerFactory(balance=Decimal("100"))
+
+        job = elastic_job(consumer, weight="2", budget="5", unit="million_tokens")
+
+        hours = job.elastic["unit_device_hours"]  # reference device-hours per million tokens of 7B
+        assert 0 < hours < 1
+        assert job.max_price_per_device_hour == Decimal(repr(2 / hours)).quantize(
+            Decimal("0.000001"), "ROUND_DOWN"
+        )
+
+    @pytest.mark.parametrize(
+        ("overrides", "code"),
+        [
+            ({"max_price_per_device_hour": Decimal("1")}, "elastic_with_bid"),
+            ({"workload_tokens": 1000}, "elastic_with_workload"),
+            ({"kind": "FINE_TUNE", "elastic_unit": "million_tokens"}, "elastic_unit_mismatch"),
+            ({"min_quantity": Decimal("5"), "max_quantity": Decimal("1")}, "elastic_bounds_inverted"),
+            ({"params_billion": Decimal("70"), "quant_bits": 16}, "elastic_multi_device"),
+        ],
+    )
+    def test_refuses_inconsistent_specs_with_stable_codes(self, overrides, code):
+        consumer = ConsumerFactory(balance=Decimal("100"))
+        bounds = {k: overrides.pop(k) for k in ("min_quantity", "max_quantity") if k in overrides}
+        unit = overrides.pop("elastic_unit", "device_hours")
+        spec = {
+            "quant_bits": 4,
+            "workload_tokens": None,
+            "max_price_per_device_hour": None,
+            "elastic": {"unit": unit, "utility_weight": Decimal("3"), **bounds},
+            **overrides,
+        }
+
+        with pytest.raises(InvalidInput) as caught:
+            job_submit(consumer=consumer, **spec)
+
+        assert caught.value.code == code
+        assert not JobRequest.objects.filter(consumer=consumer).exists()
+
+
+class TestElasticRound:
+    def test_buys_each_job_its_best_response_at_the_clearing_price_and_settles_it(self):
+        resource = online_resource(device_count=4, ask_per_device_hour=Decimal("0.4"))
+        consumer = ConsumerFactory(balance=Decimal("1000"))
+        rich = elastic_job(consumer, weight="8", budget="50")
+        poor = elastic_job(consumer, weight="8", budget="1")  # the budget binds
+        capped = elastic_job(consumer, weight="8", budget="50", max_quantity=Decimal("3"))
+
+        round_obj = round_clear(round_id=round_open(now=NOW).pk, now=NOW)
+
+        speed = float(resource.speed_factor)
+        hours_left = 24.0 * speed
+        leases = {lease.job_id: lease for lease in Lease.objects.filter(round=round_obj)}
+        assert set(leases) == {rich.pk, poor.pk, capped.pk}
+        for job, bound in ((rich, None), (poor, None), (capped, 3.0)):
+            lease = leases[job.pk]
+            price = float(lease.unit_price_paid) / speed  # per reference device-hour (unit: device-hours)
+            cap = hours_left if bound is None else min(bound, hours_left)
+            expected = best_response(weight=8.0, price=price, budget=float(job.budget), max_quantity=cap)
+            assert float(lease.expected_device_hours) == pytest.approx(expected / speed, abs=2e-6)
+            assert lease.max_device_hours == lease.expected_device_hours
+            job.refresh_from_db()
+            assert job.elastic["bought"]["round"] == round_obj.pk
+            assert job.elastic["bought"]["quantity"] == pytest.approx(expected, rel=1e-12)
+        assert leases[poor.pk].expected_device_hours * leases[poor.pk].unit_price_paid <= Decimal("1")
+        assert float(leases[capped.pk].expected_device_hours) * speed == pytest.approx(3.0, abs=1e-5)
+        assert round_replay(round_id=round_obj.pk)["match"] is True
+        assert round_obj.mechanism["books"][-1] == {"kind": "elastic"}
+
+        lease = leases[rich.pk]
+        accepted = lease_accept(provider=lease.provider, lease_id=lease.pk, now=later(minutes=1))
+        hours = accepted.max_device_hours
+        seconds = (hours * 3600).quantize(Decimal("0.001"), "ROUND_DOWN")
+        _, settled = lease_complete(
+            provider=lease.provider,
+            lease_id=lease.pk,
+            tokens_in=0,
+            tokens_out=0,
+            device_seconds=seconds,
+            now=later(hours=23),
+        )
+
+        charge = (seconds / 3600 * lease.unit_price_paid).quantize(Decimal("0.000001"))
+        assert abs(settled.charge - charge) <= Decimal("0.000001")
+        assert settled.refund == Decimal("50") - settled.charge
+        assert escrow(rich) == 0
+
+    def test_a_job_whose_minimum_it_cannot_afford_at_the_price_waits_with_a_reason(self):
+        resource = online_resource(device_count=2, ask_per_device_hour=Decimal("0.4"))
+        consumer = ConsumerFactory(balance=Decimal("1000"))
+        buyer = elastic_job(consumer, weight="8", budget="50")
+        # Choke price min(8 ln 11 / 10, 1 / 10) = 0.1 per reference device-hour: below the device's.
+        choosy = elastic_job(consumer, weight="8", budget="1", min_quantity=Decimal("10"))
+        price = float(resource.ask_per_device_hour) / float(resource.speed_factor)
+        assert float(choosy.max_price_per_device_hour) < price
+
+        round_obj = round_clear(round_id=round_open(now=NOW).pk, now=NOW)
+
+        matched = set(Lease.objects.filter(round=round_obj).values_list("job_id", flat=True))
+        choosy.refresh_from_db()
+        assert matched == {buyer.pk}
+        assert choosy.status == JobRequest.Status.QUEUED
+        assert choosy.waiting_reason["code"] == "bid_below_price"
+        assert choosy.waiting_reason["price"] == pytest.approx(price)
