@@ -102,8 +102,7 @@ class JobQuoteSerializer(serializers.Serializer):
     min_bid_to_clear = money_field(allow_null=True)
     suggestion = serializers.CharField(allow_blank=True)
     elastic = serializers.DictField(
-        allow_null=True,
         required=False,
-        help_text="an elastic job's purchase if it cleared now: unit, quantity, price_per_unit, "
+        help_text="elastic jobs only: its purchase if it cleared now: unit, quantity, price_per_unit, "
         "device_hours, spend, utility",
     )

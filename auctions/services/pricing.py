@@ -199,7 +199,8 @@ def job_quote(*, spec: dict, now: datetime) -> dict:
     fill = round_preview_fill(job=_book_row(fields), now=now)
     answer["would_clear_now"] = fill is not None
     if fill is not None:
-        answer["elastic"] = fill.elastic  # what an elastic job would buy at that price (docs/eetorp.md)
+        if fill.elastic is not None:
+            answer["elastic"] = fill.elastic  # what it would buy at that price (docs/eetorp.md)
         answer["expected_price"] = _money(fill.unit_price_paid)
         answer["resource_class"] = fill.resource_class
         if answer["reason"] != "no_supply_in_region":  # that one informs: it is placed elsewhere
