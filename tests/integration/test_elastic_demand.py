@@ -5,9 +5,11 @@ from decimal import Decimal
 
 import pytest
 
+from auctions.mechanisms import price
 from auctions.mechanisms.elastic import best_response, choke_price
 from auctions.models import Lease
 from auctions.services.leases import lease_accept, lease_complete
+from auctions.services.pricing import price_quotes_update
 from auctions.services.rounds import round_clear, round_open, round_replay
 from config.errors import InvalidInput
 from market.models import JobRequest, LedgerAccount, Provider
@@ -158,3 +160,47 @@ class TestElasticRound:
         assert choosy.status == JobRequest.Status.QUEUED
         assert choosy.waiting_reason["code"] == "bid_below_price"
         assert choosy.waiting_reason["price"] == pytest.approx(price)
+
+
+class TestProviderAsks:
+    def test_each_provider_leads_at_its_own_equilibrium_ask_from_its_floor(self):
+        cheap = online_resource(
+            ask_per_device_hour=Decimal("0.9"), price_floor=Decimal("0.1"), auto_pricing=True
+        )
+        dear = online_resource(
+            ask_per_device_hour=Decimal("0.9"), price_floor=Decimal("0.3"), auto_pricing=True
+        )
+        consumer = ConsumerFactory(balance=Decimal("1000"))
+        for bid in ("1.0", "0.8", "0.7"):
+            job_submit(consumer=consumer, max_price_per_device_hour=Decimal(bid), quant_bits=4)
+        elastic_job(consumer, weight="1.2", budget="3")
+
+        quote = price_quotes_update(now=NOW)[0]
+
+        game = quote.inputs["oligopoly"]
+        assert game["costs"] == [0.1, 0.3]  # one leader per provider, cost = its floor
+        assert sorted(row[0] for row in game["valuations"]) == [0.7, 0.8, 1.0, 1.2]  # elastic: choke price
+        assert 3.0 in game["budgets"]
+        result = quote.result["oligopoly"]
+        assert result["status"] == "verified"
+        assert price(game)["prices"] == result["prices"]  # the stored game reproduces the asks
+        asks = quote.result["provider_asks"]
+        assert asks == {
+            str(cheap.provider_id): result["prices"][0],
+            str(dear.provider_id): result["prices"][1],
+        }
+        assert 0.1 < asks[str(cheap.provider_id)] < asks[str(dear.provider_id)]
+        cheap.refresh_from_db()
+        dear.refresh_from_db()
+        assert cheap.ask_per_device_hour == Decimal(repr(result["prices"][0])).quantize(Decimal("0.000001"))
+        assert dear.ask_per_device_hour == Decimal(repr(result["prices"][1])).quantize(Decimal("0.000001"))
+
+    def test_a_class_with_one_provider_keeps_the_pooled_stackelberg_quote(self):
+        online_resource(ask_per_device_hour=Decimal("0.9"), price_floor=Decimal("0.1"), device_count=2)
+        consumer = ConsumerFactory(balance=Decimal("1000"))
+        job_submit(consumer=consumer, max_price_per_device_hour=Decimal("1.0"), quant_bits=4)
+
+        quote = price_quotes_update(now=NOW)[0]
+
+        assert "provider_asks" not in quote.result
+        assert quote.inputs["game"]["unit_cost"] == 0.1
