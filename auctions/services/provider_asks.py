@@ -27,6 +27,7 @@ import statistics
 from collections import defaultdict
 
 from auctions.mechanisms import MechanismError, price
+from market.money import MAX_AMOUNT, to_money
 
 MAX_FOLLOWERS = 24
 MAX_LEADERS = 8
@@ -60,6 +61,15 @@ def class_oligopoly(*, resources: list[dict], followers: list[tuple[float, float
         return None
     asks = {str(p): result["prices"][g] for g, group in enumerate(groups) for p in group}
     return {"game": game, "result": result, "provider_asks": dict(sorted(asks.items()))}
+
+
+def provider_recommended_ask(quote, provider_id: int):
+    """The ask a quote recommends to one provider: its own equilibrium ask when the class's providers
+    led (`provider_asks`), else the class's pooled recommended ask; None without a quote."""
+    if quote is None:
+        return None
+    own = (quote.result or {}).get("provider_asks", {}).get(str(provider_id))
+    return quote.recommended_ask if own is None else min(MAX_AMOUNT, to_money(own))
 
 
 def _split(items: list, parts: int) -> list[list]:

@@ -4,6 +4,7 @@ matched job its best response at the price it cleared, the replay, and settlemen
 from decimal import Decimal
 
 import pytest
+from django.urls import reverse
 
 from auctions.mechanisms import price
 from auctions.mechanisms.elastic import best_response, choke_price
@@ -15,6 +16,7 @@ from config.errors import InvalidInput
 from market.models import JobRequest, LedgerAccount, Provider
 from tests.conftest import NOW, later
 from tests.factories import ConsumerFactory, ProviderFactory, ResourceFactory, job_submit
+from tests.integration.pages import online_provider, quote_for, signed_in
 
 pytestmark = pytest.mark.django_db
 
@@ -204,3 +206,16 @@ class TestProviderAsks:
 
         assert "provider_asks" not in quote.result
         assert quote.inputs["game"]["unit_cost"] == 0.1
+
+    def test_the_console_shows_a_provider_its_own_equilibrium_ask(self):
+        provider = online_provider(region="eu-west")
+        ResourceFactory(
+            provider=provider, memory_per_device_gib=Decimal("24"), ask_per_device_hour=Decimal("0.4")
+        )
+        quote = quote_for("GPU/24G/eu-west", ask="0.3550")
+        quote.result = {"provider_asks": {str(provider.pk): 0.2875, str(provider.pk + 1): 0.31}}
+        quote.save()
+
+        body = signed_in(provider.user).get(reverse("pages:provider-console")).content.decode()
+
+        assert "0.2875" in body and "0.3550" not in body
