@@ -219,3 +219,18 @@ class TestProviderAsks:
         body = signed_in(provider.user).get(reverse("pages:provider-console")).content.decode()
 
         assert "0.2875" in body and "0.3550" not in body
+
+
+class TestElasticJobPage:
+    def test_the_job_page_shows_the_utility_and_then_the_purchase(self):
+        online_resource(device_count=1, ask_per_device_hour=Decimal("0.4"))
+        consumer = ConsumerFactory(balance=Decimal("100"))
+        job = elastic_job(consumer, weight="8", budget="50", max_quantity=Decimal("3"))
+        page = reverse("pages:job-detail", args=[job.pk])
+
+        before = signed_in(consumer).get(page).content.decode()
+        round_clear(round_id=round_open(now=NOW).pk, now=NOW)
+        after = signed_in(consumer).get(page).content.decode()
+
+        assert "worth 8 × ln(1 + q)" in before and "buys its best response" in before
+        assert "bought <strong>3.000</strong>" in after
