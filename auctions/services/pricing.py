@@ -240,6 +240,12 @@ def job_quote(*, spec: dict, now: datetime) -> dict:
         if answer["reason"] != "no_supply_in_region":  # that one informs: it is placed elsewhere
             answer["reason"] = None
             answer["suggestion"] = ""
+    elif fields.get("elastic") and answer["reason"] == "bid_below_clearing":
+        answer["suggestion"] = (
+            f"Its first unit is worth {fields['max_price_per_device_hour']} per reference device-hour, below "
+            f"the cheapest fitting device's {answer['min_bid_to_clear']}: raise utility_weight (or the "
+            "budget, or lower min_quantity)."
+        )
     elif fields.get("elastic") and answer["reason"] is None:
         answer["reason"] = "not_matched_next_round"
         answer["suggestion"] = (
@@ -320,7 +326,9 @@ def _static_quote(*, fields: dict, now: datetime) -> dict:
             "No resource has that many devices on one node: use fewer devices with more memory each.",
         )
     free = [r for r in fitting if r["device_count"] - r["busy"] >= job["device_count"]]
-    if job["device_count"] == 1 and fields.get("latency_sla_ms") is None:
+    # An elastic job takes the cheapest fitting free device at its ask (docs/eetorp.md): the answer
+    # below for the heterogeneous book, not a class's double auction.
+    if job["device_count"] == 1 and fields.get("latency_sla_ms") is None and not fields.get("elastic"):
         queued = selectors.round_book_jobs(now=now, lock=False)
         grouped = _grouped([*queued, job], listed, free=True)
         for key, book in grouped["books"].items():

@@ -109,3 +109,20 @@ class TestElasticQuote:
         expected = best_response(weight=8.0, price=price, budget=20.0, max_quantity=5.0)
         assert body["elastic"]["quantity"] == pytest.approx(expected)
         assert body["expected_price"] == "0.500000"
+
+    def test_a_utility_below_every_devices_price_is_told_what_to_raise(self):
+        provider = ProviderFactory()
+        Provider.objects.filter(pk=provider.pk).update(last_heartbeat_at=timezone.now())
+        resource = ResourceFactory(provider=provider, ask_per_device_hour=Decimal("5.00"), device_count=2)
+        body = elastic_body(elastic={"unit": "device_hours", "utility_weight": "0.5"})
+
+        response = bearer_client(ConsumerFactory()).post("/api/v1/quote", body, format="json")
+
+        answer = response.json()
+        assert answer["would_clear_now"] is False
+        assert answer["reason"] == "bid_below_clearing"
+        assert Decimal(answer["min_bid_to_clear"]) == Decimal(
+            repr(5 / float(resource.speed_factor))
+        ).quantize(Decimal("0.000001"))
+        assert "raise utility_weight" in answer["suggestion"]
+        assert "elastic" not in answer
