@@ -12,6 +12,7 @@ from django.views.decorators.http import require_POST
 
 from auctions.selectors import market as market_selectors
 from auctions.selectors import rounds as selectors
+from auctions.selectors import tiers as tier_selectors
 from auctions.services.rounds import RoundNotFound, round_replay
 from market.views.common import now
 
@@ -29,6 +30,7 @@ def market(request):
         ),
         "recent": market_selectors.market_recent_prices(),
         "rounds": list(selectors.round_list(status="CLEARED")[:ROUNDS_LISTED]),
+        "tiers": tier_selectors.market_tiers(),
     }
     return render(request, "market/index.html", context)
 

@@ -21,10 +21,11 @@ from datetime import datetime
 import numpy as np
 from django.conf import settings
 
-from auctions.mechanisms import classes, latency, throughput
+from auctions.mechanisms import classes, latency, quality, throughput
 from auctions.mechanisms.canonical import canonical_json
 from auctions.mechanisms.posted_price import clearing_price_estimate, posted_gains_bound, unit_gains_bound
 from auctions.selectors import rounds as selectors
+from auctions.services import tier_books
 from auctions.services.elastic_demand import elastic_document, elastic_fills
 
 LOTTERY_MECHANISMS = frozenset({"sbba", "sbba_buyer_lottery"})
@@ -81,6 +82,7 @@ def snapshot_book(
         heartbeat_timeout_s=getattr(settings, "CPX_HEARTBEAT_TIMEOUT_S", 60),
         include_unseen=include_unseen,
     )
+    rule = quality.QualityRule(float(getattr(settings, "CPX_SLA_QUALITY_WEIGHT", 0.0)))
     for job in jobs:
         job["memory"] = float(job["memory_per_device_gib"])
         job["bid"] = float(job["max_price_per_device_hour"])
@@ -90,14 +92,31 @@ def snapshot_book(
         resource["free"] = resource["device_count"] - resource["busy"]
         resource["memory"] = float(resource["memory_per_device_gib"])
         resource["ask"] = float(resource["ask_per_device_hour"])
+        _quality_adjust(resource, rule)
         resource["speed"] = float(resource["speed_factor"])
         tflops = float(resource["fp16_tflops"])
         resource["tflops"] = tflops if tflops > 0 else throughput.REFERENCE_FP16_TFLOPS * resource["speed"]
         resource["region"] = resource["provider__region"]
+        resource["tier"] = resource.get("provider__tier", "EDGE")
         resource["class"] = class_of(
             device_class=resource["device_class"], memory_gib=resource["memory"], region=resource["region"]
         )
     return Snapshot(jobs=jobs, resources=resources, exclusions=dict(exclusions))
+
+
+def _quality_adjust(resource: dict, rule: "quality.QualityRule") -> None:
+    """Reputation feeds clearing (issue 12): the book clears on ask × f, f = 1 + w(1 − reputation),
+    and the provider is paid the clearing price / f (auctions.mechanisms.quality states the model
+    and what truthfulness survives). f and the reported ask go in the book documents (`quality`)."""
+    reputation = resource.get("provider__reputation")
+    factor = 1.0 if reputation is None else quality.quality_factor(float(reputation), rule)
+    resource["quality_factor"] = factor
+    resource["reported_ask"] = resource["ask"]
+    resource["ask"] = quality.adjusted_ask(resource["ask"], factor)
+
+
+def _received(resource: dict, price: float) -> float:
+    return quality.receipt(price, resource.get("quality_factor", 1.0))
 
 
 def _workload(job: dict) -> dict:
@@ -182,10 +201,14 @@ class BookBuilder:
         self.fixed_jobs = [job for job in self.jobs if not job.get("elastic")]
         self.rule = config.get("rule", "per_class")
         self.prices = self._class_prices(config.get("posted_prices") or {})
+        # Latency-bound jobs with both edge and cloud supply clear in tiered books (tier_books.py).
+        self.tier_jobs = [job for job in tier_books.tier_route(self) if not job.get("elastic")]
+        tiered = {job["id"] for job in self.tier_jobs}
+        self.routable = [job for job in self.fixed_jobs if job["id"] not in tiered]
         if self.rule == "depth":
             self._route_by_depth()
             return
-        for job in self.fixed_jobs:
+        for job in self.routable:
             key = self._unit_class(job)
             if key is not None:
                 self.unit_jobs[key].append(job)
@@ -224,7 +247,7 @@ class BookBuilder:
         Thickness counts orders and devices, never reads a price, so no report steers a route."""
         minimum = self.config["thick_min_orders"]
         candidates: dict[str, list] = defaultdict(list)
-        for job in self.fixed_jobs:
+        for job in self.routable:
             if job["device_count"] != 1 or classes.required_tier(job["memory"]) is None:
                 self.hetero_jobs.append(job)
                 continue
@@ -398,6 +421,13 @@ class BookBuilder:
             result = clear_document(book.doc, book.digest)
             for job_id, resource_id in result["assignments"].items():
                 self.free[book.resources[resource_id]["id"]] -= book.jobs[job_id]["device_count"]
+            results.append(result)
+        for doc, jobs, resources, meta in tier_books.tier_books(self, self.tier_jobs):
+            book = self._add("tiered", doc, jobs, resources, meta)
+            result = clear_document(book.doc, book.digest)
+            for resource_id in result["assignments"].values():
+                self.free[book.resources[resource_id]["id"]] -= 1
+            book.meta["tiers"] = tier_books.tier_summary(book.doc, result)
             results.append(result)
         unit = self.config["unit"]
         for key in sorted(self.unit_jobs):
@@ -578,6 +608,13 @@ class BookBuilder:
         return sorted(kept, key=lambda r: r["id"])
 
     def _add(self, kind: str, doc: dict, jobs: list, resources: list, meta: dict) -> _Book:
+        adjusted = [r for r in resources if r.get("quality_factor", 1.0) != 1.0]
+        if adjusted:  # the snapshot records the factors, so a replay (and a reader) sees them
+            doc["quality"] = {
+                "weight": float(getattr(settings, "CPX_SLA_QUALITY_WEIGHT", 0.0)),
+                "factor": {f"r{r['id']}": r["quality_factor"] for r in adjusted},
+                "reported_ask": {f"r{r['id']}": r["reported_ask"] for r in adjusted},
+            }
         text = canonical_json(doc)
         book = _Book(
             kind=kind,
@@ -634,7 +671,7 @@ class BookBuilder:
                 elastic = (book.doc, result)
             elif book.kind == "heterogeneous":
                 fills.extend(self._hetero_fills(book, result))
-            elif book.kind in ("posted_price", "elastic_posted"):
+            elif book.kind in ("posted_price", "tiered", "elastic_posted"):
                 fills.extend(self._posted_fills(book, result))
             else:
                 fills.extend(self._unit_fills(book, result))
@@ -652,7 +689,7 @@ class BookBuilder:
                     devices=1,
                     resource_class=resource["class"],
                     unit_price_paid=price,
-                    unit_price_received=price,
+                    unit_price_received=_received(resource, price),
                     expected_device_hours=device_hours_on(job, resource),
                 )
             )
@@ -682,7 +719,7 @@ class BookBuilder:
                     devices=1,
                     resource_class=book.meta["resource_class"],
                     unit_price_paid=result["buyer_price"],
-                    unit_price_received=result["seller_price"],
+                    unit_price_received=_received(resource, result["seller_price"]),
                     expected_device_hours=device_hours_on(job, resource),
                 )
             )
@@ -721,7 +758,7 @@ class BookBuilder:
                     devices=job["device_count"],
                     resource_class=resource["class"],
                     unit_price_paid=paid / engine_hours,
-                    unit_price_received=min(share, paid) / engine_hours,
+                    unit_price_received=_received(resource, min(share, paid) / engine_hours),
                     expected_device_hours=device_hours_on(job, resource),
                 )
             )
@@ -746,6 +783,8 @@ class BookBuilder:
                     )
             elif book.kind in ("posted_price", "elastic_posted"):
                 self._posted_reasons(book, result, reasons)
+            elif book.kind == "tiered":
+                reasons.update(tier_books.tier_waiting_reasons(book.doc, result, book.jobs))
             elif book.kind == "unit":
                 self._unit_reasons(book, result, reasons, matched)
             else:
@@ -873,6 +912,9 @@ class BookBuilder:
                     bound += max(result["lp_bound"], result["welfare"])
                 continue
             welfare += result["gains_from_trade"]
+            if book.kind == "tiered":
+                bound += max(posted_gains_bound(book.doc), result["gains_from_trade"])
+                continue
             if book.kind == "posted_price":
                 bound += max(posted_gains_bound(book.doc), result["gains_from_trade"])
                 prices.update(self._posted_prices_summary(book, result))
