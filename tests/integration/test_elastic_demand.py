@@ -234,3 +234,26 @@ class TestElasticJobPage:
 
         assert "worth 8 × ln(1 + q)" in before and "buys its best response" in before
         assert "bought <strong>3.000</strong>" in after
+
+
+class TestElasticWithTiers:
+    def test_a_latency_bound_elastic_job_buys_once_from_the_elastic_book_not_the_tiered_one(self):
+        for tier, region, ask in (
+            (Provider.Tier.EDGE, "eu-west", "0.80"),
+            (Provider.Tier.CLOUD, "eu-central", "0.30"),
+        ):
+            provider = ProviderFactory(region=region, tier=tier)
+            Provider.objects.filter(pk=provider.pk).update(last_heartbeat_at=NOW)
+            ResourceFactory(
+                provider=provider, device_count=4, ask_per_device_hour=Decimal(ask), price_floor=Decimal("0")
+            )
+        consumer = ConsumerFactory(balance=Decimal("1000"))
+        job = elastic_job(consumer, weight="8", budget="50", latency_sla_ms=40)
+
+        round_obj = round_clear(round_id=round_open(now=NOW).pk, now=NOW)
+
+        kinds = [book["kind"] for book in round_obj.mechanism["books"]]
+        assert "tiered" not in kinds and kinds[-2:] == ["elastic_posted", "elastic"]
+        (lease,) = Lease.objects.filter(job=job)
+        assert lease.unit_price_paid == Decimal("0.30")  # the cheapest device within its SLA, at its ask
+        assert round_replay(round_id=round_obj.pk)["match"] is True
