@@ -28,7 +28,8 @@ def online_resource(**fields):
     return ResourceFactory(provider=provider, **fields)
 
 
-def elastic_job(consumer, *, weight: str, budget: str, unit: str = "device_hours", **bounds):
+def elastic_job(consumer, *, weight: str, budget: str, unit: str = "device_hours", **fields):
+    bounds = {name: fields.pop(name) for name in ("min_quantity", "max_quantity") if name in fields}
     return job_submit(
         consumer=consumer,
         quant_bits=4,
@@ -36,6 +37,7 @@ def elastic_job(consumer, *, weight: str, budget: str, unit: str = "device_hours
         max_price_per_device_hour=None,
         budget=Decimal(budget),
         elastic={"unit": unit, "utility_weight": Decimal(weight), **bounds},
+        **fields,
     )
 
 
@@ -255,5 +257,5 @@ class TestElasticWithTiers:
         kinds = [book["kind"] for book in round_obj.mechanism["books"]]
         assert "tiered" not in kinds and kinds[-2:] == ["elastic_posted", "elastic"]
         (lease,) = Lease.objects.filter(job=job)
-        assert lease.unit_price_paid == Decimal("0.30")  # the cheapest device within its SLA, at its ask
+        assert lease.unit_price_paid == Decimal("0.80")  # strict (an SLA implies it): its region's device
         assert round_replay(round_id=round_obj.pk)["match"] is True
