@@ -11,7 +11,7 @@ serves one job per round, as in CPX.
 
 Prices: the providers' asks are the equilibrium of the engine's `budget_oligopoly` game with these
 costs and consumers (what CPX recommends to auto-priced providers, `auctions/services/provider_asks.py`,
-with the same reduction to at most 24 quantile followers); both markets clear at these asks, with the
+with the same reduction to at most 16 quantile followers and 15 rounds); both markets clear at these asks, with the
 round's rule for elastic jobs: the engine's `posted_price` book with one price per device (each buyer,
 in the public hash order, takes the cheapest fitting device priced at or below its bid).
 
@@ -42,10 +42,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from auctions.mechanisms import clear, price  # noqa: E402
 from auctions.mechanisms.elastic import best_response  # noqa: E402
 
-DEVICES = 4
+DEVICES = 5
 HOURS = 8.0
 SIGMA = 0.5
-MAX_FOLLOWERS = 24  # as auctions/services/provider_asks.py
+MAX_FOLLOWERS = 16  # as auctions/services/provider_asks.py (MAX_LEADERS 4: --providers at most 4)
 
 
 def market(seed: int, consumers: int, providers: int) -> dict:
@@ -70,7 +70,7 @@ def equilibrium_asks(m: dict) -> tuple[list[float], str]:
             "valuations": [[a] * leaders for a, _ in rows],
             "budgets": [b for _, b in rows],
             "costs": m["costs"],
-            "max_rounds": 30,
+            "max_rounds": 15,
         }
     )
     return result["prices"], result["status"]
@@ -144,7 +144,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--consumers", type=int, default=40)
-    parser.add_argument("--providers", type=int, default=5)
+    parser.add_argument("--providers", type=int, default=4)
     args = parser.parse_args()
     print(
         f"{args.consumers} consumers, {args.providers} providers x {DEVICES} devices, deadline {HOURS:g} h, "

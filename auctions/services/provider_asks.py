@@ -29,9 +29,9 @@ from collections import defaultdict
 from auctions.mechanisms import MechanismError, price
 from market.money import MAX_AMOUNT, to_money
 
-MAX_FOLLOWERS = 24
-MAX_LEADERS = 8
-MAX_ROUNDS = 30
+MAX_FOLLOWERS = 16
+MAX_LEADERS = 4
+MAX_ROUNDS = 15
 
 
 def class_oligopoly(*, resources: list[dict], followers: list[tuple[float, float | None]]) -> dict | None:

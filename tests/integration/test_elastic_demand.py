@@ -11,6 +11,7 @@ from auctions.mechanisms.elastic import best_response, choke_price
 from auctions.models import Lease
 from auctions.services.leases import lease_accept, lease_complete
 from auctions.services.pricing import price_quotes_update
+from auctions.services.provider_asks import MAX_FOLLOWERS, MAX_LEADERS, class_oligopoly
 from auctions.services.rounds import round_clear, round_open, round_replay
 from config.errors import InvalidInput
 from market.models import JobRequest, LedgerAccount, Provider
@@ -259,3 +260,19 @@ class TestElasticWithTiers:
         (lease,) = Lease.objects.filter(job=job)
         assert lease.unit_price_paid == Decimal("0.80")  # strict (an SLA implies it): its region's device
         assert round_replay(round_id=round_obj.pk)["match"] is True
+
+
+class TestProviderAsksReduction:
+    def test_many_providers_share_leaders_by_cost_and_each_gets_its_groups_ask(self):
+        resources = [{"provider_id": p, "price_floor": Decimal(p) / 10} for p in range(1, 8)]
+        followers = [(1.0 + i / 10, None) for i in range(40)]
+
+        answer = class_oligopoly(resources=resources, followers=followers)
+
+        game = answer["game"]
+        assert len(game["costs"]) == MAX_LEADERS and len(game["valuations"]) == MAX_FOLLOWERS
+        assert game["costs"] == pytest.approx([0.15, 0.35, 0.55, 0.7])  # groups 12, 34, 56, 7: medians
+        assert game["valuations"][0][0] == 4.9 and game["valuations"][-1][0] == 1.0  # quantiles, ends kept
+        prices = answer["result"]["prices"]
+        asks = answer["provider_asks"]
+        assert asks["1"] == asks["2"] == prices[0] and asks["7"] == prices[3]
