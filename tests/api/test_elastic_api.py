@@ -126,3 +126,11 @@ class TestElasticQuote:
         ).quantize(Decimal("0.000001"))
         assert "raise utility_weight" in answer["suggestion"]
         assert "elastic" not in answer
+
+    def test_the_quote_refuses_an_inconsistent_elastic_spec_with_the_same_code(self):
+        response = bearer_client(ConsumerFactory()).post(
+            "/api/v1/quote", elastic_body(max_price_per_device_hour="1"), format="json"
+        )
+
+        body = assert_error(response, 400, "elastic_with_bid")
+        assert body["extra"]["field"] == "max_price_per_device_hour"
