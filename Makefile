@@ -93,6 +93,7 @@ bench: install
 	$(PY) bench/elastic.py
 	$(PY) bench/tiers.py
 	$(PY) bench/settlement_gas.py
+	$(PY) bench/round_commit_gas.py
 	$(PY) bench/round.py
 	$(PY) bench/dashboard.py
 	$(PY) bench/market_day.py --seeds 3

@@ -146,10 +146,35 @@ def check_clearing_settings(app_configs=None, **kwargs) -> list[checks.CheckMess
             )
         )
     errors += _tier_errors(settings)
+    errors += _round_commit_errors(settings)
     errors += _money_errors(settings)
     errors += sla_errors(settings)
     if not errors:
         errors += _engine_errors(unit=unit, hetero=hetero, rule=rule, seed=seed, limit=limit)
+    return errors
+
+
+def _round_commit_errors(settings) -> list[checks.CheckMessage]:
+    """The match on chain (issue 12): rounds per commit transaction and how often the task runs."""
+    errors = []
+    batch = settings.CPX_ROUND_COMMIT_BATCH
+    if isinstance(batch, bool) or not isinstance(batch, int) or not 1 <= batch <= 500:
+        errors.append(
+            _error(
+                70,
+                f"CPX_ROUND_COMMIT_BATCH={batch!r} must be an integer from 1 to 500.",
+                "Rounds committed per transaction; the default is 20 (500 stays far inside a block's gas).",
+            )
+        )
+    if not _positive_number(settings.CPX_ROUND_COMMIT_INTERVAL_S):
+        errors.append(
+            _error(
+                71,
+                f"CPX_ROUND_COMMIT_INTERVAL_S={settings.CPX_ROUND_COMMIT_INTERVAL_S!r} must be a finite "
+                "number of seconds > 0.",
+                "See .env.example.",
+            )
+        )
     return errors
 
 

@@ -301,6 +301,9 @@ CPX_DEPOSIT_SYNC_INTERVAL_S = env.float("CPX_DEPOSIT_SYNC_INTERVAL_S", default=1
 # A SUBMITTED batch older than this lost its worker: it is looked up on chain, then sent again if absent.
 # Longer than the client's receipt timeout (30 s).
 CPX_SETTLEMENT_SUBMIT_STALE_S = env.int("CPX_SETTLEMENT_SUBMIT_STALE_S", default=120)
+# The match on chain (issue 12): cleared rounds' hashes committed per transaction, and how often.
+CPX_ROUND_COMMIT_BATCH = env.int("CPX_ROUND_COMMIT_BATCH", default=20)
+CPX_ROUND_COMMIT_INTERVAL_S = env.float("CPX_ROUND_COMMIT_INTERVAL_S", default=10.0)
 # --- end Settlement on chain (issue 5)
 
 # --- Leases and agents (issue 4)
@@ -392,6 +395,8 @@ CELERY_BEAT_SCHEDULE = {
     "settlement-deposits": _every("contracts.sync_deposits", CPX_DEPOSIT_SYNC_INTERVAL_S),
     "settlement-reconcile": _every("contracts.reconcile", CPX_RECONCILE_INTERVAL_S),
     "settlement-fee-claims": _every("contracts.claim_fees", CPX_FEE_CLAIM_INTERVAL_S),
+    "round-commitments": _every("contracts.commit_rounds", CPX_ROUND_COMMIT_INTERVAL_S),
+    "round-commitments-reconcile": _every("contracts.reconcile_rounds", CPX_RECONCILE_INTERVAL_S),
     # --- end Settlement on chain (issue 5)
     "expire-files": _every("market.expire_files", 3600),  # issue 10: CPX_FILE_TTL_DAYS
 }
