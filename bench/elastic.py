@@ -11,9 +11,10 @@ serves one job per round, as in CPX.
 
 Prices: the providers' asks are the equilibrium of the engine's `budget_oligopoly` game with these
 costs and consumers (what CPX recommends to auto-priced providers, `auctions/services/provider_asks.py`,
-with the same reduction to at most 16 quantile followers and 15 rounds); both markets clear at these asks, with the
-round's rule for elastic jobs: the engine's `posted_price` book with one price per device (each buyer,
-in the public hash order, takes the cheapest fitting device priced at or below its bid).
+with the same reduction to at most 16 quantile followers and 15 rounds); both markets clear at these
+asks, with the round's rule for elastic jobs: the engine's `posted_price` book with one price per
+device (each buyer, in the public hash order, takes the cheapest fitting device priced at or below
+its bid).
 
 - elastic: each consumer bids its choke price (a_i) and, once it has a device at price p, buys its
   best response (`elastic_demand` book): q = min(a_i / p - 1, B_i / p, HOURS).
