@@ -457,7 +457,7 @@ class BookBuilder:
             results.append(clear_document(book.doc, book.digest))
         # Last, elastic jobs (docs/eetorp.md): each takes a device left at that device's ask, then buys
         # its best response at that price.
-        book = self._elastic_posted_book(self.fills(results))
+        book = self._elastic_posted_book(self.fills(results)) if self.elastic_jobs else None
         if book is not None:
             results.append(clear_document(book.doc, book.digest))
             fills = self.fills(results)
