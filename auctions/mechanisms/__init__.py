@@ -20,6 +20,7 @@ HETEROGENEOUS = frozenset({"welfare", "greedy"})
 POSTED_PRICE = "posted_price"
 ELASTIC_DEMAND = "elastic_demand"
 TIERED = "tiered"
+GANG = "gang"
 GAMES = frozenset({"stackelberg", "linear_oligopoly", "budget_oligopoly"})
 
 
@@ -60,6 +61,10 @@ def clear(doc, *, input_sha256: str | None = None, replay=None):
         from auctions.mechanisms.tiers import clear_tiered
 
         return clear_tiered(doc, input_sha256=input_sha256)
+    if mechanism == GANG:
+        from auctions.mechanisms.gang import clear_gang
+
+        return clear_gang(doc, input_sha256=input_sha256)
     raise MechanismError("unknown_mechanism", f"unknown mechanism {mechanism!r}")
 
 

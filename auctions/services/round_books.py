@@ -25,7 +25,7 @@ from auctions.mechanisms import classes, latency, quality, throughput
 from auctions.mechanisms.canonical import canonical_json
 from auctions.mechanisms.posted_price import clearing_price_estimate, posted_gains_bound, unit_gains_bound
 from auctions.selectors import rounds as selectors
-from auctions.services import tier_books
+from auctions.services import gang_books, tier_books
 from auctions.services.elastic_demand import elastic_document, elastic_fills
 
 LOTTERY_MECHANISMS = frozenset({"sbba", "sbba_buyer_lottery"})
@@ -65,6 +65,7 @@ class Fill:
     unit_price_received: float
     expected_device_hours: float
     elastic: dict | None = None  # an elastic job's purchase (auctions/services/elastic_demand.py)
+    gang: dict | None = None  # a gang member's stage (auctions.services.gang_books)
 
 
 def snapshot_book(
@@ -201,10 +202,14 @@ class BookBuilder:
         self.fixed_jobs = [job for job in self.jobs if not job.get("elastic")]
         self.rule = config.get("rule", "per_class")
         self.prices = self._class_prices(config.get("posted_prices") or {})
+        # Gang jobs clear in their own book, all or nothing, before every other (gang_books.py).
+        self.gang_jobs = [job for job in self.jobs if job.get("gang")]
         # Latency-bound jobs with both edge and cloud supply clear in tiered books (tier_books.py).
-        self.tier_jobs = [job for job in tier_books.tier_route(self) if not job.get("elastic")]
+        self.tier_jobs = [
+            job for job in tier_books.tier_route(self) if not job.get("gang") and not job.get("elastic")
+        ]
         tiered = {job["id"] for job in self.tier_jobs}
-        self.routable = [job for job in self.fixed_jobs if job["id"] not in tiered]
+        self.routable = [job for job in self.fixed_jobs if job["id"] not in tiered and not job.get("gang")]
         if self.rule == "depth":
             self._route_by_depth()
             return
@@ -393,6 +398,14 @@ class BookBuilder:
     def run(self, *, clear_document) -> list:
         """Build and clear every book in order; returns the engine results (aligned with the snapshot)."""
         results = []
+        gang = gang_books.gang_book_document(self)
+        if gang is not None:
+            book = self._add(gang_books.KIND, *gang, {"kind": gang_books.KIND})
+            result = clear_document(book.doc, book.digest)
+            for members in result["assignments"].values():
+                for member in members:
+                    self.free[book.resources[member["provider"]]["id"]] -= member["devices"]
+            results.append(result)
         hetero = self.config["heterogeneous"]
         for mask, jobs in self._hetero_parts():
             providers = self._candidates(
@@ -667,7 +680,9 @@ class BookBuilder:
         """One fill per matched job, all its devices on one resource."""
         fills, elastic = [], None
         for book, result in zip(self.books, results, strict=True):
-            if book.kind == "elastic":
+            if book.kind == gang_books.KIND:
+                fills.extend(Fill(**part) for part in gang_books.gang_fill_parts(book, result))
+            elif book.kind == "elastic":
                 elastic = (book.doc, result)
             elif book.kind == "heterogeneous":
                 fills.extend(self._hetero_fills(book, result))
@@ -787,6 +802,10 @@ class BookBuilder:
                 reasons.update(tier_books.tier_waiting_reasons(book.doc, result, book.jobs))
             elif book.kind == "unit":
                 self._unit_reasons(book, result, reasons, matched)
+            elif book.kind == gang_books.KIND:
+                for job in book.jobs.values():
+                    if job["id"] not in matched:
+                        reasons[job["id"]] = gang_books.gang_waiting_reason(book, job)
             else:
                 for job in book.jobs.values():
                     if job["id"] not in matched:
@@ -903,6 +922,10 @@ class BookBuilder:
             if book.kind == "elastic_posted":  # per-device prices: no class price to publish
                 welfare += result["gains_from_trade"]
                 bound += max(posted_gains_bound(book.doc), result["gains_from_trade"])
+                continue
+            if book.kind == gang_books.KIND:  # bound: every gang's value, as if it cost nothing
+                welfare += result["welfare"]
+                bound += max(result["welfare"], sum(max(0.0, job["bid"]) for job in book.doc["jobs"]))
                 continue
             if book.kind == "heterogeneous":
                 welfare += result["welfare"]

@@ -11,6 +11,8 @@ the final write: a worker killed mid-round leaves the round OPEN with no lease a
 the next run clears it from scratch. A CLEARED or FAILED round is returned unchanged.
 
 Books (built from one snapshot, cleared in a fixed order that no bid influences):
+0. the gang book (`auctions/services/gang_books.py`): jobs that opted in to run as one pipeline across
+   several providers, matched whole or not at all (`auctions/mechanisms/gang.py`), one lease a stage.
 1. heterogeneous books (`CPX_HETEROGENEOUS_MECHANISM`): multi-device jobs, single-device jobs whose
    latency SLA, deadline or earlier failures the class cannot express, and jobs whose region has no
    class that fits them. The engine cannot forbid a (job, provider) pair, so jobs are partitioned by
@@ -239,7 +241,7 @@ def _write(round_obj: Round, *, builder, cleared: list, config: dict, now: datet
     filled = {lease.job_id for lease in leases}  # matched or refused below: none of them waits
     # A job whose budget cannot pay its expected usage is refunded, not dispatched (issue 9).
     leases, refused, failed = jobs_refuse_uncovered(leases=leases, now=now)
-    job_ids = [lease.job_id for lease in leases]
+    job_ids = sorted({lease.job_id for lease in leases})  # a gang's members share their job
     # One compare-and-set for every matched job; the row count says whether the book held.
     moved = JobRequest.objects.filter(pk__in=job_ids, status=JobRequest.Status.QUEUED).update(
         status=JobRequest.Status.MATCHED, updated_at=now, waiting_reason=None
@@ -274,7 +276,7 @@ def _write(round_obj: Round, *, builder, cleared: list, config: dict, now: datet
     round_obj.prices = summary["prices"]
     round_obj.jobs_in_book = len(builder.jobs)
     round_obj.resources_in_book = len(builder.resources)
-    round_obj.jobs_matched = len(leases)
+    round_obj.jobs_matched = len(job_ids)
     round_obj.cleared_at = now
     round_obj.error = ""
     round_obj.save()
@@ -315,6 +317,8 @@ def _lease(round_obj: Round, fill: "books.Fill", *, now: datetime) -> Lease:
     paid = to_money(fill.unit_price_paid)
     received = min(to_money(fill.unit_price_received), paid)  # rounding must not open a deficit
     budget = fill.job["budget"]
+    if fill.gang is not None:  # a gang member may spend its share of the job's escrow
+        budget = budget * Decimal(repr(fill.gang["budget_share"]))
     limit = MAX_DEVICE_HOURS if paid <= 0 else min(MAX_DEVICE_HOURS, budget / paid)
     expected = min(MAX_DEVICE_HOURS, Decimal(repr(fill.expected_device_hours))).quantize(HOUR_QUANTUM)
     if fill.elastic is not None:
@@ -333,6 +337,8 @@ def _lease(round_obj: Round, fill: "books.Fill", *, now: datetime) -> Lease:
         expected_device_hours=expected,
         status=Lease.Status.DISPATCHED,
         dispatched_at=now,
+        gang_stage=0 if fill.gang is None else fill.gang["stage"],
+        gang=fill.gang,
     )
 
 

@@ -164,6 +164,12 @@ class JobSubmitSerializer(StrictSerializerMixin, serializers.Serializer):
         required=False,
         help_text="a file uploaded through POST /api/v1/files: batch (inference) or dataset (training)",
     )
+    gang = serializers.JSONField(
+        required=False,
+        allow_null=True,
+        help_text="opt-in gang for a model too large for one device: {max_members: 2..16, "
+        "max_latency_ms: 1..1000 or null}; checked with codes gang_invalid, gang_unservable",
+    )
 
     def validate(self, attrs):
         if "elastic" not in attrs and attrs.get("max_price_per_device_hour") is None:
@@ -246,6 +252,7 @@ class JobRequestSerializer(serializers.ModelSerializer):
             "region",
             "placement",
             "elastic",
+            "gang",
             "requested_memory_per_device_gib",
             "requested_device_count",
             "memory_per_device_gib",

@@ -42,6 +42,10 @@ class ElasticBoundsInverted(InvalidInput):
     code = "elastic_bounds_inverted"
 
 
+class ElasticWithGang(InvalidInput):
+    code = "elastic_with_gang"
+
+
 class ElasticMultiDevice(InvalidInput):
     code = "elastic_multi_device"
 
@@ -53,7 +57,8 @@ class ElasticValueTooLow(InvalidInput):
 def elastic_check_spec(*, spec: dict) -> None:
     """The rules of an elastic spec that need no sizing. Raises ElasticWithBid (the bid is derived),
     ElasticWithWorkload (the size follows from the purchase: no workload, no input file),
-    ElasticUnitMismatch (million_tokens for a job that is not inference), ElasticBoundsInverted."""
+    ElasticWithGang, ElasticUnitMismatch (million_tokens for a job that is not inference),
+    ElasticBoundsInverted."""
     elastic = spec["elastic"]
     if spec.get("max_price_per_device_hour") is not None:
         raise ElasticWithBid(
@@ -66,6 +71,8 @@ def elastic_check_spec(*, spec: dict) -> None:
             "An elastic job's size follows from what it buys: state no workload and no input file.",
             field=stated[0].replace("input_file", "input_file_id"),
         )
+    if spec.get("gang") is not None:
+        raise ElasticWithGang("An elastic job runs on one device: it cannot be a gang.", field="gang")
     if elastic["unit"] == "million_tokens" and spec["kind"] != "INFERENCE":
         raise ElasticUnitMismatch(
             "Only an inference job can buy tokens; a training or fine-tuning job buys device_hours.",

@@ -18,6 +18,7 @@ from config.errors import Conflict, InvalidInput
 from market.models import DataFile, JobRequest, LedgerAccount, LedgerTransfer, User
 from market.services.elastic import elastic_check_spec, elastic_size
 from market.services.files import file_get_for_owner, file_upload
+from market.services.gangs import gang_terms_check
 from market.services.ledger import InsufficientFunds, ledger_transfer
 from market.services.placement import job_request_check_servable, placement_of, region_check
 
@@ -44,12 +45,16 @@ def job_request_submit(
     A retry with the same idempotency key and the same spec returns the first job (created is
     False), whatever the timing: the database's unique constraint settles a race. Raises
     InvalidInput (among them UnknownRegion, and Unservable: no listed resource could ever run the
-    job), InsufficientFunds (nothing is written), IdempotencyKeyReused.
+    job), InsufficientFunds (nothing is written), IdempotencyKeyReused, GangInvalid, GangUnservable
+    (an opt-in `gang`: market.services.gangs).
     """
     fingerprint = _fingerprint(spec)
     try:
         fields = job_request_size(spec=job_spec_with_input(consumer=consumer, spec=spec), now=now)
-        job_request_check_servable(fields=fields)
+        if fields.get("gang") is not None:  # a gang spans nodes: its own servability check
+            fields["gang"] = gang_terms_check(gang=fields["gang"], fields=fields)
+        else:
+            job_request_check_servable(fields=fields)
         job = _create_funded(
             consumer=consumer,
             fields=fields,

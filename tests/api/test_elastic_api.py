@@ -57,6 +57,7 @@ class TestElasticSubmit:
                 "elastic.min_quantity",
             ),
             ({"quant_bits": 16, "params_billion": "70"}, "elastic_multi_device", "elastic"),
+            ({"gang": {"max_members": 2}}, "elastic_with_gang", "gang"),
         ],
     )
     def test_refuses_inconsistent_specs_with_stable_codes(self, overrides, code, field):
