@@ -21,7 +21,7 @@ The game (one tiered book; prices per reference device-hour, the work of a speed
   [0, 1). Each tier's demand vanishes when every price equals r and own-price effects dominate:
   alpha = n / M, gamma = theta beta / (2M), delta = theta beta / 2,
   beta = alpha / (r (1 - theta (M - 1) / (2M) - theta / 2)); alpha_0 = n, delta_0 = theta beta_0 / (2M),
-  beta_0 = n / (r (1 - theta / 2)).
+  beta_0 = n / (r (1 - theta / 2)) (n / r when M = 0).
 - Followers' equilibrium (given p_0): profit is strictly concave in p_j (second derivative -2 beta),
   so the first-order conditions ((2 beta + gamma) I - gamma 1 1^T) p = alpha + delta p_0 + beta c
   characterise it; the matrix is invertible with eigenvalues 2 beta + gamma and
@@ -47,10 +47,12 @@ cost <= bid, whatever its tier, and pays that cost.
 Properties (tests/unit/mechanisms/test_tiers.py, Hypothesis): followers' prices are mutual best
 responses and the leader's price is optimal along their reaction; individually rational (a buyer pays
 <= bid, a seller receives >= its ask); budget balanced; capacities hold; a job is on the cloud only if
-every accepted edge device was full or priced above its bid at its turn. Truthful for buyers when
-`reference_price` is given (prices then read the number of bids, never their values, and the order
-is a public hash); sellers' asks are the followers' costs and move their prices, as in any
-Stackelberg game.
+every accepted edge device was full or priced above its bid at its turn. With `reference_price`
+given, prices read the number of bids, never their values, and the order is a public hash, so a
+buyer's only gain from misreporting is the one "edge first" leaves open: a buyer placed on an edge
+device priced above the cloud's level can shade its bid below that price and overflow to the cheaper
+cloud (the rule takes a latency-bound job to want the edge, which a single bid cannot state; tested
+both ways). Sellers' asks are the followers' costs and move their prices, as in any Stackelberg game.
 
 BOOK: {"mechanism": "tiered", "salt": str, "tier_aware": bool, "substitution": theta,
 "reference_price"?: r, "bids": [{"id", "price", "accepts": [ask ids]}], "asks": [{"id", "price",
@@ -96,7 +98,9 @@ def calibrate(*, bids: int, followers: int, scale: float, substitution: float) -
     """The linear demand of the tier game from the book (module docstring): n bids, M followers,
     demand scale r > 0, substitution theta in [0, 1)."""
     n, m, r, theta = float(bids), followers, scale, substitution
-    params = {"alpha_0": n, "beta_0": n / (r * (1 - theta / 2)), "scale": r, "substitution": theta}
+    # With no follower there is no cross effect, and the cloud's demand vanishes at r by itself.
+    kappa = 1 - theta / 2 if m else 1.0
+    params = {"alpha_0": n, "beta_0": n / (r * kappa), "scale": r, "substitution": theta}
     params["delta_0"] = theta * params["beta_0"] / (2 * m) if m else 0.0
     if m:
         alpha = n / m

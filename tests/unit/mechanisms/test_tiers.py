@@ -3,6 +3,7 @@ exact equilibrium, and the tiered book's allocation keeps its promises (Hypothes
 """
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -167,6 +168,46 @@ class TestTieredBook:
         raised = {**doc, "bids": [{**b, "price": 10} for b in doc["bids"]]}
 
         assert clear(doc)["prices"] == clear(raised)["prices"]
+
+    @EXAMPLES
+    @given(books(), st.data())
+    def test_no_buyer_gains_by_misreporting_when_a_reference_price_is_given(self, doc, data):
+        doc = {**doc, "reference_price": 3.0}
+        if not doc["bids"]:
+            return
+        index = data.draw(st.integers(min_value=0, max_value=len(doc["bids"]) - 1))
+        name, value = doc["bids"][index]["id"], doc["bids"][index]["price"]
+        report = data.draw(st.sampled_from([0, 0.5, 1, 2, 3, 4, 6, 10, value / 2, value * 2]))
+        lied = {**doc, "bids": [{**b, "price": report} if b["id"] == name else b for b in doc["bids"]]}
+
+        def utility(result):
+            return value - result["payments"][name] if name in result["assignments"] else 0.0
+
+        truth, lie = clear(doc), clear(lied)
+        # The one gain "edge first" leaves open: dodging an edge device priced above the cloud's level.
+        dodged = (
+            truth["tiers"].get(name) in ("END", "EDGE")
+            and truth["payments"][name] > (truth["prices"]["cloud"] or math.inf)
+            and lie["tiers"].get(name) == "CLOUD"
+        )
+        assert dodged or utility(lie) <= utility(truth) + EPS
+
+    def test_a_buyer_can_dodge_an_edge_priced_above_the_cloud_by_shading_its_bid(self):
+        doc = {
+            "mechanism": "tiered",
+            "salt": "x",
+            "reference_price": 3.0,
+            "bids": [{"id": "j", "price": 3.0, "accepts": ["e", "c"]}],
+            "asks": [
+                {"id": "e", "price": 2.4, "quantity": 1, "speed": 1, "tier": "EDGE"},
+                {"id": "c", "price": 0.5, "quantity": 8, "speed": 1, "tier": "CLOUD"},
+            ],
+        }
+        truth = clear(doc)
+        shaded = clear({**doc, "bids": [{**doc["bids"][0], "price": 2.0}]})
+
+        assert truth["tiers"]["j"] == "EDGE" and shaded["tiers"]["j"] == "CLOUD"
+        assert shaded["payments"]["j"] < truth["payments"]["j"]  # documented: edge first is not free
 
 
 class TestWorkedExamples:
