@@ -682,7 +682,15 @@ class BookBuilder:
         fills, elastic = [], None
         for book, result in zip(self.books, results, strict=True):
             if book.kind == gang_books.KIND:
-                fills.extend(Fill(**part) for part in gang_books.gang_fill_parts(book, result))
+                fills.extend(
+                    Fill(
+                        **{
+                            **part,
+                            "unit_price_received": _received(part["resource"], part["unit_price_received"]),
+                        }
+                    )
+                    for part in gang_books.gang_fill_parts(book, result)
+                )
             elif book.kind == "elastic":
                 elastic = (book.doc, result)
             elif book.kind == "heterogeneous":
