@@ -323,3 +323,23 @@ class TestContractRateOnFailover:
         )
         assert penalty.amount == expected
         assert ledger_is_balanced()
+
+
+class TestReputationInGangs:
+    @override_settings(CPX_SLA_QUALITY_WEIGHT=0.5)
+    def test_a_gang_member_with_a_poor_record_is_paid_its_cost_deflated(self):
+        from tests.integration.test_gangs import FRANKFURT, PARIS, big_job, clear_round, consumer_gpus
+
+        paris, frankfurt = consumer_gpus(PARIS), consumer_gpus(FRANKFURT)
+        Provider.objects.filter(pk=paris.provider_id).update(reputation=Decimal("0.6"))  # f = 1.2
+        job = big_job(ConsumerFactory(balance=Decimal("10000")))
+
+        round_obj = clear_round()
+
+        leases = {lease.resource_id: lease for lease in Lease.objects.filter(job=job)}
+        assert set(leases) == {paris.pk, frankfurt.pk}
+        # Each member's receipt is its cost at its effective ask, divided by its factor: the ask.
+        assert leases[paris.pk].unit_price_received == Decimal("0.400000")
+        assert leases[frankfurt.pk].unit_price_received == Decimal("0.400000")
+        assert leases[paris.pk].unit_price_paid >= leases[paris.pk].unit_price_received
+        assert round_replay(round_id=round_obj.pk)["match"]
