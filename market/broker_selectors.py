@@ -1,0 +1,54 @@
+"""Reads for brokers: their principals (appointments, newest first) and the fees they earned."""
+
+from decimal import Decimal
+
+from django.db.models import Count, DecimalField, QuerySet, Sum, Value
+from django.db.models.functions import Coalesce
+
+from market.models import BrokerAppointment, BrokerFee, LedgerAccount, User
+
+
+def broker_principal_list(*, broker: User, active_only: bool = False) -> QuerySet[BrokerAppointment]:
+    """The broker's appointments with each principal, newest first, with fees earned under each."""
+    rows = BrokerAppointment.objects.filter(broker=broker).select_related("principal")
+    if active_only:
+        rows = rows.filter(status=BrokerAppointment.Status.ACTIVE)
+    return rows.annotate(
+        fees_earned=Coalesce(Sum("fees__transfer__amount"), Value(Decimal(0)), output_field=DecimalField()),
+        trades=Count("fees"),
+    ).order_by("-created_at", "-id")
+
+
+def broker_appointments_of(*, principal: User) -> QuerySet[BrokerAppointment]:
+    """The brokers a principal appointed, newest first."""
+    return (
+        BrokerAppointment.objects.filter(principal=principal)
+        .select_related("broker")
+        .order_by("-created_at", "-id")
+    )
+
+
+def broker_fees_earned(*, broker: User) -> list[dict]:
+    """Fees earned per principal (username, side, earned, trades), largest first. Summed in Python
+    with Decimal: SQLite's SUM over decimals goes through floats."""
+    totals: dict[tuple, list] = {}
+    rows = BrokerFee.objects.filter(appointment__broker=broker).values_list(
+        "appointment__principal__username", "appointment__side", "transfer__amount"
+    )
+    for username, side, amount in rows:
+        entry = totals.setdefault((username, side), [Decimal(0), 0])
+        entry[0] += amount
+        entry[1] += 1
+    out = [
+        {"principal__username": u, "side": s, "earned": e, "trades": n} for (u, s), (e, n) in totals.items()
+    ]
+    return sorted(out, key=lambda row: (-row["earned"], row["principal__username"]))
+
+
+def broker_balance(*, broker: User) -> Decimal:
+    """What the broker's fee account holds."""
+    account = LedgerAccount.objects.filter(kind=LedgerAccount.Kind.BROKER, user=broker).first()
+    return account.balance if account else Decimal(0)
+
+
+__all__ = ["broker_appointments_of", "broker_balance", "broker_fees_earned", "broker_principal_list"]
