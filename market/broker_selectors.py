@@ -5,7 +5,7 @@ from decimal import Decimal
 from django.db.models import Count, DecimalField, QuerySet, Sum, Value
 from django.db.models.functions import Coalesce
 
-from market.models import BrokerAppointment, BrokerFee, LedgerAccount, User
+from market.models import BrokerAppointment, BrokeredJob, BrokerFee, LedgerAccount, User
 
 
 def broker_principal_list(*, broker: User, active_only: bool = False) -> QuerySet[BrokerAppointment]:
@@ -51,4 +51,10 @@ def broker_balance(*, broker: User) -> Decimal:
     return account.balance if account else Decimal(0)
 
 
-__all__ = ["broker_appointments_of", "broker_balance", "broker_fees_earned", "broker_principal_list"]
+def broker_job_list(*, broker: User, limit: int = 50) -> QuerySet[BrokeredJob]:
+    """The jobs the broker placed for its principals, newest first."""
+    return (
+        BrokeredJob.objects.filter(appointment__broker=broker)
+        .select_related("job", "appointment__principal")
+        .order_by("-job__created_at", "-job_id")[:limit]
+    )

@@ -81,7 +81,7 @@ def broker_appoint(*, principal: User, broker_username: str, fee_rate, now: date
     rate = _fee_rate(fee_rate)
     broker = User.objects.filter(username=broker_username, role=Role.BROKER, is_active=True).first()
     if broker is None:
-        raise BrokerNotFound("No broker by that name.", broker=broker_username)
+        raise BrokerNotFound("No broker by that name.", field="broker", broker=broker_username)
     try:
         with transaction.atomic():
             return BrokerAppointment.objects.create(
@@ -89,7 +89,9 @@ def broker_appoint(*, principal: User, broker_username: str, fee_rate, now: date
             )
     except IntegrityError:
         raise BrokerAlreadyAppointed(
-            "A broker already trades for you on this side: revoke that appointment first.", side=side
+            "A broker already trades for you on this side: revoke that appointment first.",
+            field="broker",
+            side=side,
         ) from None
 
 

@@ -14,7 +14,11 @@ from market.models import Role
 from market.services.accounts import api_key_create, api_key_revoke
 from market.views.common import now
 
-HOME_BY_ROLE = {Role.PROVIDER: "pages:provider-console", Role.CONSUMER: "pages:job-list"}
+HOME_BY_ROLE = {
+    Role.PROVIDER: "pages:provider-console",
+    Role.CONSUMER: "pages:job-list",
+    Role.BROKER: "pages:broker-console",
+}
 
 
 def home(request):
@@ -31,7 +35,8 @@ def signup(request):
         return redirect("pages:home")
     role = request.GET.get("role")
     form = SignUpForm(
-        request.POST or None, initial={"role": role} if role in (Role.PROVIDER, Role.CONSUMER) else {}
+        request.POST or None,
+        initial={"role": role} if role in (Role.PROVIDER, Role.CONSUMER, Role.BROKER) else {},
     )
     if request.method == "POST" and form.is_valid():
         user = form.save()
