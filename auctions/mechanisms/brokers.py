@@ -67,13 +67,15 @@ class Broker:
 @dataclass(frozen=True)
 class User:
     """A consumer's demand: `demand` devices worth `value` each; `brokers` it appointed, `direct`
-    the servers it reaches without a broker."""
+    the servers it reaches without a broker; `fits` the servers that can run it at all (None: any),
+    a filter on every route (CPX's compatibility: device class, memory, free devices)."""
 
     id: str
     demand: float
     value: float
     brokers: tuple[str, ...] = ()
     direct: tuple[str, ...] = ()
+    fits: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -110,7 +112,8 @@ def _routes(servers, brokers, users):
     for j, user in enumerate(users):
         if user.demand <= 0 or user.value <= 0:
             continue
-        for k in sorted({k_of[s] for s in user.direct if s in k_of}):
+        fits = set(k_of) if user.fits is None else set(user.fits)
+        for k in sorted({k_of[s] for s in user.direct if s in k_of and s in fits}):
             w = user.demand * (user.value - servers[k].cost)
             if w > TOLERANCE and user.demand <= servers[k].capacity:
                 out.append((j, -1, k, w))
@@ -118,7 +121,7 @@ def _routes(servers, brokers, users):
             broker = brokers[b]
             if user.demand > broker.capacity:
                 continue
-            for k in sorted({k_of[s] for s in broker.servers if s in k_of}):
+            for k in sorted({k_of[s] for s in broker.servers if s in k_of and s in fits}):
                 w = user.demand * (user.value - servers[k].cost - broker.cost)
                 if w > TOLERANCE and user.demand <= servers[k].capacity:
                     out.append((j, b, k, w))
@@ -219,4 +222,4 @@ def clear_three_tier(servers, brokers, users) -> ThreeTierResult:
 
 def without_brokers(users) -> tuple[User, ...]:
     """The same users with every appointment dropped: each reaches only its direct servers."""
-    return tuple(User(u.id, u.demand, u.value, (), u.direct) for u in users)
+    return tuple(User(u.id, u.demand, u.value, (), u.direct, u.fits) for u in users)

@@ -3,7 +3,7 @@ market.urls (see config/urls.py)."""
 
 from django.urls import path
 
-from auctions.pages import consumer, provider
+from auctions.pages import brokers, consumer, provider
 
 urlpatterns = [
     # provider console
@@ -16,4 +16,6 @@ urlpatterns = [
     path("jobs/<int:pk>/", consumer.job_detail, name="job-detail"),
     path("jobs/<int:pk>/live/", consumer.job_live, name="job-live"),
     path("jobs/<int:pk>/cancel/", consumer.job_cancel, name="job-cancel"),
+    # the broker's prices at the duals (issue 12)
+    path("broker/prices/", brokers.broker_prices, name="broker-prices"),
 ]

@@ -1,7 +1,8 @@
 """The broker's pages in a real browser (Chromium through Playwright) against a live market: a consumer
 appoints a broker on its Brokers page; the broker places a job for it on a provider that appointed it
 too; the live round clears, the agent runs the job, settlement splits the payment three ways; the
-broker's console shows both principals and the fees earned, and the broker revokes an appointment."""
+broker's console shows both principals and the fees earned, its prices page the market at the LP
+duals, and the broker revokes an appointment."""
 
 from datetime import timedelta
 from decimal import Decimal
@@ -71,6 +72,12 @@ class TestBrokerPages:
         total = sum(f.transfer.amount for f in fees)
         expect(page.locator("#fee-balance")).to_have_text(f"{total:.6f}")
         expect(page.locator("#brokered-jobs")).to_contain_text(f"#{job.pk}")
+
+        # The market at the duals: the provider principal's free device, priced.
+        page.get_by_role("link", name="Prices at the duals").click()
+        expect(page.get_by_role("heading", name="Prices at the duals")).to_be_visible()
+        expect(page.locator("#principal-resources")).to_contain_text(resource.provider.user.username)
+        page.get_by_role("link", name="Back to principals").click()
 
         page.locator(f'tr[data-principal="{consumer.username}"]').get_by_role("button", name="Revoke").click()
         expect(page.locator(f'tr[data-principal="{consumer.username}"]')).to_contain_text("Revoked")

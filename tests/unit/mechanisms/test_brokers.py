@@ -35,6 +35,7 @@ def markets(draw):
             draw(st.integers(0, 12)),
             tuple(draw(st.lists(st.sampled_from(broker_ids), max_size=2, unique=True))) if broker_ids else (),
             tuple(draw(st.lists(st.sampled_from(server_ids), max_size=1, unique=True))),
+            draw(st.none() | st.lists(st.sampled_from(server_ids), max_size=3, unique=True).map(tuple)),
         )
         for i in range(draw(st.integers(0, 6)))
     ]
@@ -66,6 +67,7 @@ class TestClearThreeTier:
         result = clear_three_tier(servers, brokers, users)
 
         for r in result.routes:
+            assert by_id[r.user].fits is None or r.server in by_id[r.user].fits
             if r.broker is None:
                 assert r.server in by_id[r.user].direct
             else:
