@@ -111,3 +111,19 @@ class TestBrokerActsForPrincipals:
 
         assert response.status_code == 200, response.json()
         assert Resource.objects.get(pk=resource.pk).ask_per_device_hour == Decimal("0.35")
+
+
+class TestBrokerPrices:
+    def test_answers_the_book_at_the_duals_for_a_broker_only(self, broker, consumer):
+        response = bearer_client(broker).get("/api/v1/broker/prices")
+
+        assert response.status_code == 200, response.json()
+        assert set(response.json()) == {
+            "welfare",
+            "lp_bound",
+            "jobs_in_book",
+            "resources_in_book",
+            "jobs",
+            "resources",
+        }
+        assert bearer_client(consumer).get("/api/v1/broker/prices").status_code == 403
