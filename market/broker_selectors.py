@@ -2,7 +2,7 @@
 
 from decimal import Decimal
 
-from django.db.models import Count, DecimalField, QuerySet, Sum, Value
+from django.db.models import Count, DecimalField, Q, QuerySet, Sum, Value
 from django.db.models.functions import Coalesce
 
 from market.models import BrokerAppointment, BrokeredJob, BrokerFee, LedgerAccount, User
@@ -58,3 +58,20 @@ def broker_job_list(*, broker: User, limit: int = 50) -> QuerySet[BrokeredJob]:
         .select_related("job", "appointment__principal")
         .order_by("-job__created_at", "-job_id")[:limit]
     )
+
+
+def broker_summary() -> list[dict]:
+    """Per broker, for the operators' dashboard, in ONE query: active principals, brokered trades and
+    fees earned, most fees first. (For display: SQLite sums decimals as floats; the ledger is exact.)"""
+    rows = (
+        BrokerAppointment.objects.values("broker__username")
+        .annotate(
+            active=Count("id", filter=Q(status=BrokerAppointment.Status.ACTIVE), distinct=True),
+            trades=Count("fees"),
+            earned=Coalesce(Sum("fees__transfer__amount"), Value(Decimal(0)), output_field=DecimalField()),
+        )
+        .order_by("-earned", "broker__username")
+    )
+    return [
+        {"broker": r["broker__username"], **{k: r[k] for k in ("active", "trades", "earned")}} for r in rows
+    ]

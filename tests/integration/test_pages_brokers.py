@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from auctions.selectors.brokers import broker_market_prices
 from market.models import BrokerAppointment, Role
-from tests.factories import ConsumerFactory, ResourceFactory, UserFactory
+from tests.factories import ConsumerFactory, OperatorFactory, ResourceFactory, UserFactory
 from tests.integration.pages import live_job, online_provider, signed_in
 
 pytestmark = pytest.mark.django_db
@@ -81,3 +81,14 @@ class TestPricesAtTheDuals:
             (resource.pk, provider.user.username)
         ]
         assert prices.resources[0].dual_price >= 0.3 - 1e-9  # at least the losing bid over the ask
+
+
+class TestOperatorDashboard:
+    def test_lists_each_broker_with_its_active_principals(self, broker):
+        appoint(broker, ConsumerFactory(), "consumer")
+
+        response = signed_in(OperatorFactory()).get("/ops/market/live/")
+
+        body = response.content.decode()
+        assert response.status_code == 200
+        assert 'id="brokers"' in body and "acme-broker" in body
