@@ -223,3 +223,73 @@ def clear_three_tier(servers, brokers, users) -> ThreeTierResult:
 def without_brokers(users) -> tuple[User, ...]:
     """The same users with every appointment dropped: each reaches only its direct servers."""
     return tuple(User(u.id, u.demand, u.value, (), u.direct, u.fits) for u in users)
+
+
+@dataclass(frozen=True)
+class DualDecomposition:
+    """The paper's distributed pricing: the best dual value found (an upper bound on welfare at every
+    iterate, by weak duality), the prices that gave it, and how many price updates ran."""
+
+    bound: float
+    server_prices: dict
+    broker_prices: dict
+    iterations: int
+
+
+def dual_decomposition(servers, brokers, users, *, iterations: int = 2_000) -> DualDecomposition:
+    """MECM's dual decomposition: servers and brokers post prices; each user takes its best route at
+    those prices (or nothing); prices move against excess demand. Projected subgradient descent on
+
+        D(p, q) = sum_j max(0, max_{r of j} (w_r - d_j (p_k + q_b))) + p . cap_S + q . cap_B,
+
+    whose minimum over p, q >= 0 is the LP relaxation's optimum (strong duality); every D is an upper
+    bound on the welfare of any allocation (weak duality). Step: normalised, diminishing
+    (a / sqrt(t + 1), a = the largest value per device). A fixed number of iterations (work, not
+    time). `clear_three_tier` takes its prices from the LP directly; this is the paper's route to the
+    same fixed point, kept to measure how close it gets (bench/brokers.py)."""
+    servers, brokers, users = tuple(servers), tuple(brokers), tuple(users)
+    _check(servers, brokers, users)
+    nk, nb = len(servers), len(brokers)
+    p, q = np.zeros(nk), np.zeros(nb)
+    routes = _routes(servers, brokers, users)
+    cap_s = np.array([s.capacity for s in servers], dtype=float)
+    cap_b = np.array([b.capacity for b in brokers], dtype=float)
+    if not routes:
+        return DualDecomposition(0.0, {s.id: 0.0 for s in servers}, {b.id: 0.0 for b in brokers}, 0)
+    j_idx = np.array([r[0] for r in routes])
+    b_idx = np.array([r[1] for r in routes])
+    k_idx = np.array([r[2] for r in routes])
+    w = np.array([r[3] for r in routes])
+    d = np.array([users[j].demand for j in j_idx])
+    brokered = b_idx >= 0
+    starts = np.flatnonzero(np.r_[True, j_idx[1:] != j_idx[:-1]])  # routes are grouped by user
+    segment = np.cumsum(np.r_[False, j_idx[1:] != j_idx[:-1]])
+    index = np.arange(len(routes))
+    scale = max(u.value for u in users)
+    best = (np.inf, p.copy(), q.copy())
+    q_of = np.maximum(b_idx, 0)  # a direct route's broker index is unused (masked by `brokered`)
+    for t in range(iterations):
+        broker_price = np.where(brokered, q[q_of], 0.0) if nb else 0.0
+        reduced = w - d * (p[k_idx] + broker_price)
+        top = np.maximum.reduceat(reduced, starts)
+        value = float(np.maximum(top, 0.0).sum() + p @ cap_s + q @ cap_b)
+        if value < best[0]:
+            best = (value, p.copy(), q.copy())
+        first = np.minimum.reduceat(np.where(reduced == top[segment], index, len(routes)), starts)
+        taken = first[top > 0]
+        g_p = cap_s - np.bincount(k_idx[taken], weights=d[taken], minlength=nk)
+        used = taken[brokered[taken]]
+        g_q = cap_b - np.bincount(b_idx[used], weights=d[used], minlength=nb)
+        norm = float(np.sqrt(g_p @ g_p + g_q @ g_q))
+        if norm <= TOLERANCE:
+            break
+        step = scale / np.sqrt(t + 1) / norm
+        p = np.maximum(0.0, p - step * g_p)
+        q = np.maximum(0.0, q - step * g_q)
+    value, p, q = best
+    return DualDecomposition(
+        bound=value,
+        server_prices={s.id: float(p[i]) for i, s in enumerate(servers)},
+        broker_prices={b.id: float(q[i]) for i, b in enumerate(brokers)},
+        iterations=t + 1,
+    )

@@ -6,7 +6,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from auctions.mechanisms.brokers import Broker, Server, User, clear_three_tier, without_brokers
+from auctions.mechanisms.brokers import (
+    Broker,
+    Server,
+    User,
+    clear_three_tier,
+    dual_decomposition,
+    without_brokers,
+)
 from auctions.mechanisms.errors import MechanismError
 
 EXAMPLES = settings(max_examples=150, deadline=None)
@@ -153,3 +160,25 @@ class TestBrokerWelfare:
             clear_three_tier([Server("s", -1, 0)], [], [])
 
         assert error.value.code == "bad_input"
+
+
+class TestDualDecomposition:
+    @EXAMPLES
+    @given(markets())
+    def test_its_bound_never_falls_below_the_lp_optimum(self, market):
+        servers, brokers, users = market
+
+        result = clear_three_tier(servers, brokers, users)
+        dual = dual_decomposition(servers, brokers, users, iterations=200)
+
+        assert dual.bound >= result.lp_bound - 1e-6
+        assert all(p >= 0 for p in dual.server_prices.values())
+
+    def test_converges_to_the_scarce_servers_price(self):
+        servers = [Server("s", 1, 1)]
+        users = [User("u1", 1, 5, (), ("s",)), User("u2", 1, 3, (), ("s",))]
+
+        dual = dual_decomposition(servers, [], users, iterations=5_000)
+
+        assert dual.bound == pytest.approx(4, abs=1e-2)  # the LP optimum: 5 - 1
+        assert 2 - 1e-2 <= dual.server_prices["s"] <= 4 + 1e-2  # any price between the two bids (net)
