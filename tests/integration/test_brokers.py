@@ -9,6 +9,7 @@ import pytest
 from auctions.models import Lease
 from auctions.services.leases import lease_accept, lease_complete
 from auctions.services.rounds import round_clear, round_open
+from auctions.services.settlement import lease_settle
 from config.errors import DomainError
 from market.broker_selectors import broker_fees_earned, broker_principal_list
 from market.models import BrokerAppointment, BrokerFee, LedgerAccount, LedgerTransfer, Resource, Role
@@ -203,3 +204,52 @@ class TestBrokerTradesForPrincipals:
         assert settlement.broker == 0
         assert not LedgerTransfer.objects.filter(kind=LedgerTransfer.Kind.BROKER_FEE).exists()
         assert ledger_is_balanced()
+
+
+class TestBrokeredSettlementEdges:
+    def _settled_brokered_job(self, *, revoke_before_settling: bool):
+        broker = a_broker()
+        consumer = funded_consumer()
+        online_resource(ask_per_device_hour=Decimal("0.40"))
+        appointment = broker_appoint(
+            principal=consumer, broker_username=broker.username, fee_rate="0.10", now=NOW
+        )
+        job, _ = broker_job_submit(
+            broker=broker, principal_username=consumer.username, spec=job_spec(budget=Decimal("10")), now=NOW
+        )
+        round_clear(round_id=round_open(now=NOW).pk, now=NOW)
+        lease = Lease.objects.get(job=job)
+        lease_accept(provider=lease.provider, lease_id=lease.pk, now=NOW)
+        if revoke_before_settling:
+            broker_revoke(appointment_id=appointment.pk, by=consumer, now=NOW)
+        lease, settlement = lease_complete(
+            provider=lease.provider,
+            lease_id=lease.pk,
+            now=later(hours=1),
+            **usage(device_seconds=Decimal("3600")),
+        )
+        return broker, job, lease, settlement
+
+    def test_a_job_placed_before_the_revocation_still_pays_its_broker(self):
+        broker, job, lease, settlement = self._settled_brokered_job(revoke_before_settling=True)
+
+        fee = LedgerTransfer.objects.get(reference=f"lease:{lease.pk}:broker:consumer")
+        assert fee.amount == (lease.unit_price_paid * Decimal("0.10")).quantize(Decimal("0.000001"))
+        assert settlement.broker == fee.amount
+        assert ledger_is_balanced()
+
+    def test_settling_again_moves_nothing_and_answers_the_same_split(self):
+        broker, job, lease, settlement = self._settled_brokered_job(revoke_before_settling=False)
+        transfers = LedgerTransfer.objects.filter(job=job).count()
+
+        again = lease_settle(lease=lease, now=later(hours=2))
+
+        assert LedgerTransfer.objects.filter(job=job).count() == transfers
+        assert BrokerFee.objects.filter(lease_id=lease.pk).count() == 1
+        assert (again.charge, again.provider_net, again.platform, again.refund, again.broker) == (
+            settlement.charge,
+            settlement.provider_net,
+            settlement.platform,
+            settlement.refund,
+            settlement.broker,
+        )
