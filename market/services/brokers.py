@@ -12,7 +12,7 @@ from django.db import IntegrityError, transaction
 
 from config.errors import Conflict, DomainError, InvalidInput, NotFound
 from market.models import BrokerAppointment, BrokeredJob, JobRequest, Provider, Resource, Role, User
-from market.services.jobs import job_request_submit
+from market.services.jobs import IdempotencyKeyReused, job_request_submit
 from market.services.providers import resource_update
 
 # A broker's fee is a share of the trade it makes: below one half, so a principal always keeps
@@ -139,15 +139,20 @@ def broker_job_submit(
     *, broker: User, principal_username: str, spec: dict, now: datetime, idempotency_key: str | None = None
 ) -> tuple[JobRequest, bool]:
     """Submit a job for a consumer principal: sized and held in escrow from the principal's balance
-    like its own, and recorded as brokered under the appointment (whose rate is charged at
-    settlement). Raises BrokerNotAppointed, and what job_request_submit raises."""
+        like its own, and recorded as brokered under the appointment (whose rate is charged at
+        settlement). A retry with the same key answers the same job; a key the principal used for its own
+    job is IdempotencyKeyReused. Raises BrokerNotAppointed, and what job_request_submit raises."""
     appointment = broker_appointment_active(
         broker=broker, principal_username=principal_username, side=BrokerAppointment.Side.CONSUMER
     )
     job, created = job_request_submit(
         consumer=appointment.principal, spec=spec, now=now, idempotency_key=idempotency_key
     )
-    BrokeredJob.objects.get_or_create(job=job, defaults={"appointment": appointment})
+    if created:
+        BrokeredJob.objects.create(job=job, appointment=appointment)
+    elif not BrokeredJob.objects.filter(job=job, appointment__broker=broker).exists():
+        # The principal's own job under the same key: a broker never takes over a job it did not place.
+        raise IdempotencyKeyReused("This Idempotency-Key was used for a job you did not place.", job=job.pk)
     return job, created
 
 

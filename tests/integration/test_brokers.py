@@ -12,7 +12,15 @@ from auctions.services.rounds import round_clear, round_open
 from auctions.services.settlement import lease_settle
 from config.errors import DomainError
 from market.broker_selectors import broker_fees_earned, broker_principal_list
-from market.models import BrokerAppointment, BrokerFee, LedgerAccount, LedgerTransfer, Resource, Role
+from market.models import (
+    BrokerAppointment,
+    BrokeredJob,
+    BrokerFee,
+    LedgerAccount,
+    LedgerTransfer,
+    Resource,
+    Role,
+)
 from market.selectors import ledger_is_balanced
 from market.services.brokers import (
     broker_appoint,
@@ -253,3 +261,39 @@ class TestBrokeredSettlementEdges:
             settlement.refund,
             settlement.broker,
         )
+
+
+class TestBrokerJobIdempotency:
+    def test_a_retry_answers_the_same_job_and_the_principals_own_key_is_refused(self):
+        broker, consumer = a_broker(), funded_consumer()
+        online_resource()
+        broker_appoint(principal=consumer, broker_username=broker.username, fee_rate="0.02", now=NOW)
+        own = job_submit(consumer=consumer, idempotency_key="mine")
+
+        first, created = broker_job_submit(
+            broker=broker,
+            principal_username=consumer.username,
+            spec=job_spec(),
+            now=NOW,
+            idempotency_key="k1",
+        )
+        again, created_again = broker_job_submit(
+            broker=broker,
+            principal_username=consumer.username,
+            spec=job_spec(),
+            now=NOW,
+            idempotency_key="k1",
+        )
+        refused = code_of(
+            lambda: broker_job_submit(
+                broker=broker,
+                principal_username=consumer.username,
+                spec=job_spec(),
+                now=NOW,
+                idempotency_key="mine",
+            )
+        )
+
+        assert (created, created_again, again.pk) == (True, False, first.pk)
+        assert refused == "idempotency_key_reused"
+        assert not BrokeredJob.objects.filter(job=own).exists()
