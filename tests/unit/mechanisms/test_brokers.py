@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from auctions.mechanisms import clear
 from auctions.mechanisms.brokers import (
     Broker,
     Server,
@@ -182,3 +183,52 @@ class TestDualDecomposition:
 
         assert dual.bound == pytest.approx(4, abs=1e-2)  # the LP optimum: 5 - 1
         assert 2 - 1e-2 <= dual.server_prices["s"] <= 4 + 1e-2  # any price between the two bids (net)
+
+
+class TestAgreesWithTheWelfareMilp:
+    """With no broker and every user reaching every server, the three-tier MILP is the engine's
+    `welfare` MILP (auctions.mechanisms.welfare_milp) on the same book: same optimum."""
+
+    @settings(max_examples=60, deadline=None)
+    @given(
+        st.lists(st.tuples(st.integers(1, 3), st.integers(1, 10)), min_size=1, max_size=6),
+        st.lists(st.tuples(st.integers(1, 4), st.integers(0, 6)), min_size=1, max_size=3),
+    )
+    def test_same_welfare_as_the_welfare_mechanism(self, jobs, hosts):
+        servers = [Server(f"p{i}", gpus, ask) for i, (gpus, ask) in enumerate(hosts)]
+        ids = tuple(s.id for s in servers)
+        users = [User(f"j{i}", gpus, value, (), ids) for i, (gpus, value) in enumerate(jobs)]
+        doc = {
+            "mechanism": "welfare",
+            "payment_rule": "none",
+            "jobs": [
+                {
+                    "id": u.id,
+                    "bid": u.value * u.demand,
+                    "gpus": u.demand,
+                    "vram_per_gpu": 1.0,
+                    "vcpu": 0.0,
+                    "ram": 0.0,
+                    "base_hours": 1.0,
+                    "deadline_hours": 10.0,
+                }
+                for u in users
+            ],
+            "providers": [
+                {
+                    "id": s.id,
+                    "gpus": s.capacity,
+                    "vram_per_gpu": 80.0,
+                    "vcpu": 64.0,
+                    "ram": 512.0,
+                    "speed": 1.0,
+                    "ask_per_gpu_hour": s.cost,
+                }
+                for s in servers
+            ],
+        }
+
+        three_tier = clear_three_tier(servers, [], users)
+        reference = clear(doc)
+
+        assert three_tier.welfare == pytest.approx(reference["welfare"], abs=1e-6)
