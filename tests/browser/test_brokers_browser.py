@@ -84,4 +84,9 @@ class TestBrokerPages:
         assert db.read(
             lambda: BrokerAppointment.objects.get(broker=broker, principal=consumer).status == "REVOKED"
         )
+
+        page.set_viewport_size({"width": 390, "height": 844})  # a phone: no sideways scrolling
+        for path in ("/broker/", "/broker/prices/"):
+            page.goto(f"{live_market.url}{path}")
+            assert page.evaluate("document.documentElement.scrollWidth") <= 390, path
         assert page.problems == []
