@@ -21,6 +21,8 @@ from market.models import BrokerAppointment, BrokeredJob, BrokerFee, LedgerAccou
 from market.money import to_money
 from market.services.ledger import ledger_account_for_user
 
+ZERO = Decimal(0)
+
 
 @dataclass(frozen=True)
 class BrokerFeeDue:
@@ -50,19 +52,39 @@ def lease_brokers(lease: Lease) -> list[BrokerAppointment]:
     return out
 
 
+def broker_split(
+    *, charge: Decimal, provider_net: Decimal, refund: Decimal, consumer_rate=None, provider_rate=None
+) -> tuple[Decimal, Decimal, Decimal, Decimal]:
+    """(provider_net, refund, consumer-side fee, provider-side fee) after the brokers' fees (a rate of
+    None: no broker on that side). The consumer side's fee is its rate of the charge, capped at the
+    refund it comes out of; the provider side's its rate of the provider's net, out of it. Nothing is
+    created or lost: provider_net + refund before = provider_net + refund + both fees after."""
+    for_consumer = min(to_money(charge * consumer_rate), refund) if consumer_rate is not None else ZERO
+    for_provider = (
+        min(to_money(provider_net * provider_rate), provider_net) if provider_rate is not None else ZERO
+    )
+    return provider_net - for_provider, refund - for_consumer, for_consumer, for_provider
+
+
 def broker_fees_due(
     *, lease: Lease, charge: Decimal, provider_net: Decimal, refund: Decimal
 ) -> tuple[Decimal, Decimal, list[BrokerFeeDue]]:
     """The fees a lease owes its brokers; returns (provider_net, refund) net of them, and the fees."""
-    due = []
-    for appointment in lease_brokers(lease):
-        if appointment.side == BrokerAppointment.Side.CONSUMER:
-            amount = min(to_money(charge * appointment.fee_rate), refund)
-            refund -= amount
-        else:
-            amount = min(to_money(provider_net * appointment.fee_rate), provider_net)
-            provider_net -= amount
-        due.append(BrokerFeeDue(appointment, amount, f"lease:{lease.pk}:broker:{appointment.side}"))
+    by_side = {appointment.side: appointment for appointment in lease_brokers(lease)}
+    consumer_side = by_side.get(BrokerAppointment.Side.CONSUMER)
+    provider_side = by_side.get(BrokerAppointment.Side.PROVIDER)
+    provider_net, refund, for_consumer, for_provider = broker_split(
+        charge=charge,
+        provider_net=provider_net,
+        refund=refund,
+        consumer_rate=consumer_side.fee_rate if consumer_side else None,
+        provider_rate=provider_side.fee_rate if provider_side else None,
+    )
+    due = [
+        BrokerFeeDue(appointment, amount, f"lease:{lease.pk}:broker:{appointment.side}")
+        for appointment, amount in ((consumer_side, for_consumer), (provider_side, for_provider))
+        if appointment is not None
+    ]
     return provider_net, refund, due
 
 

@@ -5,8 +5,11 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from auctions.models import Lease
+from auctions.services.broker_fees import broker_split
 from auctions.services.leases import lease_accept, lease_complete
 from auctions.services.rounds import round_clear, round_open
 from auctions.services.settlement import lease_settle
@@ -21,6 +24,7 @@ from market.models import (
     Resource,
     Role,
 )
+from market.money import QUANTUM
 from market.selectors import ledger_is_balanced
 from market.services.brokers import (
     broker_appoint,
@@ -297,3 +301,29 @@ class TestBrokerJobIdempotency:
         assert (created, created_again, again.pk) == (True, False, first.pk)
         assert refused == "idempotency_key_reused"
         assert not BrokeredJob.objects.filter(job=own).exists()
+
+
+class TestBrokerSplit:
+    @given(
+        charge=st.decimals(min_value=0, max_value=10**6, places=6),
+        provider_net=st.decimals(min_value=0, max_value=10**6, places=6),
+        refund=st.decimals(min_value=0, max_value=10**6, places=6),
+        consumer_rate=st.none() | st.decimals(min_value=0, max_value=Decimal("0.5"), places=6),
+        provider_rate=st.none() | st.decimals(min_value=0, max_value=Decimal("0.5"), places=6),
+    )
+    def test_moves_money_between_parts_without_creating_or_losing_any(
+        self, charge, provider_net, refund, consumer_rate, provider_rate
+    ):
+        net, back, for_consumer, for_provider = broker_split(
+            charge=charge,
+            provider_net=provider_net,
+            refund=refund,
+            consumer_rate=consumer_rate,
+            provider_rate=provider_rate,
+        )
+
+        assert net + back + for_consumer + for_provider == provider_net + refund
+        assert min(net, back, for_consumer, for_provider) >= 0
+        assert all(x == x.quantize(QUANTUM) for x in (net, back, for_consumer, for_provider))
+        assert consumer_rate is not None or for_consumer == 0
+        assert provider_rate is not None or for_provider == 0
