@@ -6,8 +6,9 @@ Every transfer carries a unique `reference` (`lease:<id>:payment`, `lease:<id>:f
 never move money twice: the database refuses the second row and the whole transaction rolls back.
 
 Lock order: the lifecycle's one order (auctions.services.leases): the caller holds the job's row
-lock, then the provider row, then ledger accounts — provider earnings, house accounts (platform fee,
-penalty), the consumer's balance. A job's escrow is touched only under its job's row lock.
+lock, then the provider row, then ledger accounts — provider earnings, brokers' fee accounts, house
+accounts (platform fee, penalty), the consumer's balance. A job's escrow is touched only under its
+job's row lock.
 """
 
 from dataclasses import dataclass
