@@ -19,7 +19,9 @@ its best dual bound over the LP optimum and the largest gap between its server p
 """
 
 import argparse
+import contextlib
 import json
+import os
 import statistics
 import sys
 import time
@@ -75,6 +77,21 @@ def market(seed: int, users: int, appointed: float):
     return servers, brokers, out
 
 
+@contextlib.contextmanager
+def quiet_solver():
+    """HiGHS's MILP prints a debug line on the process's stdout (C level) now and then: keep it out of
+    the table and the JSON."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    with open(os.devnull, "w") as null:
+        os.dup2(null.fileno(), 1)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 1)
+            os.close(saved)
+
+
 def summary(result, servers) -> dict:
     gpus = sum(r.devices for r in result.routes)
     paid = sum(r.user_pays for r in result.routes)
@@ -105,13 +122,14 @@ def main() -> None:
     rows = []
     for seed in range(args.seed, args.seed + args.seeds):
         servers, brokers, users = market(seed, args.users, args.appointed)
-        started = time.perf_counter()
-        direct = summary(clear_three_tier(servers, brokers, without_brokers(users)), servers)
-        middle = time.perf_counter()
-        full = clear_three_tier(servers, brokers, users)
-        brokered = summary(full, servers)
-        ended = time.perf_counter()
-        dual = dual_decomposition(servers, brokers, users)
+        with quiet_solver():
+            started = time.perf_counter()
+            direct = summary(clear_three_tier(servers, brokers, without_brokers(users)), servers)
+            middle = time.perf_counter()
+            full = clear_three_tier(servers, brokers, users)
+            brokered = summary(full, servers)
+            ended = time.perf_counter()
+            dual = dual_decomposition(servers, brokers, users)
         price_gap = max(abs(dual.server_prices[k] - full.server_prices[k]) for k in full.server_prices)
         rows.append(
             {
