@@ -139,10 +139,12 @@ def _check(servers, brokers, users):
                 raise MechanismError("bad_input", f"{kind} {x.id}: negative or non-finite number")
 
 
-def clear_three_tier(servers, brokers, users) -> ThreeTierResult:
+def clear_three_tier(servers, brokers, users, *, time_limit_s: float | None = None) -> ThreeTierResult:
     """Allocate servers' capacity to users, directly or through their brokers, for maximum welfare
-    (the MILP above), priced by the LP relaxation's duals. Raises MechanismError `bad_input`,
-    `solver_failed`."""
+    (the MILP above), priced by the LP relaxation's duals. `time_limit_s` bounds the MILP by the
+    clock (for an indicative quote only: the answer then depends on the machine; None: work limits
+    alone, the same anywhere). Raises MechanismError `bad_input`, `time_limit` (stopped with no
+    allocation), `solver_failed`."""
     servers, brokers, users = tuple(servers), tuple(brokers), tuple(users)
     _check(servers, brokers, users)
     routes = _routes(servers, brokers, users)
@@ -183,10 +185,12 @@ def clear_three_tier(servers, brokers, users) -> ThreeTierResult:
         constraints=LinearConstraint(a, -np.inf, rhs),
         integrality=np.ones(n),
         bounds=Bounds(0, 1),
-        options={"mip_rel_gap": 0.0, "node_limit": MILP_NODES},
+        options={"mip_rel_gap": 0.0, "node_limit": MILP_NODES}
+        | ({} if time_limit_s is None else {"time_limit": time_limit_s}),
     )
     if res.x is None:
-        raise MechanismError("solver_failed", f"MILP: {res.message}")
+        code = "time_limit" if res.status == 1 and time_limit_s is not None else "solver_failed"
+        raise MechanismError(code, f"MILP: {res.message}")
     chosen = np.flatnonzero(res.x > 0.5)
     status = "optimal" if res.status == 0 else "feasible"
 

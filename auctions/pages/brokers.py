@@ -3,7 +3,7 @@ prices), for the broker's principals. The console itself is `market.views.broker
 
 from django.shortcuts import render
 
-from auctions.selectors.brokers import broker_market_prices
+from auctions.selectors.brokers import BrokerQuoteUnavailable, broker_market_prices
 from market.views.brokers import broker_required
 from market.views.common import now
 
@@ -12,6 +12,8 @@ from market.views.common import now
 def broker_prices(request):
     """Which of the principals' queued jobs the welfare allocation trades, at what price per
     device-hour, and what the provider principals' free devices are worth at the duals."""
-    return render(
-        request, "broker/prices.html", {"prices": broker_market_prices(broker=request.user, now=now())}
-    )
+    try:
+        context = {"prices": broker_market_prices(broker=request.user, now=now())}
+    except BrokerQuoteUnavailable as error:
+        context = {"unavailable": error.message}
+    return render(request, "broker/prices.html", context)

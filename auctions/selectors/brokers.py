@@ -14,11 +14,20 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from auctions.mechanisms.brokers import Broker, Server, User, clear_three_tier
+from auctions.mechanisms.errors import MechanismError
 from auctions.services.round_books import snapshot_book
+from config.errors import DomainError
 from market.models import BrokerAppointment, JobRequest, Provider
 from market.models import User as Account
 
 STRICT = "strict"
+# A page must answer: the quote's MILP stops by the clock (an indicative view, never a round's answer).
+QUOTE_TIME_LIMIT_S = 2.0
+
+
+class BrokerQuoteUnavailable(DomainError):
+    code = "broker_quote_unavailable"
+    status = 503
 
 
 @dataclass(frozen=True)
@@ -52,7 +61,8 @@ class BrokerMarketPrices:
 
 
 def broker_market_prices(*, broker: Account, now: datetime) -> BrokerMarketPrices:
-    """The welfare allocation of the current book and its dual prices, for the broker's principals."""
+    """The welfare allocation of the current book and its dual prices, for the broker's principals.
+    Raises BrokerQuoteUnavailable (the engine stopped at QUOTE_TIME_LIMIT_S, or failed)."""
     active = BrokerAppointment.objects.filter(broker=broker, status=BrokerAppointment.Status.ACTIVE)
     sides = dict(active.values_list("principal_id", "side"))
     names = dict(active.values_list("principal_id", "principal__username"))
@@ -87,7 +97,12 @@ def broker_market_prices(*, broker: Account, now: datetime) -> BrokerMarketPrice
         )
     total = sum(s.capacity for s in servers) or 1.0
     tier = Broker("broker", total, 0.0, tuple(s.id for s in servers))
-    result = clear_three_tier(servers, [tier], users)
+    try:
+        result = clear_three_tier(servers, [tier], users, time_limit_s=QUOTE_TIME_LIMIT_S)
+    except MechanismError as error:
+        raise BrokerQuoteUnavailable(
+            "The book is too large to allocate for a quote right now; try again.", reason=error.code
+        ) from None
     routes = {r.user: r for r in result.routes}
     jobs = []
     for job in book.jobs:

@@ -5,9 +5,11 @@ from decimal import Decimal
 
 import pytest
 
+from auctions.selectors import brokers as broker_selectors
 from market.models import BrokerAppointment, BrokeredJob, Resource, Role
 from tests.conftest import assert_error, bearer_client
 from tests.factories import ConsumerFactory, ResourceFactory, UserFactory, job_body
+from tests.integration.pages import live_job, online_provider
 
 pytestmark = pytest.mark.django_db
 
@@ -127,3 +129,18 @@ class TestBrokerPrices:
             "resources",
         }
         assert bearer_client(consumer).get("/api/v1/broker/prices").status_code == 403
+
+    def test_a_book_too_large_to_allocate_in_time_answers_503(self, broker, consumer, monkeypatch):
+        ResourceFactory(
+            provider=online_provider(),
+            device_count=2,
+            price_floor=Decimal("0"),
+            ask_per_device_hour=Decimal("0.2"),
+        )
+        for bid in ("0.5", "0.7", "0.9"):  # three jobs for two devices: a choice the MILP must make
+            live_job(consumer, max_price_per_device_hour=Decimal(bid), quant_bits=4)
+        monkeypatch.setattr(broker_selectors, "QUOTE_TIME_LIMIT_S", 0.0)  # a setting, not our code
+
+        response = bearer_client(broker).get("/api/v1/broker/prices")
+
+        assert_error(response, 503, "broker_quote_unavailable")

@@ -232,3 +232,14 @@ class TestAgreesWithTheWelfareMilp:
         reference = clear(doc)
 
         assert three_tier.welfare == pytest.approx(reference["welfare"], abs=1e-6)
+
+
+class TestTimeLimit:
+    def test_a_milp_stopped_by_the_clock_before_any_allocation_says_time_limit(self):
+        servers = [Server("a", 2, 1)]
+        users = [User(u, 1, v, ("b",)) for u, v in (("x", 5), ("y", 4), ("z", 3))]
+
+        with pytest.raises(MechanismError) as error:
+            clear_three_tier(servers, [Broker("b", 9, 0, ("a",))], users, time_limit_s=0.0)
+
+        assert error.value.code == "time_limit"
