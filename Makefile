@@ -91,7 +91,9 @@ bench: install
 	$(PY) bench/welfare.py
 	$(PY) bench/stackelberg.py
 	$(PY) bench/brokers.py
+	$(PY) bench/tiers.py
 	$(PY) bench/settlement_gas.py
+	$(PY) bench/round_commit_gas.py
 	$(PY) bench/round.py
 	$(PY) bench/dashboard.py
 	$(PY) bench/market_day.py --seeds 3

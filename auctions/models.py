@@ -82,6 +82,7 @@ class Lease(models.Model):
         INSUFFICIENT_FUNDS = "INSUFFICIENT_FUNDS", "Escrow exhausted"
         VERIFICATION_FAILED = "VERIFICATION_FAILED", "Verification failed"
         JOB_ERROR = "JOB_ERROR", "The job itself failed"
+        SLA_BREACH = "SLA_BREACH", "Completed in breach of its SLA"
 
     ACTIVE = (Status.DISPATCHED, Status.RUNNING)
 
@@ -237,3 +238,8 @@ class Verification(models.Model):
 
     def __str__(self) -> str:
         return f"verification {self.pk} of lease {self.lease_id} {self.status}"
+
+
+from auctions.models_sla import JobTerms, LeaseSla  # noqa: E402 - the SLA contract's models (issue 12)
+
+__all__ = ["BatchResult", "JobTerms", "Lease", "LeaseSla", "PriceQuote", "Round", "Verification"]

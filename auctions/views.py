@@ -23,6 +23,7 @@ from django.views.decorators.http import require_POST
 from auctions.selectors import dashboard
 from auctions.selectors import leases as lease_selectors
 from auctions.selectors import rounds as selectors
+from auctions.selectors import tiers as tier_selectors
 from auctions.services.rounds import RoundNotFound, round_replay
 from market.broker_selectors import broker_summary
 from market.views.charts import Series, legend, line_chart
@@ -159,6 +160,7 @@ def market(request):
         "rounds_charted": len(rows),
         "charts": _charts(rows, window),
         "table_rows": TABLE_ROWS,
+        "tiers": tier_selectors.market_tiers(),
         **_live_context(),
     }
     return render(request, "ops/market.html", context)

@@ -3,13 +3,14 @@ market.urls (see config/urls.py)."""
 
 from django.urls import path
 
-from auctions.pages import brokers, consumer, provider
+from auctions.pages import brokers, consumer, provider, sla
 
 urlpatterns = [
     # provider console
     path("provider/", provider.console, name="provider-console"),
     path("provider/live/", provider.console_live, name="provider-live"),
     path("provider/leases/", provider.leases, name="provider-leases"),
+    path("provider/leases/<int:pk>/", sla.lease_detail, name="provider-lease-detail"),
     path("provider/proofs.json", provider.proofs_json, name="provider-proofs-json"),
     # a consumer's job
     path("jobs/quote/", consumer.job_quote_partial, name="job-quote"),

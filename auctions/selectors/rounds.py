@@ -40,6 +40,8 @@ BOOK_RESOURCE_FIELDS = (
     "provider__region",
     "provider__latitude",
     "provider__longitude",
+    "provider__tier",
+    "provider__reputation",  # the quality factor of its ask (auctions.mechanisms.quality)
 )
 
 

@@ -40,6 +40,7 @@ from auctions.models import Lease
 from auctions.selectors.leases import provider_online_since
 from auctions.services.batches import lease_batch_close
 from auctions.services.settlement import LeaseSettlement, job_refund, lease_settle, provider_penalise
+from auctions.services.sla import lease_sla_settle
 from config.errors import Conflict, DomainError, InvalidInput, NotFound
 from market.models import JobRequest, Provider
 from market.services.jobs import job_request_transition
@@ -272,7 +273,7 @@ def lease_poll(*, provider: Provider, now: datetime) -> list[Lease]:
     go MATCHED → DISPATCHED in one compare-and-set. A poll is also a heartbeat."""
     leases = list(
         Lease.objects.filter(provider=provider, status=Status.DISPATCHED)
-        .select_related("job", "resource")
+        .select_related("job", "resource", "sla")
         .order_by("id")
     )
     if leases:
@@ -412,7 +413,10 @@ def lease_complete(
         raise LeaseJobOutOfStep("The lease's job is not running.", lease=lease.pk, job=lease.job_id)
     _heartbeat(provider, now)
     lease.refresh_from_db()
-    return lease, lease_settle(lease=lease, now=now)
+    settlement = lease_settle(lease=lease, now=now)
+    if lease_sla_settle(lease=lease, now=now):  # breaches of its terms, measured: penalty charged
+        lease.refresh_from_db()
+    return lease, settlement
 
 
 @transaction.atomic

@@ -21,10 +21,11 @@ from datetime import datetime
 import numpy as np
 from django.conf import settings
 
-from auctions.mechanisms import classes, latency, throughput
+from auctions.mechanisms import classes, latency, quality, throughput
 from auctions.mechanisms.canonical import canonical_json
 from auctions.mechanisms.posted_price import clearing_price_estimate, posted_gains_bound, unit_gains_bound
 from auctions.selectors import rounds as selectors
+from auctions.services import tier_books
 
 LOTTERY_MECHANISMS = frozenset({"sbba", "sbba_buyer_lottery"})
 MIN_UNIT_BIDS = 2
@@ -79,6 +80,7 @@ def snapshot_book(
         heartbeat_timeout_s=getattr(settings, "CPX_HEARTBEAT_TIMEOUT_S", 60),
         include_unseen=include_unseen,
     )
+    rule = quality.QualityRule(float(getattr(settings, "CPX_SLA_QUALITY_WEIGHT", 0.0)))
     for job in jobs:
         job["memory"] = float(job["memory_per_device_gib"])
         job["bid"] = float(job["max_price_per_device_hour"])
@@ -88,14 +90,31 @@ def snapshot_book(
         resource["free"] = resource["device_count"] - resource["busy"]
         resource["memory"] = float(resource["memory_per_device_gib"])
         resource["ask"] = float(resource["ask_per_device_hour"])
+        _quality_adjust(resource, rule)
         resource["speed"] = float(resource["speed_factor"])
         tflops = float(resource["fp16_tflops"])
         resource["tflops"] = tflops if tflops > 0 else throughput.REFERENCE_FP16_TFLOPS * resource["speed"]
         resource["region"] = resource["provider__region"]
+        resource["tier"] = resource.get("provider__tier", "EDGE")
         resource["class"] = class_of(
             device_class=resource["device_class"], memory_gib=resource["memory"], region=resource["region"]
         )
     return Snapshot(jobs=jobs, resources=resources, exclusions=dict(exclusions))
+
+
+def _quality_adjust(resource: dict, rule: "quality.QualityRule") -> None:
+    """Reputation feeds clearing (issue 12): the book clears on ask × f, f = 1 + w(1 − reputation),
+    and the provider is paid the clearing price / f (auctions.mechanisms.quality states the model
+    and what truthfulness survives). f and the reported ask go in the book documents (`quality`)."""
+    reputation = resource.get("provider__reputation")
+    factor = 1.0 if reputation is None else quality.quality_factor(float(reputation), rule)
+    resource["quality_factor"] = factor
+    resource["reported_ask"] = resource["ask"]
+    resource["ask"] = quality.adjusted_ask(resource["ask"], factor)
+
+
+def _received(resource: dict, price: float) -> float:
+    return quality.receipt(price, resource.get("quality_factor", 1.0))
 
 
 def _workload(job: dict) -> dict:
@@ -177,10 +196,14 @@ class BookBuilder:
         self.posted_jobs: list = []  # single-device jobs of the posted-price book (rule "depth")
         self.rule = config.get("rule", "per_class")
         self.prices = self._class_prices(config.get("posted_prices") or {})
+        # Latency-bound jobs with both edge and cloud supply clear in tiered books (tier_books.py).
+        self.tier_jobs = tier_books.tier_route(self)
+        tiered = {job["id"] for job in self.tier_jobs}
+        self.routable = [job for job in self.jobs if job["id"] not in tiered]
         if self.rule == "depth":
             self._route_by_depth()
             return
-        for job in self.jobs:
+        for job in self.routable:
             key = self._unit_class(job)
             if key is not None:
                 self.unit_jobs[key].append(job)
@@ -219,7 +242,7 @@ class BookBuilder:
         Thickness counts orders and devices, never reads a price, so no report steers a route."""
         minimum = self.config["thick_min_orders"]
         candidates: dict[str, list] = defaultdict(list)
-        for job in self.jobs:
+        for job in self.routable:
             if job["device_count"] != 1 or classes.required_tier(job["memory"]) is None:
                 self.hetero_jobs.append(job)
                 continue
@@ -394,6 +417,13 @@ class BookBuilder:
             for job_id, resource_id in result["assignments"].items():
                 self.free[book.resources[resource_id]["id"]] -= book.jobs[job_id]["device_count"]
             results.append(result)
+        for doc, jobs, resources, meta in tier_books.tier_books(self, self.tier_jobs):
+            book = self._add("tiered", doc, jobs, resources, meta)
+            result = clear_document(book.doc, book.digest)
+            for resource_id in result["assignments"].values():
+                self.free[book.resources[resource_id]["id"]] -= 1
+            book.meta["tiers"] = tier_books.tier_summary(book.doc, result)
+            results.append(result)
         unit = self.config["unit"]
         for key in sorted(self.unit_jobs):
             jobs = self.unit_jobs[key]
@@ -499,6 +529,13 @@ class BookBuilder:
         return sorted(kept, key=lambda r: r["id"])
 
     def _add(self, kind: str, doc: dict, jobs: list, resources: list, meta: dict) -> _Book:
+        adjusted = [r for r in resources if r.get("quality_factor", 1.0) != 1.0]
+        if adjusted:  # the snapshot records the factors, so a replay (and a reader) sees them
+            doc["quality"] = {
+                "weight": float(getattr(settings, "CPX_SLA_QUALITY_WEIGHT", 0.0)),
+                "factor": {f"r{r['id']}": r["quality_factor"] for r in adjusted},
+                "reported_ask": {f"r{r['id']}": r["reported_ask"] for r in adjusted},
+            }
         text = canonical_json(doc)
         book = _Book(
             kind=kind,
@@ -553,7 +590,7 @@ class BookBuilder:
         for book, result in zip(self.books, results, strict=True):
             if book.kind == "heterogeneous":
                 fills.extend(self._hetero_fills(book, result))
-            elif book.kind == "posted_price":
+            elif book.kind in ("posted_price", "tiered"):
                 fills.extend(self._posted_fills(book, result))
             else:
                 fills.extend(self._unit_fills(book, result))
@@ -571,7 +608,7 @@ class BookBuilder:
                     devices=1,
                     resource_class=resource["class"],
                     unit_price_paid=price,
-                    unit_price_received=price,
+                    unit_price_received=_received(resource, price),
                     expected_device_hours=device_hours_on(job, resource),
                 )
             )
@@ -601,7 +638,7 @@ class BookBuilder:
                     devices=1,
                     resource_class=book.meta["resource_class"],
                     unit_price_paid=result["buyer_price"],
-                    unit_price_received=result["seller_price"],
+                    unit_price_received=_received(resource, result["seller_price"]),
                     expected_device_hours=device_hours_on(job, resource),
                 )
             )
@@ -640,7 +677,7 @@ class BookBuilder:
                     devices=job["device_count"],
                     resource_class=resource["class"],
                     unit_price_paid=paid / engine_hours,
-                    unit_price_received=min(share, paid) / engine_hours,
+                    unit_price_received=_received(resource, min(share, paid) / engine_hours),
                     expected_device_hours=device_hours_on(job, resource),
                 )
             )
@@ -658,6 +695,8 @@ class BookBuilder:
         for book, result in zip(self.books, results, strict=True):
             if book.kind == "posted_price":
                 self._posted_reasons(book, result, reasons)
+            elif book.kind == "tiered":
+                reasons.update(tier_books.tier_waiting_reasons(book.doc, result, book.jobs))
             elif book.kind == "unit":
                 self._unit_reasons(book, result, reasons, matched)
             else:
@@ -779,6 +818,9 @@ class BookBuilder:
                     bound += max(result["lp_bound"], result["welfare"])
                 continue
             welfare += result["gains_from_trade"]
+            if book.kind == "tiered":
+                bound += max(posted_gains_bound(book.doc), result["gains_from_trade"])
+                continue
             if book.kind == "posted_price":
                 bound += max(posted_gains_bound(book.doc), result["gains_from_trade"])
                 prices.update(self._posted_prices_summary(book, result))

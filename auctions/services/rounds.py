@@ -18,6 +18,9 @@ Books (built from one snapshot, cleared in a fixed order that no bid influences)
    failed them); each part is one book over those resources, the most constrained part first, each
    seeing the devices the previous parts left. Heterogeneous jobs clear first because a job that needs
    several devices on one node starves if single-device jobs nibble every node first.
+   Then (`CPX_TIER_CLEARING=aware`) one tiered book per device class (auctions/services/tier_books.py):
+   latency-bound single-device jobs with cloud supply in reach take their region's edge devices first
+   and overflow to the cloud at the cloud leader's Stackelberg price (AI-Bazaar, docs/ai-bazaar.md).
 2. one unit double auction per resource class (`CPX_UNIT_MECHANISM`) over the devices left: bids are
    the jobs' max price per device-hour (one unit each), asks the resources' ask with quantity = free
    devices. A job's devices are never split: a unit job needs one device; a heterogeneous job gets
@@ -45,6 +48,8 @@ from auctions.selectors import rounds as selectors
 from auctions.services import round_books as books
 from auctions.services.dispatch import jobs_refuse_uncovered
 from auctions.services.offers import offers_announce
+from auctions.services.sla import lease_sla_copy
+from auctions.services.tier_books import TIER_MODES, tier_config
 from config.errors import Conflict, InvalidInput, NotFound
 from market.models import JobRequest
 from market.money import to_money
@@ -112,6 +117,11 @@ def clearing_config() -> dict:
     clearing_rule = settings.CPX_CLEARING_RULE
     if clearing_rule not in CLEARING_RULES:
         raise InvalidInput("CPX_CLEARING_RULE must be depth or per_class.", setting="CPX_CLEARING_RULE")
+    if settings.CPX_TIER_CLEARING not in TIER_MODES or not 0 <= settings.CPX_TIER_SUBSTITUTION < 1:
+        raise InvalidInput(
+            "CPX_TIER_CLEARING must be aware or off, CPX_TIER_SUBSTITUTION in [0, 1).",
+            setting="CPX_TIER_CLEARING",
+        )
     return {
         "rule": clearing_rule,
         "thick_min_orders": settings.CPX_THICK_BOOK_MIN_ORDERS,
@@ -121,6 +131,7 @@ def clearing_config() -> dict:
             "payment_rule": rule,
             "time_limit_s": settings.CPX_WELFARE_TIME_LIMIT_S,
         },
+        "tiers": tier_config(),
     }
 
 
@@ -239,6 +250,9 @@ def _write(round_obj: Round, *, builder, cleared: list, config: dict, now: datet
             moved=moved,
         )
     Lease.objects.bulk_create(leases, batch_size=2000)
+    lease_sla_copy(
+        leases=leases, jobs={job["id"]: job for job in builder.jobs}
+    )  # the job's SLA terms, fixed on the lease the provider accepts
     _write_waiting_reasons(round_obj, builder=builder, cleared=cleared, matched=filled)
     # The waiting agents hear of their offers when this commits (auctions/services/offers.py).
     offers_announce(provider_ids=[lease.provider_id for lease in leases])

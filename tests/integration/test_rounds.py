@@ -480,7 +480,8 @@ class TestRoundClearQueries:
             bid(consumer, "1.00", requested_device_count=1 + i % 2)
         round_obj = round_open(now=NOW)
 
-        with django_assert_max_num_queries(14):
+        # 15: two of them copy the jobs' SLA terms to their leases (auctions.services.sla).
+        with django_assert_max_num_queries(15):
             round_clear(round_id=round_obj.pk, now=NOW)
 
         # Identical bids: McAfee finds no price-setting bid beyond the k-th and drops one trade.
