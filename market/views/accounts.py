@@ -44,6 +44,9 @@ def signup(request):
         if user.role == Role.PROVIDER:
             messages.success(request, "Welcome to CPX. Register your provider profile to list resources.")
             return redirect("pages:provider-profile")
+        if user.role == Role.BROKER:
+            messages.success(request, "Welcome to CPX. Providers and consumers appoint you by your username.")
+            return redirect("pages:broker-console")
         messages.success(request, "Welcome to CPX. An operator credits your balance before your first job.")
         return redirect("pages:job-list")
     return render(request, "accounts/signup.html", {"form": form}, status=400 if form.errors else 200)

@@ -90,3 +90,15 @@ class TestBrokerPages:
             page.goto(f"{live_market.url}{path}")
             assert page.evaluate("document.documentElement.scrollWidth") <= 390, path
         assert page.problems == []
+
+    def test_signs_up_as_a_broker_and_lands_on_the_console(self, page, live_market):
+        page.goto(f"{live_market.url}/accounts/signup/")
+        page.get_by_label("Username").fill("new-broker")
+        page.get_by_label("Broker — I trade for providers or consumers who appoint me").check()
+        page.locator("#id_password1").fill("a-long-unusual-passphrase-9")
+        page.locator("#id_password2").fill("a-long-unusual-passphrase-9")
+        page.get_by_role("button", name="Sign up").click()
+
+        expect(page.get_by_role("heading", name="Broker console")).to_be_visible()
+        expect(page.get_by_role("link", name="Principals")).to_be_visible()
+        assert page.problems == []
