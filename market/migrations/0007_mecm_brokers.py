@@ -8,7 +8,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("market", "0004_merge_placement_waiting_reason"),
+        ("market", "0006_eetorp_elastic_demand"),
     ]
 
     operations = [
