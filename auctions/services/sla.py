@@ -253,8 +253,11 @@ def probe_record(*, provider: Provider, token, now: datetime) -> dict:
 
 
 def _charge(lease: Lease) -> Decimal:
+    """What the lease's settlement took out of the job's escrow (payment, fee, any broker's fee)."""
     paid = LedgerTransfer.objects.filter(
-        reference__in=[f"lease:{lease.pk}:payment", f"lease:{lease.pk}:fee"]
+        debit__kind=LedgerAccount.Kind.ESCROW,
+        debit__job_id=lease.job_id,
+        reference__startswith=f"lease:{lease.pk}:",
     ).values_list("amount", flat=True)
     return sum(paid, ZERO)
 
