@@ -18,6 +18,7 @@ ENGINE_VERSION = "1.3.0"
 DOUBLE_AUCTIONS = frozenset({"mcafee", "trade_reduction", "vcg", "sbba", "sbba_buyer_lottery", "huang"})
 HETEROGENEOUS = frozenset({"welfare", "greedy"})
 POSTED_PRICE = "posted_price"
+ELASTIC_DEMAND = "elastic_demand"
 TIERED = "tiered"
 GANG = "gang"
 BACKUP_POOL = "backup_pool"
@@ -53,6 +54,10 @@ def clear(doc, *, input_sha256: str | None = None, replay=None):
         from auctions.mechanisms.posted_price import clear_posted_price
 
         return clear_posted_price(doc, input_sha256=input_sha256)
+    if mechanism == ELASTIC_DEMAND:
+        from auctions.mechanisms.elastic import clear_elastic_demand
+
+        return clear_elastic_demand(doc, input_sha256=input_sha256)
     if mechanism == TIERED:
         from auctions.mechanisms.tiers import clear_tiered
 

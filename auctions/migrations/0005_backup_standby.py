@@ -9,7 +9,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('auctions', '0004_gang_lease_stage'),
-        ('market', '0006_backup_job_standby'),
+        ('market', '0008_backup_job_standby'),
     ]
 
     operations = [

@@ -25,6 +25,7 @@ BOOK_JOB_FIELDS = (
     "memory_per_device_gib",
     "device_count",
     "waiting_reason",
+    "elastic",  # elastic demand (docs/eetorp.md): the round sizes the job at its price
 )
 BOOK_RESOURCE_FIELDS = (
     "id",

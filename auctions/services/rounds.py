@@ -38,7 +38,7 @@ import hashlib
 import json
 import time
 from datetime import datetime
-from decimal import Decimal
+from decimal import ROUND_DOWN, Decimal
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
@@ -50,6 +50,7 @@ from auctions.selectors import rounds as selectors
 from auctions.services import backup_pool
 from auctions.services import round_books as books
 from auctions.services.dispatch import jobs_refuse_uncovered
+from auctions.services.elastic_demand import elastic_record_purchases
 from auctions.services.offers import offers_announce
 from auctions.services.sla import lease_sla_copy
 from auctions.services.tier_books import TIER_MODES, tier_config
@@ -240,7 +241,8 @@ def _fail(round_obj: Round, *, builder, config: dict, error: MechanismError, now
 
 
 def _write(round_obj: Round, *, builder, cleared: list, config: dict, now: datetime, pool=None) -> None:
-    leases = [_lease(round_obj, fill, now=now) for fill in builder.fills(cleared)]
+    fills = builder.fills(cleared)
+    leases = [_lease(round_obj, fill, now=now) for fill in fills]
     filled = {lease.job_id for lease in leases}  # matched or refused below: none of them waits
     # A job whose budget cannot pay its expected usage is refunded, not dispatched (issue 9).
     leases, refused, failed = jobs_refuse_uncovered(leases=leases, now=now)
@@ -260,6 +262,7 @@ def _write(round_obj: Round, *, builder, cleared: list, config: dict, now: datet
     lease_sla_copy(
         leases=leases, jobs={job["id"]: job for job in builder.jobs}
     )  # the job's SLA terms, fixed on the lease the provider accepts
+    elastic_record_purchases(leases=leases, fills=fills, round_id=round_obj.pk)
     _write_waiting_reasons(round_obj, builder=builder, cleared=cleared, matched=filled)
     # The waiting agents hear of their offers when this commits (auctions/services/offers.py).
     offers_announce(provider_ids=[lease.provider_id for lease in leases])
@@ -327,6 +330,10 @@ def _lease(round_obj: Round, fill: "books.Fill", *, now: datetime) -> Lease:
     if fill.gang is not None:  # a gang member may spend its share of the job's escrow
         budget = budget * Decimal(repr(fill.gang["budget_share"]))
     limit = MAX_DEVICE_HOURS if paid <= 0 else min(MAX_DEVICE_HOURS, budget / paid)
+    expected = min(MAX_DEVICE_HOURS, Decimal(repr(fill.expected_device_hours))).quantize(HOUR_QUANTUM)
+    if fill.elastic is not None:
+        # CPX bought exactly this much (docs/eetorp.md): the lease runs to it and no further.
+        limit = expected = min(limit.quantize(HOUR_QUANTUM, rounding=ROUND_DOWN), expected)
     return Lease(
         round=round_obj,
         job_id=fill.job["id"],
@@ -337,9 +344,7 @@ def _lease(round_obj: Round, fill: "books.Fill", *, now: datetime) -> Lease:
         unit_price_paid=paid,
         unit_price_received=received,
         max_device_hours=limit.quantize(HOUR_QUANTUM),
-        expected_device_hours=min(MAX_DEVICE_HOURS, Decimal(repr(fill.expected_device_hours))).quantize(
-            HOUR_QUANTUM
-        ),
+        expected_device_hours=expected,
         status=Lease.Status.DISPATCHED,
         dispatched_at=now,
         gang_stage=0 if fill.gang is None else fill.gang["stage"],

@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("market", "0005_gang_job"),
+        ("market", "0007_mecm_brokers"),
     ]
 
     operations = [
