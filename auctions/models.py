@@ -83,6 +83,7 @@ class Lease(models.Model):
         VERIFICATION_FAILED = "VERIFICATION_FAILED", "Verification failed"
         JOB_ERROR = "JOB_ERROR", "The job itself failed"
         SLA_BREACH = "SLA_BREACH", "Completed in breach of its SLA"
+        GANG = "GANG", "Another member of its gang failed"
 
     ACTIVE = (Status.DISPATCHED, Status.RUNNING)
 
@@ -110,6 +111,9 @@ class Lease(models.Model):
     accepted_at = models.DateTimeField(null=True, blank=True)
     last_heartbeat_at = models.DateTimeField(null=True, blank=True)
     ended_at = models.DateTimeField(null=True, blank=True)
+    # A gang member's pipeline stage (0 for a lease that is not a gang's) and its stage, layers, peers.
+    gang_stage = models.PositiveSmallIntegerField(default=0)
+    gang = models.JSONField(null=True, blank=True, help_text="gang member: stage, stages, layer range")
 
     class Meta:
         ordering = ["-id"]
@@ -118,11 +122,13 @@ class Lease(models.Model):
             models.Index(fields=["status", "last_heartbeat_at"]),
         ]
         constraints = [
-            models.UniqueConstraint(fields=["round", "job"], name="lease_one_per_job_per_round"),
             models.UniqueConstraint(
-                fields=["job"],
+                fields=["round", "job", "gang_stage"], name="lease_one_per_job_stage_per_round"
+            ),
+            models.UniqueConstraint(
+                fields=["job", "gang_stage"],
                 condition=Q(status__in=["DISPATCHED", "RUNNING"]),
-                name="lease_one_active_per_job",
+                name="lease_one_active_per_job_stage",
             ),
             models.CheckConstraint(condition=Q(devices__gte=1), name="lease_has_devices"),
             models.CheckConstraint(
@@ -240,6 +246,71 @@ class Verification(models.Model):
         return f"verification {self.pk} of lease {self.lease_id} {self.status}"
 
 
+class StandbyReservation(models.Model):
+    """A standby in the backup pool (auctions.services.backup_pool): `devices` idle devices of
+    `resource` that the round `round` holds for the running `job`, for a standby `fee` the job's
+    escrow holds from the consumer until the reservation ends.
+
+    HELD ──the job's provider fails──▶ USED      (the job restarts on the standby; fee paid)
+    HELD ──the job ends otherwise──▶ RELEASED    (fee paid: the standby stood by)
+    HELD ──the standby is gone when needed, or when released──▶ LAPSED (fee refunded)
+    """
+
+    class Status(models.TextChoices):
+        HELD = "HELD", "Held"
+        USED = "USED", "Used"
+        RELEASED = "RELEASED", "Released"
+        LAPSED = "LAPSED", "Lapsed"
+
+    round = models.ForeignKey(Round, on_delete=models.PROTECT, related_name="standbys")
+    job = models.ForeignKey(JobRequest, on_delete=models.PROTECT, related_name="standbys")
+    lease = models.ForeignKey(
+        Lease, on_delete=models.PROTECT, related_name="standbys", help_text="the lease it stands behind"
+    )
+    resource = models.ForeignKey(Resource, on_delete=models.PROTECT, related_name="standbys")
+    provider = models.ForeignKey(Provider, on_delete=models.PROTECT, related_name="standbys")
+    devices = models.PositiveIntegerField()
+    unit_price = MoneyField(help_text="per device-hour the job pays if it restarts on it (the standby's ask)")
+    unit_price_received = MoneyField(help_text="per device-hour its provider then receives")
+    expected_device_hours = models.DecimalField(max_digits=14, decimal_places=6)
+    fee = MoneyField()
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.HELD)
+    takeover = models.OneToOneField(
+        Lease, on_delete=models.PROTECT, null=True, blank=True, related_name="took_over_from"
+    )
+    detail = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField()
+    ended_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["status", "resource"])]
+        constraints = [
+            models.UniqueConstraint(fields=["round", "job"], name="standby_one_per_job_per_round"),
+            models.UniqueConstraint(
+                fields=["job"], condition=Q(status="HELD"), name="standby_one_held_per_job"
+            ),
+            models.CheckConstraint(condition=Q(devices__gte=1), name="standby_has_devices"),
+            models.CheckConstraint(condition=Q(fee__gte=0), name="standby_fee_non_negative"),
+            models.CheckConstraint(
+                condition=Q(unit_price__gte=models.F("unit_price_received")),
+                name="standby_no_deficit_per_unit",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"standby {self.pk} of job {self.job_id} on resource {self.resource_id} {self.status}"
+
+
 from auctions.models_sla import JobTerms, LeaseSla  # noqa: E402 - the SLA contract's models (issue 12)
 
-__all__ = ["BatchResult", "JobTerms", "Lease", "LeaseSla", "PriceQuote", "Round", "Verification"]
+__all__ = [
+    "BatchResult",
+    "JobTerms",
+    "Lease",
+    "LeaseSla",
+    "PriceQuote",
+    "Round",
+    "StandbyReservation",
+    "Verification",
+]

@@ -125,3 +125,8 @@ class JobQuoteSerializer(serializers.Serializer):
     reason = serializers.CharField(allow_null=True)
     min_bid_to_clear = money_field(allow_null=True)
     suggestion = serializers.CharField(allow_blank=True)
+    elastic = serializers.DictField(
+        required=False,
+        help_text="elastic jobs only: its purchase if it cleared now: unit, quantity, price_per_unit, "
+        "device_hours, spend, utility",
+    )

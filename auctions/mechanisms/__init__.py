@@ -18,7 +18,10 @@ ENGINE_VERSION = "1.3.0"
 DOUBLE_AUCTIONS = frozenset({"mcafee", "trade_reduction", "vcg", "sbba", "sbba_buyer_lottery", "huang"})
 HETEROGENEOUS = frozenset({"welfare", "greedy"})
 POSTED_PRICE = "posted_price"
+ELASTIC_DEMAND = "elastic_demand"
 TIERED = "tiered"
+GANG = "gang"
+BACKUP_POOL = "backup_pool"
 GAMES = frozenset({"stackelberg", "linear_oligopoly", "budget_oligopoly"})
 
 
@@ -51,10 +54,22 @@ def clear(doc, *, input_sha256: str | None = None, replay=None):
         from auctions.mechanisms.posted_price import clear_posted_price
 
         return clear_posted_price(doc, input_sha256=input_sha256)
+    if mechanism == ELASTIC_DEMAND:
+        from auctions.mechanisms.elastic import clear_elastic_demand
+
+        return clear_elastic_demand(doc, input_sha256=input_sha256)
     if mechanism == TIERED:
         from auctions.mechanisms.tiers import clear_tiered
 
         return clear_tiered(doc, input_sha256=input_sha256)
+    if mechanism == GANG:
+        from auctions.mechanisms.gang import clear_gang
+
+        return clear_gang(doc, input_sha256=input_sha256)
+    if mechanism == BACKUP_POOL:
+        from auctions.mechanisms.backup_pool import clear_backup_pool
+
+        return clear_backup_pool(doc, input_sha256=input_sha256)
     raise MechanismError("unknown_mechanism", f"unknown mechanism {mechanism!r}")
 
 

@@ -25,7 +25,9 @@ from auctions.mechanisms import classes, latency, quality, throughput
 from auctions.mechanisms.canonical import canonical_json
 from auctions.mechanisms.posted_price import clearing_price_estimate, posted_gains_bound, unit_gains_bound
 from auctions.selectors import rounds as selectors
-from auctions.services import tier_books
+from auctions.selectors.backup_pool import standby_held_devices
+from auctions.services import gang_books, tier_books
+from auctions.services.elastic_demand import elastic_document, elastic_fills
 
 LOTTERY_MECHANISMS = frozenset({"sbba", "sbba_buyer_lottery"})
 MIN_UNIT_BIDS = 2
@@ -63,6 +65,8 @@ class Fill:
     unit_price_paid: float
     unit_price_received: float
     expected_device_hours: float
+    elastic: dict | None = None  # an elastic job's purchase (auctions/services/elastic_demand.py)
+    gang: dict | None = None  # a gang member's stage (auctions.services.gang_books)
 
 
 def snapshot_book(
@@ -86,8 +90,11 @@ def snapshot_book(
         job["bid"] = float(job["max_price_per_device_hour"])
         job["base_device_hours"] = throughput.base_device_hours(**_workload(job))
         job["hours_left"] = (job["deadline"] - now).total_seconds() / 3600
+    # Devices held in standby for running jobs (auctions.services.backup_pool) are not for sale.
+    held = standby_held_devices()
+    resources = [r for r in resources if r["device_count"] - r["busy"] - held.get(r["id"], 0) > 0]
     for resource in resources:
-        resource["free"] = resource["device_count"] - resource["busy"]
+        resource["free"] = resource["device_count"] - resource["busy"] - held.get(resource["id"], 0)
         resource["memory"] = float(resource["memory_per_device_gib"])
         resource["ask"] = float(resource["ask_per_device_hour"])
         _quality_adjust(resource, rule)
@@ -194,12 +201,19 @@ class BookBuilder:
         self.unit_jobs: dict[str, list] = defaultdict(list)
         self.hetero_jobs: list = []
         self.posted_jobs: list = []  # single-device jobs of the posted-price book (rule "depth")
+        # Elastic jobs (docs/eetorp.md) buy last, at the devices' own asks: no routing of their own.
+        self.elastic_jobs = [job for job in self.jobs if job.get("elastic")]
+        self.fixed_jobs = [job for job in self.jobs if not job.get("elastic")]
         self.rule = config.get("rule", "per_class")
         self.prices = self._class_prices(config.get("posted_prices") or {})
+        # Gang jobs clear in their own book, all or nothing, before every other (gang_books.py).
+        self.gang_jobs = [job for job in self.jobs if job.get("gang")]
         # Latency-bound jobs with both edge and cloud supply clear in tiered books (tier_books.py).
-        self.tier_jobs = tier_books.tier_route(self)
+        self.tier_jobs = [
+            job for job in tier_books.tier_route(self) if not job.get("gang") and not job.get("elastic")
+        ]
         tiered = {job["id"] for job in self.tier_jobs}
-        self.routable = [job for job in self.jobs if job["id"] not in tiered]
+        self.routable = [job for job in self.fixed_jobs if job["id"] not in tiered and not job.get("gang")]
         if self.rule == "depth":
             self._route_by_depth()
             return
@@ -388,6 +402,14 @@ class BookBuilder:
     def run(self, *, clear_document) -> list:
         """Build and clear every book in order; returns the engine results (aligned with the snapshot)."""
         results: list = []
+        gang = gang_books.gang_book_document(self)
+        if gang is not None:
+            book = self._add(gang_books.KIND, *gang, {"kind": gang_books.KIND})
+            result = clear_document(book.doc, book.digest)
+            for members in result["assignments"].values():
+                for member in members:
+                    self.free[book.resources[member["provider"]]["id"]] -= member["devices"]
+            results.append(result)
         self._clear_hetero(self._hetero_parts(self.hetero_jobs), clear_document, results)
         unmatched: list = []
         for doc, jobs, resources, meta in tier_books.tier_books(self, self.tier_jobs):
@@ -427,6 +449,17 @@ class BookBuilder:
         book = self._posted_book()
         if book is not None:
             results.append(clear_document(book.doc, book.digest))
+        # Last, elastic jobs (docs/eetorp.md): each takes a device left at that device's ask, then buys
+        # its best response at that price.
+        book = self._elastic_posted_book(self.fills(results)) if self.elastic_jobs else None
+        if book is not None:
+            results.append(clear_document(book.doc, book.digest))
+            fills = self.fills(results)
+            doc = elastic_document(fills)
+            if doc is not None:
+                jobs = [fill.job for fill in fills if fill.job.get("elastic")]
+                book = self._add("elastic", doc, jobs, [], {"kind": "elastic"})
+                results.append(clear_document(book.doc, book.digest))
         return results
 
     def _clear_hetero(self, parts: list, clear_document, results: list) -> None:
@@ -486,6 +519,69 @@ class BookBuilder:
         position = {job["id"]: i for i, job in enumerate(self.jobs)}
         self.posted_jobs = sorted(self.posted_jobs + posted, key=lambda job: position[job["id"]])
         return hetero
+
+    def _elastic_posted_book(self, fills: list) -> "_Book | None":
+        """Elastic jobs on the devices the books above left, each device at its own ask per reference
+        device-hour (ask / speed): the leaders' posted prices of EETORP. The posted-price rule with one
+        price per device, so a job takes the cheapest fitting device whose price is below its choke
+        price (its bid), rationed by the public hash (truthful: no report moves a price)."""
+        if not self.elastic_jobs:
+            return None
+        left = {r["id"]: r["free"] for r in self.resources}
+        for fill in fills:
+            left[fill.resource["id"]] -= fill.devices
+        asks = [r for r in self.resources if left[r["id"]] > 0]
+        if not asks:
+            return None
+        accepts = self._accepts(self.elastic_jobs, asks)
+        doc = {
+            "mechanism": "posted_price",
+            "salt": self.config.get("salt", "elastic"),
+            "prices": {f"r{r['id']}": r["ask"] / r["speed"] for r in asks},
+            "bids": [
+                {"id": f"j{job['id']}", "price": job["bid"], "accepts": names}
+                for job, names in zip(self.elastic_jobs, accepts, strict=True)
+            ],
+            "asks": [
+                {
+                    "id": f"r{r['id']}",
+                    "price": r["ask"],
+                    "quantity": left[r["id"]],
+                    "class": f"r{r['id']}",
+                    "speed": r["speed"],
+                }
+                for r in asks
+            ],
+        }
+        return self._add("elastic_posted", doc, self.elastic_jobs, asks, {"kind": "elastic_posted"})
+
+    def _accepts(self, jobs: list, asks: list) -> list[list[str]]:
+        """Per job, the asks that fit it, as the posted-price book checks them (`_posted_book`)."""
+        device_class = np.array([r["device_class"] for r in asks], dtype=object)
+        memory = np.array([r["memory"] for r in asks])
+        provider = np.array([r["provider_id"] for r in asks])
+        region = np.array([r["region"] for r in asks], dtype=object)
+        rtt_by_region: dict[str, np.ndarray] = {}
+        accepted = []
+        for job in jobs:
+            mask = (device_class == job["device_class"]) & (memory >= job["memory"] - 1e-9)
+            if job["latency_sla_ms"] is not None:
+                if job["region"] not in rtt_by_region:
+                    rtt_by_region[job["region"]] = np.array([self._rtt(job["region"], r) for r in asks])
+                with np.errstate(invalid="ignore"):
+                    mask &= rtt_by_region[job["region"]] <= job["latency_sla_ms"]
+            if job.get("placement") == "strict":
+                mask &= region == job["region"]
+            excluded = self.exclusions.get(job["id"])
+            if excluded:
+                mask &= ~np.isin(provider, list(excluded))
+            accepts = [
+                f"r{asks[i]['id']}"
+                for i in np.flatnonzero(mask)
+                if device_hours_on(job, asks[i]) <= job["hours_left"]
+            ]
+            accepted.append(accepts)
+        return accepted
 
     def _posted_book(self) -> "_Book | None":
         """The posted-price book (rule "depth"): thin classes' free devices at the class's posted price
@@ -568,6 +664,7 @@ class BookBuilder:
         if adjusted:  # the snapshot records the factors, so a replay (and a reader) sees them
             doc["quality"] = {
                 "weight": float(getattr(settings, "CPX_SLA_QUALITY_WEIGHT", 0.0)),
+                "reputation": {f"r{r['id']}": float(r["provider__reputation"]) for r in adjusted},
                 "factor": {f"r{r['id']}": r["quality_factor"] for r in adjusted},
                 "reported_ask": {f"r{r['id']}": r["reported_ask"] for r in adjusted},
             }
@@ -621,15 +718,27 @@ class BookBuilder:
 
     def fills(self, results: list) -> list[Fill]:
         """One fill per matched job, all its devices on one resource."""
-        fills = []
+        fills, elastic = [], None
         for book, result in zip(self.books, results, strict=True):
-            if book.kind == "heterogeneous":
+            if book.kind == gang_books.KIND:
+                fills.extend(
+                    Fill(
+                        **{
+                            **part,
+                            "unit_price_received": _received(part["resource"], part["unit_price_received"]),
+                        }
+                    )
+                    for part in gang_books.gang_fill_parts(book, result)
+                )
+            elif book.kind == "elastic":
+                elastic = (book.doc, result)
+            elif book.kind == "heterogeneous":
                 fills.extend(self._hetero_fills(book, result))
-            elif book.kind in ("posted_price", "tiered"):
+            elif book.kind in ("posted_price", "tiered", "elastic_posted"):
                 fills.extend(self._posted_fills(book, result))
             else:
                 fills.extend(self._unit_fills(book, result))
-        return fills
+        return fills if elastic is None else elastic_fills(fills, *elastic)
 
     def _posted_fills(self, book: _Book, result: dict) -> list[Fill]:
         fills = []
@@ -728,12 +837,23 @@ class BookBuilder:
         or latency SLA, or all busy). Prices are per reference device-hour."""
         reasons: dict[int, dict] = {}
         for book, result in zip(self.books, results, strict=True):
-            if book.kind == "posted_price":
+            if book.kind == "elastic":
+                for name in result["declined"]:
+                    reasons[book.jobs[name]["id"]] = _reason(
+                        "elastic_declined",
+                        "At the price it cleared its utility buys nothing (its minimum is not worth the "
+                        "price, or its budget cannot pay for it).",
+                    )
+            elif book.kind in ("posted_price", "elastic_posted"):
                 self._posted_reasons(book, result, reasons)
             elif book.kind == "tiered":
                 reasons.update(tier_books.tier_waiting_reasons(book.doc, result, book.jobs))
             elif book.kind == "unit":
                 self._unit_reasons(book, result, reasons, matched)
+            elif book.kind == gang_books.KIND:
+                for job in book.jobs.values():
+                    if job["id"] not in matched:
+                        reasons[job["id"]] = gang_books.gang_waiting_reason(book, job)
             else:
                 for job in book.jobs.values():
                     if job["id"] not in matched:
@@ -846,6 +966,16 @@ class BookBuilder:
         unit and posted-price books), as before; the bound adds the same units book by book."""
         welfare, bound, bounded, prices = 0.0, 0.0, True, {}
         for book, result in zip(self.books, results, strict=True):
+            if book.kind == "elastic":
+                continue  # quantities of trades priced above, no trade of its own
+            if book.kind == "elastic_posted":  # per-device prices: no class price to publish
+                welfare += result["gains_from_trade"]
+                bound += max(posted_gains_bound(book.doc), result["gains_from_trade"])
+                continue
+            if book.kind == gang_books.KIND:  # bound: every gang's value, as if it cost nothing
+                welfare += result["welfare"]
+                bound += max(result["welfare"], sum(max(0.0, job["bid"]) for job in book.doc["jobs"]))
+                continue
             if book.kind == "heterogeneous":
                 welfare += result["welfare"]
                 if result.get("lp_bound") is None:

@@ -11,6 +11,8 @@ the final write: a worker killed mid-round leaves the round OPEN with no lease a
 the next run clears it from scratch. A CLEARED or FAILED round is returned unchanged.
 
 Books (built from one snapshot, cleared in a fixed order that no bid influences):
+0. the gang book (`auctions/services/gang_books.py`): jobs that opted in to run as one pipeline across
+   several providers, matched whole or not at all (`auctions/mechanisms/gang.py`), one lease a stage.
 1. heterogeneous books (`CPX_HETEROGENEOUS_MECHANISM`): multi-device jobs, single-device jobs whose
    latency SLA, deadline or earlier failures the class cannot express, and jobs whose region has no
    class that fits them. The engine cannot forbid a (job, provider) pair, so jobs are partitioned by
@@ -36,7 +38,7 @@ import hashlib
 import json
 import time
 from datetime import datetime
-from decimal import Decimal
+from decimal import ROUND_DOWN, Decimal
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
@@ -45,8 +47,10 @@ from auctions.mechanisms import ENGINE_VERSION, MechanismError, clear
 from auctions.mechanisms.canonical import input_sha256 as canonical_sha256
 from auctions.models import Lease, Round
 from auctions.selectors import rounds as selectors
+from auctions.services import backup_pool
 from auctions.services import round_books as books
 from auctions.services.dispatch import jobs_refuse_uncovered
+from auctions.services.elastic_demand import elastic_record_purchases
 from auctions.services.offers import offers_announce
 from auctions.services.sla import lease_sla_copy
 from auctions.services.tier_books import TIER_MODES, tier_config
@@ -159,10 +163,14 @@ def round_clear(*, round_id: int, now: datetime) -> Round:
         timings["snapshot"] += time.perf_counter() - started
         try:
             cleared = builder.run(clear_document=_clear_timed(timings))
+            # The backup pool: standbys for running jobs among the devices left idle (one more book).
+            pool = backup_pool.standby_book(builder=builder, cleared=cleared, round_id=round_obj.pk, now=now)
+            if pool is not None:
+                pool.result = _clear_timed(timings)(pool.doc, pool.digest)
         except MechanismError as error:
             return _fail(round_obj, builder=builder, config=config, error=error, now=now)
         started = time.perf_counter()
-        _write(round_obj, builder=builder, cleared=cleared, config=config, now=now)
+        _write(round_obj, builder=builder, cleared=cleared, config=config, now=now, pool=pool)
         timings["write"] = time.perf_counter() - started
         round_obj.timings_ms = {name: round(seconds * 1000, 3) for name, seconds in timings.items()}
         Round.objects.filter(pk=round_obj.pk).update(timings_ms=round_obj.timings_ms)
@@ -232,12 +240,13 @@ def _fail(round_obj: Round, *, builder, config: dict, error: MechanismError, now
     return round_obj
 
 
-def _write(round_obj: Round, *, builder, cleared: list, config: dict, now: datetime) -> None:
-    leases = [_lease(round_obj, fill, now=now) for fill in builder.fills(cleared)]
+def _write(round_obj: Round, *, builder, cleared: list, config: dict, now: datetime, pool=None) -> None:
+    fills = builder.fills(cleared)
+    leases = [_lease(round_obj, fill, now=now) for fill in fills]
     filled = {lease.job_id for lease in leases}  # matched or refused below: none of them waits
     # A job whose budget cannot pay its expected usage is refunded, not dispatched (issue 9).
     leases, refused, failed = jobs_refuse_uncovered(leases=leases, now=now)
-    job_ids = [lease.job_id for lease in leases]
+    job_ids = sorted({lease.job_id for lease in leases})  # a gang's members share their job
     # One compare-and-set for every matched job; the row count says whether the book held.
     moved = JobRequest.objects.filter(pk__in=job_ids, status=JobRequest.Status.QUEUED).update(
         status=JobRequest.Status.MATCHED, updated_at=now, waiting_reason=None
@@ -253,15 +262,21 @@ def _write(round_obj: Round, *, builder, cleared: list, config: dict, now: datet
     lease_sla_copy(
         leases=leases, jobs={job["id"]: job for job in builder.jobs}
     )  # the job's SLA terms, fixed on the lease the provider accepts
+    elastic_record_purchases(leases=leases, fills=fills, round_id=round_obj.pk)
     _write_waiting_reasons(round_obj, builder=builder, cleared=cleared, matched=filled)
     # The waiting agents hear of their offers when this commits (auctions/services/offers.py).
     offers_announce(provider_ids=[lease.provider_id for lease in leases])
+    backup_pool.standby_reserve(round_id=round_obj.pk, pool=pool, now=now)
     summary = builder.summary(cleared)
     round_obj.status = Round.Status.CLEARED
     round_obj.active_slot = None
-    round_obj.mechanism = {**config, "books": builder.book_meta}
+    round_obj.mechanism = {**config, "books": builder.book_meta + ([pool.meta] if pool else [])}
     round_obj.engine_version = ENGINE_VERSION
+    # The pool's book and answer close the snapshot and the result, so a replay re-derives it too.
     round_obj.snapshot = builder.snapshot_text()
+    if pool is not None:
+        round_obj.snapshot = f"{round_obj.snapshot[:-1]}{',' if builder.books else ''}{pool.text}]"
+        cleared = [*cleared, pool.result]
     round_obj.snapshot_sha256 = _sha(round_obj.snapshot)
     round_obj.result = cleared
     round_obj.result_sha256 = canonical_sha256(cleared)
@@ -271,7 +286,7 @@ def _write(round_obj: Round, *, builder, cleared: list, config: dict, now: datet
     round_obj.prices = summary["prices"]
     round_obj.jobs_in_book = len(builder.jobs)
     round_obj.resources_in_book = len(builder.resources)
-    round_obj.jobs_matched = len(leases)
+    round_obj.jobs_matched = len(job_ids)
     round_obj.cleared_at = now
     round_obj.error = ""
     round_obj.save()
@@ -312,7 +327,13 @@ def _lease(round_obj: Round, fill: "books.Fill", *, now: datetime) -> Lease:
     paid = to_money(fill.unit_price_paid)
     received = min(to_money(fill.unit_price_received), paid)  # rounding must not open a deficit
     budget = fill.job["budget"]
+    if fill.gang is not None:  # a gang member may spend its share of the job's escrow
+        budget = budget * Decimal(repr(fill.gang["budget_share"]))
     limit = MAX_DEVICE_HOURS if paid <= 0 else min(MAX_DEVICE_HOURS, budget / paid)
+    expected = min(MAX_DEVICE_HOURS, Decimal(repr(fill.expected_device_hours))).quantize(HOUR_QUANTUM)
+    if fill.elastic is not None:
+        # CPX bought exactly this much (docs/eetorp.md): the lease runs to it and no further.
+        limit = expected = min(limit.quantize(HOUR_QUANTUM, rounding=ROUND_DOWN), expected)
     return Lease(
         round=round_obj,
         job_id=fill.job["id"],
@@ -323,11 +344,11 @@ def _lease(round_obj: Round, fill: "books.Fill", *, now: datetime) -> Lease:
         unit_price_paid=paid,
         unit_price_received=received,
         max_device_hours=limit.quantize(HOUR_QUANTUM),
-        expected_device_hours=min(MAX_DEVICE_HOURS, Decimal(repr(fill.expected_device_hours))).quantize(
-            HOUR_QUANTUM
-        ),
+        expected_device_hours=expected,
         status=Lease.Status.DISPATCHED,
         dispatched_at=now,
+        gang_stage=0 if fill.gang is None else fill.gang["stage"],
+        gang=fill.gang,
     )
 
 

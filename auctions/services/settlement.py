@@ -2,12 +2,13 @@
 job is refunded, a failing provider pays its SLA penalty.
 
 Every transfer carries a unique `reference` (`lease:<id>:payment`, `lease:<id>:fee`,
-`lease:<id>:penalty`, `job:<id>:refund`), so a retried settlement can never move money twice:
-the database refuses the second row and the whole transaction rolls back.
+`lease:<id>:penalty`, `job:<id>:refund`, `lease:<id>:broker:<side>`), so a retried settlement can
+never move money twice: the database refuses the second row and the whole transaction rolls back.
 
 Lock order: the lifecycle's one order (auctions.services.leases): the caller holds the job's row
-lock, then the provider row, then ledger accounts — provider earnings, house accounts (platform fee,
-penalty), the consumer's balance. A job's escrow is touched only under its job's row lock.
+lock, then the provider row, then ledger accounts — provider earnings, brokers' fee accounts, house
+accounts (platform fee, penalty), the consumer's balance. A job's escrow is touched only under its
+job's row lock.
 """
 
 from dataclasses import dataclass
@@ -19,7 +20,14 @@ from django.db import transaction
 from django.db.models import F, Value
 from django.db.models.functions import Greatest
 
-from auctions.models import Lease
+from auctions.models import Lease, LeaseSla
+from auctions.services.broker_fees import (
+    broker_fee_moves,
+    broker_fees_due,
+    broker_fees_paid,
+    broker_fees_record,
+)
+from auctions.services.standby_fees import standby_release
 from config.errors import Conflict
 from market.models import JobRequest, LedgerAccount, LedgerTransfer, Provider
 from market.money import to_money
@@ -36,7 +44,8 @@ class LeaseNotCompleted(Conflict):
 @dataclass(frozen=True)
 class LeaseSettlement:
     """What one completed lease moved: `charge` left the escrow; the provider got `provider_net`,
-    the platform `platform` (fee + mechanism surplus), the consumer `refund` (the rest)."""
+    the platform `platform` (fee + mechanism surplus), brokers `broker` (auctions.services.broker_fees),
+    the consumer `refund` (the rest)."""
 
     lease_id: int
     device_hours: Decimal
@@ -44,6 +53,7 @@ class LeaseSettlement:
     provider_net: Decimal
     platform: Decimal
     refund: Decimal
+    broker: Decimal = ZERO
 
 
 def settlement_amounts(
@@ -83,6 +93,7 @@ def lease_settle(*, lease: Lease, now: datetime) -> LeaseSettlement:
     if done is not None:
         return done
     job = lease.job
+    standby_release(job=job, now=now)  # the job's standby fee leaves the escrow first (backup pool)
     escrow = LedgerAccount.objects.select_for_update().get(kind=LedgerAccount.Kind.ESCROW, job=job)
     hours, charge, provider_net, platform, refund = settlement_amounts(
         device_seconds=lease.device_seconds,
@@ -90,6 +101,9 @@ def lease_settle(*, lease: Lease, now: datetime) -> LeaseSettlement:
         unit_price_received=lease.unit_price_received,
         escrow=escrow.balance,
         fee_rate=settings.CPX_PLATFORM_FEE_RATE,
+    )
+    provider_net, refund, brokers_due = broker_fees_due(
+        lease=lease, charge=charge, provider_net=provider_net, refund=refund
     )
     provider_account = ledger_account_for_user(user=lease.provider.user, kind=LedgerAccount.Kind.PROVIDER)
     platform_account = ledger_house_account(kind=LedgerAccount.Kind.PLATFORM_FEE)
@@ -100,6 +114,7 @@ def lease_settle(*, lease: Lease, now: datetime) -> LeaseSettlement:
         memo += f"; results sha256 {output}"
     moves = [
         (provider_account, provider_net, LedgerTransfer.Kind.PAYMENT, f"lease:{lease.pk}:payment"),
+        *broker_fee_moves(brokers_due),  # the three-way split's broker leg (MECM, issue 12)
         (platform_account, platform, LedgerTransfer.Kind.FEE, f"lease:{lease.pk}:fee"),
         (consumer_account, refund, LedgerTransfer.Kind.REFUND, f"job:{job.pk}:refund"),
     ]
@@ -115,7 +130,9 @@ def lease_settle(*, lease: Lease, now: datetime) -> LeaseSettlement:
                 reference=reference,
                 memo=memo,
             )
-    return LeaseSettlement(lease.pk, hours, charge, provider_net, platform, refund)
+    broker_fees_record(lease=lease, due=brokers_due)
+    broker = sum((fee.amount for fee in brokers_due), ZERO)
+    return LeaseSettlement(lease.pk, hours, charge, provider_net, platform, refund, broker)
 
 
 def _settled(lease: Lease) -> LeaseSettlement | None:
@@ -131,15 +148,21 @@ def _settled(lease: Lease) -> LeaseSettlement | None:
     provider_net = paid.get(references[0], ZERO)
     platform = paid.get(references[1], ZERO)
     hours = (lease.device_seconds / 3600).quantize(HOUR_QUANTUM, rounding=ROUND_HALF_EVEN)
-    return LeaseSettlement(lease.pk, hours, provider_net + platform, provider_net, platform, refund or ZERO)
+    for_consumer, for_provider = broker_fees_paid(lease)
+    charge = provider_net + platform + for_provider
+    return LeaseSettlement(
+        lease.pk, hours, charge, provider_net, platform, refund or ZERO, for_consumer + for_provider
+    )
 
 
 @transaction.atomic
 def job_refund(*, job: JobRequest, now: datetime, reason: str) -> Decimal:
     """Return everything the job's escrow still holds to its consumer; returns the amount.
 
-    Idempotent: an empty escrow (already refunded or settled) moves nothing and returns 0.
+    Idempotent: an empty escrow (already refunded or settled) moves nothing and returns 0. A standby
+    the job still holds in the backup pool is released first (its fee paid or refunded).
     """
+    standby_release(job=job, now=now)
     escrow = LedgerAccount.objects.select_for_update().get(kind=LedgerAccount.Kind.ESCROW, job=job)
     if escrow.balance <= 0:
         return ZERO
@@ -158,8 +181,15 @@ def job_refund(*, job: JobRequest, now: datetime, reason: str) -> Decimal:
 
 
 def lease_penalty_due(lease: Lease) -> Decimal:
-    """CPX_SLA_PENALTY_RATE × the lease's expected cost (unit_price_paid × expected_device_hours)."""
-    return to_money(settings.CPX_SLA_PENALTY_RATE * lease.unit_price_paid * lease.expected_device_hours)
+    """The penalty rate × the lease's expected cost (unit_price_paid × expected_device_hours). The rate
+    is the lease's contract's `deadline_penalty_rate` when its deadline passed (auctions.services.sla),
+    else CPX_SLA_PENALTY_RATE."""
+    rate = settings.CPX_SLA_PENALTY_RATE
+    if lease.close_reason == Lease.CloseReason.DEADLINE:
+        contract = LeaseSla.objects.filter(lease=lease).values_list("terms", flat=True).first() or {}
+        if contract.get("deadline_penalty_rate") is not None:
+            rate = Decimal(str(contract["deadline_penalty_rate"]))
+    return to_money(rate * lease.unit_price_paid * lease.expected_device_hours)
 
 
 @transaction.atomic

@@ -21,6 +21,7 @@ WRITTEN_BY = {
     "VERIFICATION_FAILED": "verification_decide: tests/api/test_sla_api.py::TestVerificationFailed",
     "JOB_ERROR": "lease_fail: tests/integration/test_leases.py",
     "SLA_BREACH": "lease_sla_settle: tests/integration/test_sla.py::TestBreachesAtSettlement",
+    "GANG": "gang_close_peers: tests/integration/test_gangs.py::TestGangLifecycle",
 }
 
 

@@ -91,6 +91,19 @@ BOOKS = {
     "welfare pruned per provider": lambda: dict(congested_book(150, 10), pruning={"per_provider": 2}),
     "welfare automatic pruning": welfare_auto_book,
     "greedy + critical": lambda: dict(congested_book(150, 10), mechanism="greedy", payment_rule="critical"),
+    "elastic_demand": lambda: {
+        "mechanism": "elastic_demand",
+        "followers": [
+            {
+                "id": f"j{i}",
+                "weight": 1 + i / 7,
+                "price": 0.3 + i / 50,
+                "budget": 2 + i % 3,
+                "max_quantity": 8,
+            }
+            for i in range(40)
+        ],
+    },
     "tiered": tiered_book,
 }
 GAMES = {
