@@ -23,7 +23,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-BENCH_DB = "cpx_bench_round"
+BENCH_DB = os.environ.get("CPX_BENCH_DB", "cpx_bench_round")
 TARGET_S = 5.0
 REGIONS = ["eu-west", "eu-central", "us-east", "us-west", "ap-south", "ap-east"]
 # (model, memory GiB, fp16 TFLOPS, speed factor, ask range per device-hour)
@@ -161,8 +161,11 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="1,000 jobs, 100 resources, 2 repeats")
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
+    parser.add_argument("--jobs", type=int, default=None)
+    parser.add_argument("--resources", type=int, default=None)
     args = parser.parse_args()
     jobs, resources = (1_000, 100) if args.quick else (10_000, 1_000)
+    jobs, resources = args.jobs or jobs, args.resources or resources
     repeats = args.repeats or (2 if args.quick else 5)
 
     base = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")

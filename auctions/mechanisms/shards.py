@@ -1,0 +1,66 @@
+"""Clearing a round's books apart: the cheap allocation that orders the heterogeneous books, and the
+split of books into shards of about equal work.
+
+A round clears its heterogeneous books in a chain (each sees the devices the previous ones left), so
+their documents cannot be built before the previous books' assignments are known. For the `greedy`
+mechanism the assignments are the greedy pass alone; the critical-value payments and the LP bound,
+which cost nearly all of a book's time, read only the book's own document. So the chain is walked
+with `allocation` (the same validation and the same pass as `clear`), and every book is then cleared
+in full wherever there is room: `clear(doc)` returns the same assignments (one pure function of the
+document). The `welfare` mechanism's assignments come from a time-guarded MILP and have no cheaper
+twin: `allocation` answers None for it, and the caller clears the book in the chain.
+
+Model of the split (`split`): a book costs about its size (bids + asks for a double auction or a
+posted-price book; jobs x providers for a heterogeneous book, whose payments re-run the pass per
+winner); books are handed out largest first to the least loaded shard (LPT, Graham 1969, "Bounds on
+multiprocessing timing anomalies", SIAM J. Appl. Math. 17(2): at most 4/3 of the best makespan), ties
+by book index, so the split is a pure function of the documents.
+"""
+
+import heapq
+
+from auctions.mechanisms.errors import MechanismError
+
+
+def allocation(doc: dict) -> dict | None:
+    """The assignments {job id: provider id} that `clear(doc)` returns for a heterogeneous `greedy`
+    book, computed without payments or LP bound; None when the book's mechanism has no such
+    shortcut (`welfare`). Raises MechanismError where `clear(doc)` would on the same document."""
+    from auctions.mechanisms.heterogeneous import PAYMENT_RULES, _pruning, _time_limit, build_market
+
+    mechanism = doc.get("mechanism")
+    if mechanism != "greedy":
+        return None
+    rule = doc.get("payment_rule")
+    if rule not in PAYMENT_RULES[mechanism]:
+        allowed = " or ".join(sorted(PAYMENT_RULES[mechanism]))
+        raise MechanismError("bad_input", f"payment_rule for {mechanism!r} must be {allowed}, not {rule!r}")
+    _time_limit(doc)
+    _pruning(doc, mechanism)
+    from auctions.mechanisms.greedy_critical import solve_greedy
+
+    return solve_greedy(build_market(doc), payment_rule="none")["assignments"]
+
+
+def book_cost(doc: dict) -> int:
+    """The split's estimate of the work of clearing `doc` (see the module's model)."""
+    if "jobs" in doc and "providers" in doc:
+        jobs, providers = len(doc["jobs"]), len(doc["providers"])
+        return jobs * max(providers, 1) * max(jobs, 1) // 8 + jobs + providers
+    bids, asks = doc.get("bids", ()), doc.get("asks", ())
+    size = len(bids["id"]) if isinstance(bids, dict) else sum(1 + len(b.get("accepts", ())) for b in bids)
+    return size + (len(asks["id"]) if isinstance(asks, dict) else len(asks))
+
+
+def split(costs: list[int], shards: int) -> list[list[int]]:
+    """Book indices in `shards` groups of about equal total cost (LPT), each group in index order;
+    empty groups are dropped."""
+    if shards < 1:
+        raise MechanismError("bad_input", "shards must be >= 1")
+    heap = [(0, shard) for shard in range(shards)]
+    groups: list[list[int]] = [[] for _ in range(shards)]
+    for index in sorted(range(len(costs)), key=lambda i: (-costs[i], i)):
+        load, shard = heapq.heappop(heap)
+        groups[shard].append(index)
+        heapq.heappush(heap, (load + costs[index], shard))
+    return [sorted(group) for group in groups if group]
