@@ -475,7 +475,9 @@ def logging_config(*, fmt: str, level: str) -> dict:
             },
             "json": {"()": "ops.logs.JsonFormatter"},
         },
-        "handlers": {"console": {"class": "logging.StreamHandler", "formatter": fmt, "filters": ["context"]}},
+        "handlers": {
+            "console": {"class": "logging.StreamHandler", "formatter": fmt, "filters": ["context"]}
+        },
         "root": {"handlers": ["console"], "level": level},
     }
 
