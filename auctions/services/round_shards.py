@@ -107,7 +107,13 @@ class _Plan:
         sent, task_ids = {}, []
         for number, group in enumerate(payload[1:], start=1):
             task_id = f"round-{round_id}-{attempt}-shard-{number}"
-            current_app.send_task(SHARD_TASK, kwargs={"round_id": round_id, "books": group}, task_id=task_id)
+            current_app.send_task(
+                SHARD_TASK,
+                kwargs={"round_id": round_id, "books": group},
+                task_id=task_id,
+                soft_time_limit=timeout_s,
+                time_limit=timeout_s + 10,
+            )
             sent[task_id] = group
             task_ids.append(task_id)
         answers = self._local(payload[0] if payload else [], books)
