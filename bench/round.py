@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 BENCH_DB = os.environ.get("CPX_BENCH_DB", "cpx_bench_round")
 QUEUE = "cpx-bench-round"
-ROUND_LIMIT_S = 600
+ROUND_LIMIT_S = 1500
 # Targets of issue 13 (median wall time of a round, seconds).
 TARGETS = {(10_000, 1_000): 1.5, (100_000, 10_000): 10.0}
 REGIONS = ["eu-west", "eu-central", "us-east", "us-west", "ap-south", "ap-east"]
@@ -178,7 +178,7 @@ class Workers:
             "CELERY_RESULT_BACKEND": broker,
             "CELERY_TASK_DEFAULT_QUEUE": QUEUE,
             "CPX_ROUND_SHARDS": str(count),
-            "CPX_ROUND_SHARD_TIMEOUT_S": str(ROUND_LIMIT_S - 60),
+            "CPX_ROUND_SHARD_TIMEOUT_S": "600",
             "PYTHONPATH": str(ROOT),
         }
         for i in range(count):
