@@ -31,8 +31,10 @@ ROOM_TOLERANCE = 1e-9  # relative to capacity: sums of fractional vCPU / RAM mus
 CHANGED_LIMIT = 32  # past this many providers off the original run, a re-run step scans them all
 
 
-def solve_greedy(market, *, payment_rule: str) -> dict:
-    """Run the greedy allocation and, for `payment_rule == "critical"`, price every winner."""
+def solve_greedy(market, *, payment_rule: str, share: tuple[int, int] | None = None) -> dict:
+    """Run the greedy allocation and, for `payment_rule == "critical"`, price every winner (with
+    `share` = (k, n), only every n-th winner from the k-th: each winner's price is independent of the
+    others', so n processes can price a book apart; `mechanisms.shards` joins them)."""
     size = job_size(market)
     density = job_density(market.bid, size)
     order = np.argsort(-density, kind="stable")
@@ -42,7 +44,8 @@ def solve_greedy(market, *, payment_rule: str) -> dict:
     welfare = float(sum(market.net[j, run.host[j]] for j in winners))
     payments, receipts = {}, {}
     if payment_rule == "critical":
-        payments = {market.job_ids[j]: critical_value(market, order, density, size, run, j) for j in winners}
+        priced = winners if share is None else winners[share[0] :: share[1]]
+        payments = {market.job_ids[j]: critical_value(market, order, density, size, run, j) for j in priced}
         cost = np.zeros(len(market.provider_ids))
         np.add.at(cost, run.host[winners], market.kappa[winners, run.host[winners]])
         receipts = {market.provider_ids[k]: float(cost[k]) for k in np.unique(run.host[winners])}

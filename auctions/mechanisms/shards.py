@@ -10,6 +10,12 @@ in full wherever there is room: `clear(doc)` returns the same assignments (one p
 document). The `welfare` mechanism's assignments come from a time-guarded MILP and have no cheaper
 twin: `allocation` answers None for it, and the caller clears the book in the chain.
 
+A `greedy` book's winners are priced independently of one another (each critical value re-runs the
+order without that winner), so a large book is also cut into pieces (`clear_piece`): piece 0 is the
+whole clear with its share of the winners' payments and the LP bound, piece k > 0 only its share of
+the payments; `join` gives exactly `clear(doc)` (payments in the winners' order, the surplus summed
+in that order).
+
 Model of the split (`split`): a book costs about its size (bids + asks for a double auction or a
 posted-price book; jobs x providers for a heterogeneous book, whose payments re-run the pass per
 winner); books are handed out largest first to the least loaded shard (LPT, Graham 1969, "Bounds on
@@ -64,3 +70,43 @@ def split(costs: list[int], shards: int) -> list[list[int]]:
         groups[shard].append(index)
         heapq.heappush(heap, (load + costs[index], shard))
     return [sorted(group) for group in groups if group]
+
+
+def divisible(doc: dict) -> bool:
+    """A book whose clearing can be cut into pieces (`clear_piece`): a `greedy` book with critical
+    payments, whose winners are priced independently of one another."""
+    return doc.get("mechanism") == "greedy" and doc.get("payment_rule") == "critical"
+
+
+def clear_piece(doc: dict, *, piece: int, pieces: int, input_sha256: str | None = None) -> dict:
+    """Piece `piece` of `pieces` of a divisible book: piece 0 is `clear(doc)` with only its share of
+    the payments (every `pieces`-th winner from the first); piece k > 0 is {"payments": its share}.
+    `join` puts them together into exactly `clear(doc)`. Raises MechanismError as `clear` would."""
+    from auctions.mechanisms.greedy_critical import solve_greedy
+    from auctions.mechanisms.heterogeneous import build_market, clear_heterogeneous
+
+    if not divisible(doc) or not 0 <= piece < pieces:
+        raise MechanismError("bad_input", "only a greedy book with critical payments is cleared in pieces")
+    if piece == 0:
+        return clear_heterogeneous(doc, input_sha256=input_sha256, share=(0, pieces))
+    allocation(doc)  # the same validation as piece 0
+    return {
+        "payments": solve_greedy(build_market(doc), payment_rule="critical", share=(piece, pieces))[
+            "payments"
+        ]
+    }
+
+
+def join(parts: list[dict]) -> dict:
+    """The result of a book from its pieces (piece 0 first): every winner's payment in the order
+    `clear` lists them (the winners' order of `assignments`), and the surplus summed in that order."""
+    first = parts[0]
+    paid = {}
+    for part in parts:
+        paid.update(part["payments"])
+    payments = {job: paid[job] for job in first["assignments"]}
+    return {
+        **first,
+        "payments": payments,
+        "surplus": float(sum(payments.values()) - sum(first["receipts"].values())),
+    }

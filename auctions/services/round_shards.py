@@ -7,7 +7,9 @@ snapshot to the write, as with one shard. Inside it:
    next books' free devices depend on); a `welfare` book is cleared in full here, in the chain (its
    assignments have no cheaper twin); every other book is only recorded. The documents are then final:
    the round's snapshot, byte for byte what one shard would have built;
-2. the recorded books are split into `CPX_ROUND_SHARDS` groups of about equal work; every group but the
+2. the recorded books are split into `CPX_ROUND_SHARDS` groups of about equal work (a greedy book of
+   PIECE_MIN_JOBS jobs or more goes to every group as a piece: each prices its share of the winners,
+   `mechanisms.shards.clear_piece`, and `join` puts the book's result together); every group but the
    first is sent as one `auctions.clear_round_shard` task carrying the documents' canonical text and
    sha256 (the shard checks both and runs the pure engine; it touches no database); this worker clears
    the first group itself, then any group no worker has started yet (the results are pure functions of
@@ -28,12 +30,15 @@ import time
 import uuid
 
 from auctions.mechanisms import MechanismError, clear
-from auctions.mechanisms.shards import allocation, book_cost, split
+from auctions.mechanisms.shards import allocation, book_cost, clear_piece, divisible, join, split
 from config.errors import Conflict
 
 SHARD_TASK = "auctions.clear_round_shard"
 HETEROGENEOUS = frozenset({"greedy", "welfare"})
 POLL_S = 0.01
+# A greedy book this large is priced in pieces on every shard (its winners' critical values are
+# independent); a smaller one is not worth sending its document more than once.
+PIECE_MIN_JOBS = 100
 
 
 class RoundShardFailed(Conflict):
@@ -52,12 +57,20 @@ def books_clear_shard(*, books: list[dict]) -> list[dict]:
         if hashlib.sha256(text.encode("utf-8")).hexdigest() != book["sha256"]:
             raise ValueError(f"book {book['index']} does not hash to its sha256")
         try:
+            if "pieces" in book:
+                piece = _piece(json.loads(text), book)
+                answers.append({"index": book["index"], "piece": book["piece"], "result": piece})
+                continue
             result = clear(json.loads(text), input_sha256=book["sha256"])
         except MechanismError as error:
             answers.append({"index": book["index"], "error": {"code": error.code, "message": error.message}})
             continue
         answers.append({"index": book["index"], "result": result})
     return answers
+
+
+def _piece(doc: dict, book: dict) -> dict:
+    return clear_piece(doc, piece=book["piece"], pieces=book["pieces"], input_sha256=book["sha256"])
 
 
 def books_clear(*, builder, round_id: int, clear_document, shards: int, timeout_s: float) -> list:
@@ -96,12 +109,18 @@ class _Plan:
         from celery import current_app
 
         books = builder.books
-        groups = [
-            [self.deferred[i] for i in group]
-            for group in split([book_cost(books[i].doc) for i in self.deferred], shards)
-        ]
+        items = []  # (book index, piece, pieces): a large greedy book is priced in `shards` pieces
+        for i in self.deferred:
+            pieces = shards if divisible(books[i].doc) and len(books[i].doc["jobs"]) >= PIECE_MIN_JOBS else 1
+            items += [(i, piece, pieces) for piece in range(pieces)]
+        costs = [book_cost(books[i].doc) // pieces for i, _, pieces in items]
         payload = [
-            [{"index": i, "sha256": books[i].digest, "text": books[i].text} for i in g] for g in groups
+            [
+                {"index": i, "sha256": books[i].digest, "text": books[i].text}
+                | ({"piece": piece, "pieces": pieces} if pieces > 1 else {})
+                for i, piece, pieces in (items[n] for n in group)
+            ]
+            for group in split(costs, shards)
         ]
         attempt = uuid.uuid4().hex[:12]
         sent, task_ids = {}, []
@@ -157,7 +176,13 @@ class _Plan:
         answers = []
         for book in group:
             try:
-                result = self.clear_document(books[book["index"]].doc, book["sha256"])
+                doc = books[book["index"]].doc
+                if "pieces" in book:
+                    answers.append(
+                        {"index": book["index"], "piece": book["piece"], "result": _piece(doc, book)}
+                    )
+                    continue
+                result = self.clear_document(doc, book["sha256"])
             except MechanismError as error:
                 answers.append(
                     {"index": book["index"], "error": {"code": error.code, "message": error.message}}
@@ -169,11 +194,17 @@ class _Plan:
     def _assemble(self, answers: list[dict], *, builder, round_id: int) -> list:
         results = dict(self.results)
         errors = {}
+        pieces: dict[int, dict] = {}
         for answer in answers:
             if "error" in answer:
                 errors[answer["index"]] = answer["error"]
+            elif "piece" in answer:
+                pieces.setdefault(answer["index"], {})[answer["piece"]] = answer["result"]
             else:
                 results[answer["index"]] = answer["result"]
+        for index, parts in pieces.items():
+            if index not in errors:
+                results[index] = join([parts[piece] for piece in sorted(parts)])
         if errors:
             first = min(errors)
             # The chain stops at the first book the engine refuses, as with one shard.
