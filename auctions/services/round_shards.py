@@ -37,8 +37,8 @@ SHARD_TASK = "auctions.clear_round_shard"
 HETEROGENEOUS = frozenset({"greedy", "welfare"})
 POLL_S = 0.01
 # A greedy book this large is priced in pieces on every shard (its winners' critical values are
-# independent); a smaller one is not worth sending its document more than once.
-PIECE_MIN_JOBS = 100
+# independent); below it the LP bound, which stays whole in piece 0, costs more than the payments.
+PIECE_MIN_JOBS = 320
 
 
 class RoundShardFailed(Conflict):
@@ -73,7 +73,15 @@ def _piece(doc: dict, book: dict) -> dict:
     return clear_piece(doc, piece=book["piece"], pieces=book["pieces"], input_sha256=book["sha256"])
 
 
-def books_clear(*, builder, round_id: int, clear_document, shards: int, timeout_s: float) -> list:
+def books_clear(
+    *,
+    builder,
+    round_id: int,
+    clear_document,
+    shards: int,
+    timeout_s: float,
+    piece_min_jobs: int = PIECE_MIN_JOBS,
+) -> list:
     """The engine's results for every book of `builder`, in book order: `builder.run` itself with one
     shard, else the sharded clearing of the module's model. Raises MechanismError (a book the engine
     refuses), RoundShardFailed."""
@@ -81,7 +89,9 @@ def books_clear(*, builder, round_id: int, clear_document, shards: int, timeout_
         return builder.run(clear_document=clear_document)
     plan = _Plan(clear_document=clear_document)
     builder.run(clear_document=plan.record)
-    return plan.finish(builder=builder, round_id=round_id, shards=shards, timeout_s=timeout_s)
+    return plan.finish(
+        builder=builder, round_id=round_id, shards=shards, timeout_s=timeout_s, piece_min_jobs=piece_min_jobs
+    )
 
 
 class _Plan:
@@ -105,15 +115,15 @@ class _Plan:
         self.deferred.append(index)
         return {}
 
-    def finish(self, *, builder, round_id: int, shards: int, timeout_s: float) -> list:
+    def finish(self, *, builder, round_id: int, shards: int, timeout_s: float, piece_min_jobs: int) -> list:
         from celery import current_app
 
         books = builder.books
         items = []  # (book index, piece, pieces): a large greedy book is priced in `shards` pieces
         for i in self.deferred:
-            pieces = shards if divisible(books[i].doc) and len(books[i].doc["jobs"]) >= PIECE_MIN_JOBS else 1
+            pieces = shards if divisible(books[i].doc) and len(books[i].doc["jobs"]) >= piece_min_jobs else 1
             items += [(i, piece, pieces) for piece in range(pieces)]
-        costs = [book_cost(books[i].doc) // pieces for i, _, pieces in items]
+        costs = [book_cost(books[i].doc, piece=piece, pieces=pieces) for i, piece, pieces in items]
         payload = [
             [
                 {"index": i, "sha256": books[i].digest, "text": books[i].text}
