@@ -29,12 +29,14 @@ import json
 import time
 import uuid
 
-from auctions.mechanisms import MechanismError, clear
+from auctions.mechanisms import DOUBLE_AUCTIONS, POSTED_PRICE, MechanismError, clear
 from auctions.mechanisms.shards import allocation, book_cost, clear_piece, divisible, join, split
 from config.errors import Conflict
 
 SHARD_TASK = "auctions.clear_round_shard"
-HETEROGENEOUS = frozenset({"greedy", "welfare"})
+# Books nothing later in the round reads (only their assignments never feed another document):
+# recorded in the chain, cleared on the shards.
+LEAVES = DOUBLE_AUCTIONS | {POSTED_PRICE}
 POLL_S = 0.01
 # A greedy book this large is priced in pieces on every shard (its winners' critical values are
 # independent); below it the LP bound, which stays whole in piece 0, costs more than the payments.
@@ -85,7 +87,8 @@ def books_clear(
     """The engine's results for every book of `builder`, in book order: `builder.run` itself with one
     shard, else the sharded clearing of the module's model. Raises MechanismError (a book the engine
     refuses), RoundShardFailed."""
-    if shards <= 1:
+    if shards <= 1 or getattr(builder, "elastic_jobs", None):
+        # Elastic books read every earlier book's fills: such a round clears in one task.
         return builder.run(clear_document=clear_document)
     plan = _Plan(clear_document=clear_document)
     builder.run(clear_document=plan.record)
@@ -104,16 +107,18 @@ class _Plan:
 
     def record(self, doc: dict, digest: str) -> dict:
         index, self.count = self.count, self.count + 1
-        if doc.get("mechanism") in HETEROGENEOUS:
-            assignments = allocation(doc)
-            if assignments is None:
-                self.results[index] = self.clear_document(doc, digest)
-                return self.results[index]
+        mechanism = doc.get("mechanism")
+        assignments = allocation(doc) if mechanism == "greedy" else None
+        if assignments is not None:
             self.chain[index] = assignments
             self.deferred.append(index)
             return {"assignments": assignments}
-        self.deferred.append(index)
-        return {}
+        if mechanism in LEAVES:
+            self.deferred.append(index)
+            return {}
+        # Any other book (welfare, and whatever the chain reads back) is cleared here, in the chain.
+        self.results[index] = self.clear_document(doc, digest)
+        return self.results[index]
 
     def finish(self, *, builder, round_id: int, shards: int, timeout_s: float, piece_min_jobs: int) -> list:
         from celery import current_app
