@@ -90,7 +90,11 @@ bench: install
 	$(PY) bench/double_auction.py
 	$(PY) bench/welfare.py
 	$(PY) bench/stackelberg.py
+	$(PY) bench/brokers.py
+	$(PY) bench/elastic.py
+	$(PY) bench/tiers.py
 	$(PY) bench/settlement_gas.py
+	$(PY) bench/round_commit_gas.py
 	$(PY) bench/round.py
 	$(PY) bench/dashboard.py
 	$(PY) bench/market_day.py --seeds 3

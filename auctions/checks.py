@@ -18,6 +18,8 @@ from decimal import Decimal, InvalidOperation
 
 from django.core import checks
 
+from auctions.checks_sla import sla_errors
+
 TAG = "cpx_market"
 
 
@@ -143,7 +145,10 @@ def check_clearing_settings(app_configs=None, **kwargs) -> list[checks.CheckMess
                 "The bids and free devices a class needs to clear by the unit auction; the default is 10.",
             )
         )
+    errors += _tier_errors(settings)
+    errors += _round_commit_errors(settings)
     errors += _money_errors(settings)
+    errors += sla_errors(settings)
     if not errors:
         errors += _engine_errors(unit=unit, hetero=hetero, rule=rule, seed=seed, limit=limit)
     return errors
@@ -181,6 +186,30 @@ def check_round_shards(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
             )
         ]
     return []
+
+
+def _round_commit_errors(settings) -> list[checks.CheckMessage]:
+    """The match on chain (issue 12): rounds per commit transaction and how often the task runs."""
+    errors = []
+    batch = settings.CPX_ROUND_COMMIT_BATCH
+    if isinstance(batch, bool) or not isinstance(batch, int) or not 1 <= batch <= 500:
+        errors.append(
+            _error(
+                70,
+                f"CPX_ROUND_COMMIT_BATCH={batch!r} must be an integer from 1 to 500.",
+                "Rounds committed per transaction; the default is 20 (500 stays far inside a block's gas).",
+            )
+        )
+    if not _positive_number(settings.CPX_ROUND_COMMIT_INTERVAL_S):
+        errors.append(
+            _error(
+                71,
+                f"CPX_ROUND_COMMIT_INTERVAL_S={settings.CPX_ROUND_COMMIT_INTERVAL_S!r} must be a finite "
+                "number of seconds > 0.",
+                "See .env.example.",
+            )
+        )
+    return errors
 
 
 def _money_errors(settings) -> list[checks.CheckMessage]:
@@ -264,3 +293,29 @@ def refuse_to_start() -> None:
     if failed:
         lines = "\n".join(str(m) for m in failed)  # "?: (auctions.E003) message\n\tHINT: hint"
         raise SystemExit(f"CPX will not start: the clearing and pricing settings are invalid.\n{lines}")
+
+
+def _tier_errors(settings) -> list:
+    """Cloud–edge tiers (auctions/services/tier_books.py): the mode and the game's substitution."""
+    from auctions.services.tier_books import TIER_MODES
+
+    errors = []
+    mode = settings.CPX_TIER_CLEARING
+    if mode not in TIER_MODES:
+        errors.append(
+            _error(
+                30,
+                f"CPX_TIER_CLEARING={mode!r} is not a tier mode.",
+                "Use aware (latency-bound jobs take edge devices first, the cloud is the overflow) or off.",
+            )
+        )
+    theta = settings.CPX_TIER_SUBSTITUTION
+    if isinstance(theta, bool) or not isinstance(theta, int | float) or not 0 <= theta < 1:
+        errors.append(
+            _error(
+                31,
+                f"CPX_TIER_SUBSTITUTION={theta!r} must be a number in [0, 1).",
+                "How far a tier's price moves the other tier's demand in the tier game; the default is 0.5.",
+            )
+        )
+    return errors

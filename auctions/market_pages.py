@@ -12,7 +12,9 @@ from django.views.decorators.http import require_POST
 
 from auctions.selectors import market as market_selectors
 from auctions.selectors import rounds as selectors
+from auctions.selectors import tiers as tier_selectors
 from auctions.services.rounds import RoundNotFound, round_replay
+from contracts.selectors import round_commitment_document
 from market.views.common import now
 
 app_name = "public"
@@ -29,6 +31,7 @@ def market(request):
         ),
         "recent": market_selectors.market_recent_prices(),
         "rounds": list(selectors.round_list(status="CLEARED")[:ROUNDS_LISTED]),
+        "tiers": tier_selectors.market_tiers(),
     }
     return render(request, "market/index.html", context)
 
@@ -54,7 +57,9 @@ def _round(pk: int):
 @_signed_in
 def round_page(request, pk: int):
     """A round's hashes, figures, downloads and replay: any signed-in user."""
-    return render(request, "market/round.html", {"round": _round(pk), "replay": None})
+    commitment = round_commitment_document(round_id=pk)
+    context = {"round": _round(pk), "replay": None, "chain_commitment": commitment}
+    return render(request, "market/round.html", context)
 
 
 @_signed_in
@@ -65,7 +70,8 @@ def round_replay_page(request, pk: int):
         report = round_replay(round_id=pk)
     except RoundNotFound:
         raise Http404("No such round.") from None
-    context = {"round": _round(pk), "replay": report}
+    commitment = round_commitment_document(round_id=pk)
+    context = {"round": _round(pk), "replay": report, "chain_commitment": commitment}
     template = "market/_replay.html" if request.headers.get("HX-Request") == "true" else "market/round.html"
     return render(request, template, context)
 

@@ -82,6 +82,8 @@ class Lease(models.Model):
         INSUFFICIENT_FUNDS = "INSUFFICIENT_FUNDS", "Escrow exhausted"
         VERIFICATION_FAILED = "VERIFICATION_FAILED", "Verification failed"
         JOB_ERROR = "JOB_ERROR", "The job itself failed"
+        SLA_BREACH = "SLA_BREACH", "Completed in breach of its SLA"
+        GANG = "GANG", "Another member of its gang failed"
 
     ACTIVE = (Status.DISPATCHED, Status.RUNNING)
 
@@ -109,6 +111,9 @@ class Lease(models.Model):
     accepted_at = models.DateTimeField(null=True, blank=True)
     last_heartbeat_at = models.DateTimeField(null=True, blank=True)
     ended_at = models.DateTimeField(null=True, blank=True)
+    # A gang member's pipeline stage (0 for a lease that is not a gang's) and its stage, layers, peers.
+    gang_stage = models.PositiveSmallIntegerField(default=0)
+    gang = models.JSONField(null=True, blank=True, help_text="gang member: stage, stages, layer range")
 
     class Meta:
         ordering = ["-id"]
@@ -117,11 +122,13 @@ class Lease(models.Model):
             models.Index(fields=["status", "last_heartbeat_at"]),
         ]
         constraints = [
-            models.UniqueConstraint(fields=["round", "job"], name="lease_one_per_job_per_round"),
             models.UniqueConstraint(
-                fields=["job"],
+                fields=["round", "job", "gang_stage"], name="lease_one_per_job_stage_per_round"
+            ),
+            models.UniqueConstraint(
+                fields=["job", "gang_stage"],
                 condition=Q(status__in=["DISPATCHED", "RUNNING"]),
-                name="lease_one_active_per_job",
+                name="lease_one_active_per_job_stage",
             ),
             models.CheckConstraint(condition=Q(devices__gte=1), name="lease_has_devices"),
             models.CheckConstraint(
@@ -237,3 +244,8 @@ class Verification(models.Model):
 
     def __str__(self) -> str:
         return f"verification {self.pk} of lease {self.lease_id} {self.status}"
+
+
+from auctions.models_sla import JobTerms, LeaseSla  # noqa: E402 - the SLA contract's models (issue 12)
+
+__all__ = ["BatchResult", "JobTerms", "Lease", "LeaseSla", "PriceQuote", "Round", "Verification"]

@@ -23,7 +23,9 @@ from django.views.decorators.http import require_POST
 from auctions.selectors import dashboard
 from auctions.selectors import leases as lease_selectors
 from auctions.selectors import rounds as selectors
+from auctions.selectors import tiers as tier_selectors
 from auctions.services.rounds import RoundNotFound, round_replay
+from market.broker_selectors import broker_summary
 from market.views.charts import Series, legend, line_chart
 from market.views.common import now, operator_required
 
@@ -144,6 +146,7 @@ def _live_context() -> dict:
         "depth": dashboard.book_depth(now=current_time),
         "providers": list(dashboard.provider_health(now=current_time)),
         "verifications": list(lease_selectors.verification_list()[:8]),  # spot checks (issue 10)
+        "brokers": broker_summary(),  # the broker tier (issue 12)
     }
 
 
@@ -157,6 +160,7 @@ def market(request):
         "rounds_charted": len(rows),
         "charts": _charts(rows, window),
         "table_rows": TABLE_ROWS,
+        "tiers": tier_selectors.market_tiers(),
         **_live_context(),
     }
     return render(request, "ops/market.html", context)

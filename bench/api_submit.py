@@ -376,70 +376,70 @@ class CpuMeter:
         }
 
 
-PGBENCH_SCRIPT = """\
--- The statements POST /api/v1/jobs sends (as captured from Django), one transaction per submission.
-\\set c 1 + :client_id % {consumers}
-\\set n random(1, 9000000000000000000)
-SELECT "market_apikey"."id", "market_apikey"."user_id", "market_apikey"."role", "market_apikey"."name", \
-"market_apikey"."prefix", "market_apikey"."digest", "market_apikey"."created_at", \
-"market_apikey"."revoked_at", \
-"market_user"."id", "market_user"."password", "market_user"."last_login", "market_user"."is_superuser", \
-"market_user"."username", "market_user"."first_name", "market_user"."last_name", "market_user"."email", \
-"market_user"."is_staff", "market_user"."is_active", "market_user"."date_joined", "market_user"."role" \
-FROM "market_apikey" INNER JOIN "market_user" ON ("market_apikey"."user_id" = "market_user"."id") \
-WHERE ("market_apikey"."prefix" = 'b' || lpad(:c::text, 11, '0') AND "market_apikey"."revoked_at" IS NULL) \
-ORDER BY "market_apikey"."created_at" DESC, "market_apikey"."id" DESC LIMIT 1 \\gset a_
-SELECT {job_columns} FROM "market_jobrequest" \
-WHERE ("market_jobrequest"."consumer_id" = :a_user_id \
-AND "market_jobrequest"."idempotency_key" = 'pgb-' || :n) \
-ORDER BY "market_jobrequest"."created_at" DESC, "market_jobrequest"."id" DESC LIMIT 1;
-BEGIN;
-INSERT INTO "market_jobrequest" ("consumer_id", "kind", "model_name", "params_billion", "quant_bits", \
-"context_length", "batch_size", "workload_tokens", "workload_device_hours", "device_class", \
-"max_price_per_device_hour", "budget", "deadline", "latency_sla_ms", "region", \
-"requested_memory_per_device_gib", "requested_device_count", "memory_per_device_gib", "device_count", \
-"sizing", "status", "close_reason", "idempotency_key", "request_fingerprint", "created_at", "updated_at") \
-VALUES (:a_user_id, 'INFERENCE', 'llama-3-8b', 8.000, 4, 4096, 1, 200000, NULL, 'GPU', 0.800000, {budget}, \
-'{deadline}'::timestamptz, NULL, 'eu-west', NULL, NULL, 7.5, 1, '{sizing}'::jsonb, 'SUBMITTED', '', \
-'pgb-' || :n, '{fingerprint}', now(), now()) RETURNING "market_jobrequest"."id" \\gset j_
-SELECT "market_ledgeraccount"."id", "market_ledgeraccount"."kind", "market_ledgeraccount"."user_id", \
-"market_ledgeraccount"."job_id", "market_ledgeraccount"."balance", "market_ledgeraccount"."created_at" \
-FROM "market_ledgeraccount" WHERE ("market_ledgeraccount"."kind" = 'CONSUMER' AND \
-"market_ledgeraccount"."user_id" = :a_user_id) ORDER BY "market_ledgeraccount"."id" ASC LIMIT 1 \\gset b_
-INSERT INTO "market_ledgeraccount" ("kind", "user_id", "job_id", "balance", "created_at") \
-VALUES ('ESCROW', NULL, :j_id, 0, now()) RETURNING "market_ledgeraccount"."id" \\gset e_
-SAVEPOINT "s1_x1";
-UPDATE "market_ledgeraccount" SET "balance" = ("market_ledgeraccount"."balance" - {budget}) \
-WHERE ("market_ledgeraccount"."id" = :b_id AND "market_ledgeraccount"."balance" >= {budget});
-UPDATE "market_ledgeraccount" SET "balance" = ("market_ledgeraccount"."balance" + {budget}) \
-WHERE "market_ledgeraccount"."id" = :e_id;
-INSERT INTO "market_ledgertransfer" ("kind", "debit_id", "credit_id", "amount", "job_id", "reference", \
-"memo", "created_at") VALUES ('HOLD', :b_id, :e_id, {budget}, :j_id, NULL, '', now()) \
-RETURNING "market_ledgertransfer"."id";
-RELEASE SAVEPOINT "s1_x1";
-UPDATE "market_jobrequest" SET "status" = 'QUEUED', "updated_at" = now() \
-WHERE ("market_jobrequest"."id" = :j_id AND "market_jobrequest"."status" IN ('SUBMITTED'));
-COMMIT;
-"""
+def bump_sequences() -> None:
+    """Move the id sequences of users, jobs and ledger accounts far apart (5,000,001…, 7,000,001…,
+    8,000,001…) before any row is made, so each id in captured SQL names one thing only."""
+    from django.db import connection
 
-JOB_COLUMNS = (
-    "id consumer_id kind model_name params_billion quant_bits context_length batch_size workload_tokens "
-    "workload_device_hours device_class max_price_per_device_hour budget deadline latency_sla_ms region "
-    "requested_memory_per_device_gib requested_device_count memory_per_device_gib device_count sizing "
-    "status close_reason idempotency_key request_fingerprint created_at updated_at"
-).split()
+    with connection.cursor() as cursor:
+        for table, start in (
+            ("market_user", 5_000_000),
+            ("market_jobrequest", 7_000_000),
+            ("market_ledgeraccount", 8_000_000),
+        ):
+            cursor.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), {start})")
 
 
-def pgbench_script(consumers: int, deadline: str) -> str:
-    sizing = json.dumps({"layers": 34, "hidden": 4403, "weights_gb": 4.0, "kv_cache_gb": 2.452717568})
-    return PGBENCH_SCRIPT.format(
-        consumers=consumers,
-        job_columns=", ".join(f'"market_jobrequest"."{name}"' for name in JOB_COLUMNS),
-        budget=f"{BUDGET:.6f}",
-        deadline=deadline,
-        sizing=sizing,
-        fingerprint="0" * 64,
-    )
+def pgbench_script(consumers: list[Consumer], body: bytes, ledger: Ledger) -> str:
+    """The statements one real `POST /api/v1/jobs` sends, captured from Django on the bench database,
+    made into a pgbench script: the key prefix, consumer, balance account, job and escrow account
+    of the captured request become pgbench variables (`\\gset` from the statement that yields
+    each), and the idempotency key a fresh random one. Captured, not written by hand, so a new
+    column or query on the path shows up in the floor as it does in the API."""
+    from django.db import connection
+    from django.test import Client
+    from django.test.utils import CaptureQueriesContext
+
+    from market.models import LedgerAccount
+
+    consumer = consumers[0]
+    template_key = "pgbench-template-key"
+    with CaptureQueriesContext(connection) as captured:
+        response = Client().post(
+            API_PATH,
+            body,
+            content_type="application/json",
+            headers={"authorization": f"Bearer {consumer.key}", "idempotency-key": template_key},
+        )
+    if response.status_code != 201:
+        raise SystemExit(f"the template submission failed: {response.status_code} {response.content[:300]!r}")
+    ledger.add(API_PATH, [(template_key, 0, response.status_code, response.content)])
+    job_id = response.json()["id"]
+    balance_id = LedgerAccount.objects.get(kind=LedgerAccount.Kind.CONSUMER, user_id=consumer.user_id).pk
+    escrow_id = LedgerAccount.objects.get(kind=LedgerAccount.Kind.ESCROW, job_id=job_id).pk
+    prefix = consumer.key.split("_")[1]
+    variables = {consumer.user_id: ":a_user_id", balance_id: ":b_id", job_id: ":j_id", escrow_id: ":e_id"}
+    lines = [
+        "-- The statements of one POST /api/v1/jobs, captured from Django; one submission per run.",
+        f"\\set c 1 + :client_id % {len(consumers)}",
+        "\\set n random(1, 9000000000000000000)",
+    ]
+    for query in captured.captured_queries:
+        sql = " ".join(query["sql"].split("\n"))
+        gset = ""
+        if f"'{prefix}'" in sql:
+            sql, gset = sql.replace(f"'{prefix}'", "'b' || lpad(:c::text, 11, '0')"), "a_"
+        elif sql.startswith('INSERT INTO "market_jobrequest"'):
+            gset = "j_"
+        elif sql.startswith('INSERT INTO "market_ledgeraccount"') and "'ESCROW'" in sql:
+            gset = "e_"
+        elif sql.startswith("SELECT") and 'FROM "market_ledgeraccount"' in sql and "'CONSUMER'" in sql:
+            gset = "b_"
+        sql = sql.replace(f"'{template_key}'", "'pgb-' || :n")
+        for value, name in variables.items():
+            sql = re.sub(rf"(?<![\d.:]){value}(?![\d.])", name, sql)
+        lines.append(f"{sql} \\gset {gset}" if gset else f"{sql};")
+    return "\n".join(lines) + "\n"
 
 
 def find_pgbench() -> str:
@@ -1070,18 +1070,19 @@ def main() -> int:
         pg_admin(args, f'CREATE DATABASE "{args.db_name}"')
         db_created = True
         django_setup(args)
+        bump_sequences()
         consumers = make_consumers(args.consumers)
         from django.db import connection
         from django.utils import timezone
 
         now = timezone.now()
         body = job_body(now)
-        script.write(pgbench_script(args.consumers, json.loads(body)["deadline"]))
+        ledger = Ledger()
+        script.write(pgbench_script(consumers, body, ledger))
         script.close()
         connection.close()
         print(f"set-up: database {args.db_name} migrated, {len(consumers)} consumers funded and keyed")
 
-        ledger = Ledger()
         specs = args.sweep.split(",") if args.sweep else [args.workers]
         results: dict[str, list[Result]] = {}
         sweep_rows = []

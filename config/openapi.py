@@ -90,4 +90,3 @@ class CpxAutoSchema(AutoSchema):
                 "Retry-After": {"schema": {"type": "integer"}, "description": "seconds to wait"}
             }
         return response
-

@@ -594,6 +594,24 @@ def _b32(batch_id: bytes | str) -> bytes:
     return raw
 
 
+def round_commitment_of(snapshot_sha256: str, result_sha256: str) -> str:
+    """What ``roundCommitment`` stores for these hashes: keccak256(abi.encode(bytes32, bytes32))."""
+    from eth_utils import keccak
+
+    return "0x" + keccak(_h32(snapshot_sha256) + _h32(result_sha256)).hex()
+
+
+def _h32(digest: str) -> bytes:
+    raw = bytes.fromhex(digest[2:] if digest.startswith("0x") else digest)
+    if len(raw) != 32:
+        raise ValueError("a round hash is 32 bytes (a sha256)")
+    return raw
+
+
+def _round_rows(rounds: Sequence[tuple[int, str, str]]) -> list[tuple[int, bytes, bytes]]:
+    return [(int(round_id), _h32(snapshot), _h32(result)) for round_id, snapshot, result in rounds]
+
+
 def _proof(proof: Iterable[bytes | str]) -> list[bytes]:
     return [bytes.fromhex(p[2:]) if isinstance(p, str) else bytes(p) for p in proof]
 
@@ -799,6 +817,70 @@ class SettlementV2Client(SettlementClient):
                 }
             )
         return out
+
+    # -------------------------------------------------------------- round commitments (the match on chain)
+
+    def commit_rounds(self, rounds: Sequence[tuple[int, str, str]]) -> dict:
+        """Commit cleared rounds' hashes in one transaction: (round id, snapshot sha256, result sha256)
+        each, hashes as hex (with or without 0x). The contract refuses a round id already committed."""
+        return self._send(self._contract().functions.commitRounds(_round_rows(rounds)))
+
+    def commit_credits_with_rounds(
+        self,
+        batch_id: bytes | str,
+        debits: Sequence[tuple[Any, str, int]],
+        credits: Sequence[tuple[str, int]],
+        rounds: Sequence[tuple[int, str, str]],
+    ) -> dict:
+        """``commit_credits`` and ``commit_rounds`` in one transaction (``commitBatchWithRounds``)."""
+        from contracts.merkle import CreditTree
+        from contracts.orders import split_signature
+
+        rows = []
+        for order, signature, amount in debits:
+            v, r, s = split_signature(signature)
+            rows.append(
+                (order.consumer, bytes.fromhex(order.job_hash[2:]), order.max_amount_wei,
+                 order.cumulative_max_wei, order.nonce, order.deadline, amount, v, r, s)
+            )  # fmt: skip
+        tree = CreditTree(credits)
+        receipt = self._send(
+            self._contract().functions.commitBatchWithRounds(
+                _b32(batch_id), rows, [list(c) for c in tree.credits], _round_rows(rounds)
+            )
+        )
+        return {**receipt, "root": tree.root_hex}
+
+    def round_commitment(self, round_id: int) -> str:
+        """The round's stored commitment, keccak256(snapshot hash, result hash); 0x00…0 if none."""
+        return self.view("roundCommitment", round_id)
+
+    def round_committed(self, round_id: int, *, at_block: int | None = None) -> dict | None:
+        """The round's ``RoundCommitted`` event ({round_id, snapshot_sha256, result_sha256, tx_hash,
+        block_number}, hashes as bare hex like the database's), or None when the chain has none. The node
+        filters by the indexed round id, so this reads one log, not the contract's history. ``at_block``
+        is a hint (where CPX recorded the commit): looked at first, the whole chain only if it misses
+        (a node that caps eth_getLogs ranges answers the hint)."""
+        contract = self._contract()
+        topic = self._w3.keccak(text="RoundCommitted(uint256,bytes32,bytes32)")
+        topics = ["0x" + bytes(topic).hex(), "0x" + int(round_id).to_bytes(32, "big").hex()]
+        ranges = [(at_block, at_block)] if at_block is not None else []
+        logs: list = []
+        for low, high in [*ranges, (0, "latest")]:
+            params = {"address": contract.address, "fromBlock": low, "toBlock": high, "topics": topics}
+            logs = self._read(lambda p=params: self._w3.eth.get_logs(p))
+            if logs:
+                break
+        if not logs:
+            return None
+        event = contract.events.RoundCommitted().process_log(logs[0])
+        return {
+            "round_id": int(event["args"]["roundId"]),
+            "snapshot_sha256": bytes(event["args"]["snapshotHash"]).hex(),
+            "result_sha256": bytes(event["args"]["resultHash"]).hex(),
+            "tx_hash": "0x" + bytes(logs[0]["transactionHash"]).hex(),
+            "block_number": logs[0]["blockNumber"],
+        }
 
     def proofs_from_chain(self, *, from_block: int = 0) -> dict[str, dict]:
         """Per payee, its newest cumulative amount and the proof against the batch that carries it, rebuilt

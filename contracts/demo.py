@@ -74,6 +74,33 @@ def demo_chain_settle(run: Callable, *, timeout_s: float = 60.0) -> dict:
         "claims_relayed": claims,
         "orders_signed": len(signed),
         "reconcile": report,
+        "rounds": demo_round_commitments(run, deployment_id=deployment.pk),
+    }
+
+
+def demo_round_commitments(run: Callable, *, deployment_id: int) -> dict:
+    """Commit every cleared round's hashes through the task (issue 12), reconcile them, and replay the
+    newest committed round against the chain."""
+    from contracts.models import RoundCommitment
+    from contracts.services.round_commitments import round_replay_on_chain
+    from workers import tasks
+
+    for _ in range(100):  # each run takes CPX_ROUND_COMMIT_BATCH rounds
+        answer = run(tasks.commit_rounds)
+        if not (answer.get("created") or answer.get("sent") or answer.get("recovered")):
+            break
+    reconciled = run(tasks.reconcile_rounds)
+    rows = RoundCommitment.objects.filter(deployment_id=deployment_id)
+    confirmed = rows.filter(status=RoundCommitment.Status.CONFIRMED)
+    newest = confirmed.order_by("-round_id").first()
+    replay = round_replay_on_chain(round_id=newest.round_id) if newest else None
+    return {
+        "committed": confirmed.count(),
+        "transactions": confirmed.values("tx_hash").distinct().count(),
+        "failed": rows.filter(status=RoundCommitment.Status.FAILED).count(),
+        "reconcile": reconciled,
+        "replayed_round": newest.round_id if newest else None,
+        "replay_on_chain": replay["chain"]["status"] if replay else None,
     }
 
 
@@ -116,4 +143,10 @@ def chain_report_lines(chain: dict) -> list[str]:
     for b in chain["confirmed"][-10:]:
         lines.append(f"  batch {b['batch']}: {b['leases']} leases, tx {b['tx_hash']}, gas {b['gas_used']}")
     lines.append(f"reconciliation per lease: {chain['leases'] or 'nothing batched'}")
+    if rounds := chain.get("rounds"):
+        lines.append(
+            f"rounds on chain: {rounds['committed']} committed in {rounds['transactions']} transactions, "
+            f"{rounds['failed']} failed; reconciler: {rounds['reconcile']}; replay of round "
+            f"{rounds['replayed_round']} against the chain: {rounds['replay_on_chain']}"
+        )
     return lines

@@ -31,6 +31,9 @@ class ChainDeployment(models.Model):
     address = models.CharField(max_length=42)
     deposits_scanned_block = models.BigIntegerField(default=-1, help_text="last block read for deposits")
     events_scanned_block = models.BigIntegerField(default=-1, help_text="last block read by the reconciler")
+    round_events_scanned_block = models.BigIntegerField(
+        default=-1, help_text="last block read for RoundCommitted events (issue 12)"
+    )
     reconciled_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField()
 
@@ -284,3 +287,70 @@ class SettlementOrder(models.Model):
 
     def __str__(self) -> str:
         return f"order {self.nonce} of {self.consumer_address} for job {self.job_id}"
+
+
+class RoundCommitment(models.Model):
+    """A cleared round's hashes committed on chain (SettlementV2.commitRounds): the outbox row of one
+    round, and what the reconciler last found (issue 12, the match on chain).
+
+    `snapshot_sha256` / `result_sha256` are the hashes sent, copied from the round when the row was made;
+    the contract keeps keccak256 of the two under the round id, written once. PENDING → SUBMITTED (a
+    worker holds it under `claim`; its transaction may be on its way) → CONFIRMED | FAILED. A SUBMITTED
+    row older than CPX_SETTLEMENT_SUBMIT_STALE_S lost its worker: the next run asks the chain first.
+    `chain_status` is the reconciler's verdict: the chain holds these hashes (MATCHED), nothing (MISSING),
+    or other hashes, or the database's round no longer hashes to them (MISMATCH)."""
+
+    class Status(models.TextChoices):
+        PENDING = "PENDING", "Pending"
+        SUBMITTED = "SUBMITTED", "Submitted"
+        CONFIRMED = "CONFIRMED", "Confirmed"
+        FAILED = "FAILED", "Failed"
+
+    class ConfirmedVia(models.TextChoices):
+        RECEIPT = "RECEIPT", "Our transaction's receipt"
+        CHAIN_LOOKUP = "CHAIN_LOOKUP", "Found on chain after an interrupted send"
+
+    class ChainStatus(models.TextChoices):
+        UNCHECKED = "UNCHECKED", "Not reconciled yet"
+        MATCHED = "MATCHED", "The chain holds the round's hashes"
+        MISSING = "MISSING", "The chain holds nothing for the round"
+        MISMATCH = "MISMATCH", "The chain and the database disagree"
+
+    deployment = models.ForeignKey(
+        ChainDeployment, on_delete=models.PROTECT, related_name="round_commitments"
+    )
+    round = models.ForeignKey("auctions.Round", on_delete=models.PROTECT, related_name="chain_commitments")
+    snapshot_sha256 = models.CharField(max_length=64)
+    result_sha256 = models.CharField(max_length=64)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    confirmed_via = models.CharField(max_length=16, choices=ConfirmedVia.choices, blank=True)
+    claim = models.CharField(max_length=32, blank=True, help_text="the worker run holding a SUBMITTED row")
+    tx_hash = models.CharField(max_length=66, blank=True)
+    block_number = models.BigIntegerField(null=True, blank=True)
+    gas_used = models.BigIntegerField(null=True, blank=True, help_text="the whole transaction's")
+    rounds_in_tx = models.PositiveIntegerField(default=0)
+    attempts = models.PositiveIntegerField(default=0)
+    error_code = models.CharField(max_length=64, blank=True)
+    error = models.TextField(blank=True)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    chain_status = models.CharField(max_length=10, choices=ChainStatus.choices, default=ChainStatus.UNCHECKED)
+    chain_detail = models.CharField(max_length=300, blank=True)
+    chain_checked_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField()
+    submitted_at = models.DateTimeField(null=True, blank=True)
+    confirmed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["round_id"]
+        indexes = [models.Index(fields=["status", "next_attempt_at"])]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["deployment", "round"], name="round_commitment_once_per_contract"
+            ),
+            models.CheckConstraint(
+                condition=~Q(status="CONFIRMED") | ~Q(tx_hash=""), name="round_commitment_confirmed_has_tx"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"round {self.round_id} commitment {self.status}"

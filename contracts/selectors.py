@@ -6,7 +6,13 @@ from django.db.models import Count, Q, QuerySet, Sum
 
 from auctions.models import Lease
 from contracts.merkle import CreditTree
-from contracts.models import ChainDeposit, ReconciliationIssue, SettlementBatch, SettlementLease
+from contracts.models import (
+    ChainDeposit,
+    ReconciliationIssue,
+    RoundCommitment,
+    SettlementBatch,
+    SettlementLease,
+)
 from contracts.services import FEE_LEAF_BASE, batch_credits, batch_tree, is_credit_batch
 from market.models import Provider
 
@@ -226,4 +232,31 @@ def _leaf_dict(leaf) -> dict:
         "amount_wei": str(leaf.amount_wei),
         "refund_wei": str(leaf.refund_wei),
         "fee_leaf": leaf.lease_id >= FEE_LEAF_BASE,
+    }
+
+
+def round_commitment_document(*, round_id: int) -> dict | None:
+    """The round's on-chain commitment as the round API shows it (its newest row: normally the one
+    contract CPX talks to), or None when no commitment was made for it. One query."""
+    row = (
+        RoundCommitment.objects.filter(round_id=round_id)
+        .select_related("deployment")
+        .order_by("-created_at", "-id")
+        .first()
+    )
+    if row is None:
+        return None
+    return {
+        "status": row.status,
+        "contract": row.deployment.address,
+        "network": row.deployment.network,
+        "snapshot_sha256": row.snapshot_sha256,
+        "result_sha256": row.result_sha256,
+        "tx_hash": row.tx_hash or None,
+        "block_number": row.block_number,
+        "rounds_in_tx": row.rounds_in_tx,
+        "gas_used": row.gas_used,
+        "chain_status": row.chain_status,
+        "chain_detail": row.chain_detail,
+        "error": row.error_code or None,
     }

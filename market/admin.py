@@ -5,7 +5,18 @@ from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin
 from django.utils import timezone
 
-from market.models import ApiKey, Deposit, JobRequest, LedgerAccount, LedgerTransfer, Provider, Resource, User
+from market.models import (
+    ApiKey,
+    BrokerAppointment,
+    BrokerFee,
+    Deposit,
+    JobRequest,
+    LedgerAccount,
+    LedgerTransfer,
+    Provider,
+    Resource,
+    User,
+)
 from market.money import DECIMAL_PLACES, MAX_AMOUNT, MAX_DIGITS, QUANTUM
 from market.services.ledger import ledger_deposit
 
@@ -127,3 +138,23 @@ class DepositAdmin(_ReadOnlyLedger):
             memo=form.cleaned_data["note"] or f"deposit by {request.user.username}",
         )
         obj.pk = transfer.pk
+
+
+@admin.register(BrokerAppointment)
+class BrokerAppointmentAdmin(admin.ModelAdmin):
+    """Appointments are made and revoked by their parties (market.services.brokers): read-only here."""
+
+    list_display = ("id", "broker", "principal", "side", "fee_rate", "status", "created_at", "revoked_at")
+    list_filter = ("side", "status")
+    search_fields = ("broker__username", "principal__username")
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_add_permission(self, request):
+        return False
+
+
+@admin.register(BrokerFee)
+class BrokerFeeAdmin(_ReadOnlyLedger):
+    list_display = ("id", "appointment", "lease_id", "fee_rate", "transfer")

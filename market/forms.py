@@ -273,12 +273,13 @@ class ApiKeyForm(forms.Form):
 
 
 class SignUpForm(UserCreationForm):
-    """A provider or consumer account (operators are made by operators, in the admin)."""
+    """A provider, consumer or broker account (operators are made by operators, in the admin)."""
 
     role = forms.ChoiceField(
         choices=[
             (Role.PROVIDER, "Provider — I sell computing power"),
             (Role.CONSUMER, "Consumer — I run jobs"),
+            (Role.BROKER, "Broker — I trade for providers or consumers who appoint me"),
         ],
         widget=forms.RadioSelect,
         label="I am a",

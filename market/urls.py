@@ -8,7 +8,7 @@ Pages that show leases (the provider console, a job's own page and its cancel, t
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from market.views import accounts, consumer, provider
+from market.views import accounts, brokers, consumer, provider
 
 urlpatterns = [
     path("", accounts.home, name="home"),
@@ -30,4 +30,8 @@ urlpatterns = [
     path("jobs/live/", consumer.job_list_live, name="job-list-live"),
     path("jobs/new/", consumer.job_new, name="job-new"),
     path("balance/", consumer.balance, name="balance"),
+    # brokers (issue 12)
+    path("broker/", brokers.broker_console, name="broker-console"),
+    path("brokers/", brokers.broker_appointments, name="broker-appointments"),
+    path("brokers/<int:pk>/revoke/", brokers.broker_appointment_revoke, name="broker-appointment-revoke"),
 ]

@@ -133,6 +133,10 @@ from contracts.services import (  # noqa: E402
     settlement_fees_claim,
     settlement_reconcile,
 )
+from contracts.services.round_commitments import (  # noqa: E402
+    round_commitments_reconcile,
+    round_commitments_submit,
+)
 
 CHAIN_POLICY = {**POLICY, "autoretry_for": (*TRANSIENT, ChainUnavailable), "retry_backoff": 5}
 
@@ -206,6 +210,28 @@ def claim_fees() -> dict:
         return settlement_fees_claim(now=timezone.now())
     except (DomainError, ChainRejected) as error:
         return _refused("contracts.claim_fees", _as_domain(error))
+
+
+@shared_task(name="contracts.commit_rounds", soft_time_limit=60, time_limit=90, **CHAIN_POLICY)
+def commit_rounds() -> dict:
+    """Commit cleared rounds' snapshot and result hashes on chain (issue 12); idempotent per round id."""
+    if (off := _chain_off()) is not None:
+        return off
+    try:
+        return round_commitments_submit(now=timezone.now()).as_dict()
+    except (DomainError, ChainRejected) as error:
+        return _refused("contracts.commit_rounds", _as_domain(error))
+
+
+@shared_task(name="contracts.reconcile_rounds", soft_time_limit=120, time_limit=150, **CHAIN_POLICY)
+def reconcile_rounds() -> dict:
+    """Find rounds whose on-chain commitment is missing or disagrees with the database (issue 12)."""
+    if (off := _chain_off()) is not None:
+        return off
+    try:
+        return round_commitments_reconcile(now=timezone.now()).as_dict()
+    except (DomainError, ChainRejected) as error:
+        return _refused("contracts.reconcile_rounds", _as_domain(error))
 
 
 def _as_domain(error: Exception) -> DomainError:

@@ -34,6 +34,7 @@ from auctions.services.leases import (
     lease_report_progress,
     provider_heartbeat,
 )
+from auctions.services.sla import probe_issue
 from auctions.services.verification import verification_decide, verification_poll
 from config.errors import NotFound
 from contracts.selectors import lease_chain_status
@@ -73,8 +74,11 @@ class HeartbeatView(APIView):
     @extend_schema(request=s.HeartbeatSerializer, responses=s.HeartbeatResultSerializer)
     def post(self, request):
         data = _valid(s.HeartbeatSerializer, request.data)
-        result = provider_heartbeat(provider=_provider(request), now=timezone.now(), lease_ids=data["leases"])
-        return Response({**result, "heartbeat_timeout_s": settings.CPX_HEARTBEAT_TIMEOUT_S})
+        provider = _provider(request)
+        result = provider_heartbeat(provider=provider, now=timezone.now(), lease_ids=data["leases"])
+        # The latency probe rides on the answer; its send time is taken last, just before it leaves.
+        probe = probe_issue(provider=provider, now=timezone.now())
+        return Response({**result, "heartbeat_timeout_s": settings.CPX_HEARTBEAT_TIMEOUT_S, "probe": probe})
 
 
 class LeasePollView(APIView):

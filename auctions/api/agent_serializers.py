@@ -7,6 +7,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from auctions.models import Lease, Verification
+from auctions.selectors.sla import lease_sla_public
 from auctions.services.leases import (
     AGENT_FAIL_REASONS,
     MAX_TOKENS,
@@ -46,6 +47,7 @@ class HeartbeatResultSerializer(serializers.Serializer):
     running = serializers.ListField(child=serializers.IntegerField())
     closed = serializers.ListField(child=serializers.IntegerField(), help_text="stop these: no longer yours")
     heartbeat_timeout_s = serializers.IntegerField()
+    probe = serializers.CharField(help_text="echo it at once to POST /agent/probes: CPX measures the RTT")
 
 
 class PollSerializer(StrictSerializerMixin, serializers.Serializer):
@@ -101,6 +103,9 @@ class AgentLeaseSerializer(serializers.ModelSerializer):
     job = LeaseJobSerializer(read_only=True)
     resource_device_count = serializers.IntegerField(source="resource.device_count", read_only=True)
     allocated_device_seconds = serializers.SerializerMethodField()
+    sla = serializers.SerializerMethodField(
+        help_text="the SLA contract the lease carries, and its measurements"
+    )
 
     class Meta:
         model = Lease
@@ -109,6 +114,7 @@ class AgentLeaseSerializer(serializers.ModelSerializer):
             "status",
             "close_reason",
             "close_detail",
+            "sla",
             "job",
             "resource",
             "resource_device_count",
@@ -123,6 +129,7 @@ class AgentLeaseSerializer(serializers.ModelSerializer):
             "tokens_out",
             "device_seconds",
             "simulated",
+            "gang",
             "dispatched_at",
             "accepted_at",
             "last_heartbeat_at",
@@ -132,6 +139,9 @@ class AgentLeaseSerializer(serializers.ModelSerializer):
 
     def get_allocated_device_seconds(self, lease) -> Decimal:
         return str(lease_allocated_device_seconds(lease))
+
+    def get_sla(self, lease) -> dict | None:
+        return lease_sla_public(lease=lease)
 
 
 class SettlementSerializer(serializers.Serializer):
@@ -187,6 +197,7 @@ class ConsumerLeaseSerializer(serializers.ModelSerializer):
             "tokens_out",
             "device_seconds",
             "simulated",
+            "gang",
             "dispatched_at",
             "accepted_at",
             "ended_at",

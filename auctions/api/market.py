@@ -13,6 +13,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from auctions.selectors import market as market_selectors
+from auctions.selectors import tiers as tier_selectors
 from auctions.services.replays import round_result_export, round_snapshot_export
 from market.api.serializers import money_field
 
@@ -58,11 +59,44 @@ class RecentPricesSerializer(serializers.Serializer):
     classes = ClassPricesSerializer(many=True)
 
 
+class TierPlacedSerializer(serializers.Serializer):
+    END = serializers.IntegerField()
+    EDGE = serializers.IntegerField()
+    CLOUD = serializers.IntegerField()
+
+
+class TierClassSerializer(serializers.Serializer):
+    device_class = serializers.CharField()
+    rounds = serializers.IntegerField()
+    jobs = serializers.IntegerField()
+    placed_edge = serializers.IntegerField()
+    placed_cloud = serializers.IntegerField()
+    overflow_share = serializers.FloatField(allow_null=True)
+    overflow_causes = serializers.DictField(child=serializers.IntegerField())
+    round = serializers.IntegerField()
+    cloud_price = money_field(allow_null=True)
+    edge_price_median = money_field(allow_null=True)
+    edge_price_low = money_field(allow_null=True)
+    edge_price_high = money_field(allow_null=True)
+
+
+class TiersSerializer(serializers.Serializer):
+    """Cloud–edge tiers over recent rounds (docs/ai-bazaar.md): placements per tier, the overflow
+    share, and per device class the cloud's and the edge's prices per reference device-hour."""
+
+    rounds = serializers.ListField(child=serializers.IntegerField())
+    jobs = serializers.IntegerField()
+    placed = TierPlacedSerializer()
+    overflow_share = serializers.FloatField(allow_null=True)
+    device_classes = TierClassSerializer(many=True)
+
+
 class MarketSerializer(serializers.Serializer):
     currency = serializers.CharField()
     price_unit = serializers.CharField()
     classes = MarketClassSerializer(many=True)
     recent_prices = RecentPricesSerializer()
+    tiers = TiersSerializer()
 
 
 class MarketView(APIView):
@@ -84,6 +118,7 @@ class MarketView(APIView):
             "price_unit": f"{settings.CPX_CURRENCY} per reference device-hour",
             "classes": offers,
             "recent_prices": market_selectors.market_recent_prices(),
+            "tiers": tier_selectors.market_tiers(),
         }
         return Response(MarketSerializer(market).data)
 

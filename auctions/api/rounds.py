@@ -13,6 +13,7 @@ from auctions.models import Round
 from auctions.selectors import rounds as selectors
 from auctions.services.pricing import job_quote
 from auctions.services.rounds import RoundNotFound, round_replay
+from contracts.selectors import round_commitment_document
 from market.api.permissions import IsConsumer
 from market.services.jobs import job_spec_with_input
 
@@ -74,7 +75,9 @@ class RoundDetailView(APIView):
         if round_obj is None:
             raise RoundNotFound("No such round.", round=pk)
         leases = selectors.round_lease_summary(round_obj=round_obj)
-        return Response(s.RoundDetailSerializer(round_obj, context={"leases": leases}).data)
+        commitment = round_commitment_document(round_id=round_obj.pk)
+        context = {"leases": leases, "chain_commitment": commitment}
+        return Response(s.RoundDetailSerializer(round_obj, context=context).data)
 
 
 class RoundReplayView(APIView):

@@ -1,5 +1,6 @@
 """Response and request shapes of rounds and quotes."""
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from auctions.models import PriceQuote, Round
@@ -37,15 +38,38 @@ class LeaseSummarySerializer(serializers.Serializer):
     by_class = serializers.DictField()
 
 
+class ChainCommitmentSerializer(serializers.Serializer):
+    """The round's hashes committed on chain (issue 12): the transaction, its block, the reconciler's word."""
+
+    status = serializers.CharField()
+    contract = serializers.CharField()
+    network = serializers.CharField()
+    snapshot_sha256 = serializers.CharField()
+    result_sha256 = serializers.CharField()
+    tx_hash = serializers.CharField(allow_null=True)
+    block_number = serializers.IntegerField(allow_null=True)
+    rounds_in_tx = serializers.IntegerField()
+    gas_used = serializers.IntegerField(allow_null=True)
+    chain_status = serializers.CharField()
+    chain_detail = serializers.CharField(allow_blank=True)
+    error = serializers.CharField(allow_null=True)
+
+
 class RoundDetailSerializer(RoundSerializer):
     leases = serializers.SerializerMethodField()
+    chain_commitment = serializers.SerializerMethodField()
 
     class Meta(RoundSerializer.Meta):
-        fields = [*RoundSerializer.Meta.fields, "leases"]
+        fields = [*RoundSerializer.Meta.fields, "leases", "chain_commitment"]
         read_only_fields = fields
 
     def get_leases(self, round_obj) -> dict:
         return LeaseSummarySerializer(self.context["leases"]).data
+
+    @extend_schema_field(ChainCommitmentSerializer(allow_null=True))
+    def get_chain_commitment(self, round_obj) -> dict | None:
+        commitment = self.context.get("chain_commitment")
+        return ChainCommitmentSerializer(commitment).data if commitment else None
 
 
 class RoundReplaySerializer(serializers.Serializer):
@@ -101,3 +125,8 @@ class JobQuoteSerializer(serializers.Serializer):
     reason = serializers.CharField(allow_null=True)
     min_bid_to_clear = money_field(allow_null=True)
     suggestion = serializers.CharField(allow_blank=True)
+    elastic = serializers.DictField(
+        required=False,
+        help_text="elastic jobs only: its purchase if it cleared now: unit, quantity, price_per_unit, "
+        "device_hours, spend, utility",
+    )

@@ -12,11 +12,15 @@ __all__ = ["MechanismError", "clear", "price", "ENGINE_VERSION"]
 
 # Bumped whenever a rule or convention changes an outcome; stored with every round.
 # 1.1.0: work limits, not wall-clock limits; `stopped_by`, `time_cuts`, replay. 1.2.0: posted_price.
-ENGINE_VERSION = "1.2.0"
+# 1.3.0: tiered (cloud–edge tiers, AI-Bazaar).
+ENGINE_VERSION = "1.3.0"
 
 DOUBLE_AUCTIONS = frozenset({"mcafee", "trade_reduction", "vcg", "sbba", "sbba_buyer_lottery", "huang"})
 HETEROGENEOUS = frozenset({"welfare", "greedy"})
 POSTED_PRICE = "posted_price"
+ELASTIC_DEMAND = "elastic_demand"
+TIERED = "tiered"
+GANG = "gang"
 GAMES = frozenset({"stackelberg", "linear_oligopoly", "budget_oligopoly"})
 
 
@@ -49,6 +53,18 @@ def clear(doc, *, input_sha256: str | None = None, replay=None):
         from auctions.mechanisms.posted_price import clear_posted_price
 
         return clear_posted_price(doc, input_sha256=input_sha256)
+    if mechanism == ELASTIC_DEMAND:
+        from auctions.mechanisms.elastic import clear_elastic_demand
+
+        return clear_elastic_demand(doc, input_sha256=input_sha256)
+    if mechanism == TIERED:
+        from auctions.mechanisms.tiers import clear_tiered
+
+        return clear_tiered(doc, input_sha256=input_sha256)
+    if mechanism == GANG:
+        from auctions.mechanisms.gang import clear_gang
+
+        return clear_gang(doc, input_sha256=input_sha256)
     raise MechanismError("unknown_mechanism", f"unknown mechanism {mechanism!r}")
 
 

@@ -8,6 +8,7 @@ from django.shortcuts import redirect, render
 from auctions.models import Lease
 from auctions.selectors import leases as lease_selectors
 from auctions.selectors import rounds as round_selectors
+from auctions.services.provider_asks import provider_recommended_ask
 from auctions.services.round_books import class_of
 from contracts import selectors as chain_selectors
 from market import selectors
@@ -42,7 +43,9 @@ def console(request):
             memory_gib=float(resource.memory_per_device_gib),
             region=provider.region,
         )
-        resources.append({"resource": resource, "class": key, "quote": quotes.get(key)})
+        quote = quotes.get(key)
+        recommended = provider_recommended_ask(quote, provider.pk)
+        resources.append({"resource": resource, "class": key, "quote": quote, "recommended": recommended})
     context = {
         "provider": provider,
         "resources": resources,

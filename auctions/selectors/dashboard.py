@@ -30,6 +30,7 @@ PROVIDER_FAULTS = (
     Lease.CloseReason.UNSTABLE,
     Lease.CloseReason.DEADLINE,
     Lease.CloseReason.VERIFICATION_FAILED,
+    Lease.CloseReason.SLA_BREACH,
 )
 
 

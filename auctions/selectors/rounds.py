@@ -21,9 +21,11 @@ BOOK_JOB_FIELDS = (
     "latency_sla_ms",
     "region",
     "placement",  # "strict" holds the job to its region (market.services.placement)
+    "gang",  # a gang job clears in the gang book (auctions.services.gang_books)
     "memory_per_device_gib",
     "device_count",
     "waiting_reason",
+    "elastic",  # elastic demand (docs/eetorp.md): the round sizes the job at its price
 )
 BOOK_RESOURCE_FIELDS = (
     "id",
@@ -40,6 +42,8 @@ BOOK_RESOURCE_FIELDS = (
     "provider__region",
     "provider__latitude",
     "provider__longitude",
+    "provider__tier",
+    "provider__reputation",  # the quality factor of its ask (auctions.mechanisms.quality)
 )
 
 
@@ -61,6 +65,7 @@ def round_book_exclusions() -> list[tuple[int, int]]:
         Lease.objects.filter(
             job__status=JobRequest.Status.QUEUED, status__in=(Lease.Status.FAILED, Lease.Status.REASSIGNED)
         )
+        .exclude(close_reason=Lease.CloseReason.GANG)  # closed for a peer's fault, not its own
         .values_list("job_id", "provider_id")
         .distinct()
         .order_by("job_id", "provider_id")

@@ -31,10 +31,11 @@ def jobs_refuse_uncovered(*, leases: list[Lease], now: datetime) -> tuple[list[L
     """Split a round's new leases into those it may dispatch and the jobs it must refuse; fail and
     refund the refused jobs (QUEUED → FAILED, INSUFFICIENT_FUNDS, each a compare-and-set).
     Returns (leases to dispatch, jobs refused, jobs of those the compare-and-set moved): the caller
-    treats a difference like its own compare-and-set's (the book changed under the round)."""
-    dispatch, refused = [], []
-    for lease in leases:
-        (dispatch if lease_budget_covers(lease) else refused).append(lease)
+    treats a difference like its own compare-and-set's (the book changed under the round). A gang
+    is refused whole when any member's share cannot pay for it (counted once per job)."""
+    uncovered = {lease.job_id for lease in leases if not lease_budget_covers(lease)}
+    dispatch = [lease for lease in leases if lease.job_id not in uncovered]
+    refused = list({lease.job_id: lease for lease in leases if lease.job_id in uncovered}.values())
     failed = 0
     for lease in refused:
         moved = JobRequest.objects.filter(pk=lease.job_id, status=JobRequest.Status.QUEUED).update(

@@ -39,7 +39,9 @@ from django.db.models import Q
 from auctions.models import Lease
 from auctions.selectors.leases import provider_online_since
 from auctions.services.batches import lease_batch_close
+from auctions.services.gangs import gang_close_peers, gang_member_complete
 from auctions.services.settlement import LeaseSettlement, job_refund, lease_settle, provider_penalise
+from auctions.services.sla import lease_sla_settle
 from config.errors import Conflict, DomainError, InvalidInput, NotFound
 from market.models import JobRequest, Provider
 from market.services.jobs import job_request_transition
@@ -272,7 +274,7 @@ def lease_poll(*, provider: Provider, now: datetime) -> list[Lease]:
     go MATCHED → DISPATCHED in one compare-and-set. A poll is also a heartbeat."""
     leases = list(
         Lease.objects.filter(provider=provider, status=Status.DISPATCHED)
-        .select_related("job", "resource")
+        .select_related("job", "resource", "sla")
         .order_by("id")
     )
     if leases:
@@ -306,7 +308,9 @@ def lease_accept(*, provider: Provider, lease_id: int, now: datetime, simulated:
     )
     if not won:
         raise _refused(lease, wanted=Status.DISPATCHED)
-    if not job_request_transition(job=lease.job, from_statuses=JOB_LIVE[:2], to=JobStatus.RUNNING, now=now):
+    # A gang's job runs from its first member's acceptance on (auctions.services.gangs).
+    running_from = JOB_LIVE if lease.gang is not None else JOB_LIVE[:2]
+    if not job_request_transition(job=lease.job, from_statuses=running_from, to=JobStatus.RUNNING, now=now):
         raise LeaseJobOutOfStep("The lease's job can no longer run.", lease=lease.pk, job=lease.job_id)
     _heartbeat(provider, now)
     lease.refresh_from_db()
@@ -402,6 +406,10 @@ def lease_complete(
     )
     if not won:
         raise _refused(lease, wanted=Status.RUNNING, usage=usage)
+    if lease.gang is not None:  # the job completes, and members are paid, with its last member
+        _heartbeat(provider, now)
+        lease.refresh_from_db()
+        return lease, gang_member_complete(lease=lease, now=now)
     if not job_request_transition(
         job=lease.job,
         from_statuses=(JobStatus.RUNNING,),
@@ -412,7 +420,10 @@ def lease_complete(
         raise LeaseJobOutOfStep("The lease's job is not running.", lease=lease.pk, job=lease.job_id)
     _heartbeat(provider, now)
     lease.refresh_from_db()
-    return lease, lease_settle(lease=lease, now=now)
+    settlement = lease_settle(lease=lease, now=now)
+    if lease_sla_settle(lease=lease, now=now):  # breaches of its terms, measured: penalty charged
+        lease.refresh_from_db()
+    return lease, settlement
 
 
 @transaction.atomic
@@ -436,6 +447,8 @@ def lease_fail(*, provider: Provider, lease_id: int, reason: str, detail: str, n
         )
         if not won:
             raise _refused(lease, wanted="ACTIVE")
+        if lease.gang is not None:
+            gang_close_peers(lease=lease, now=now, status=Status.FAILED)
         if not job_request_transition(
             job=lease.job, from_statuses=JOB_LIVE, to=JobStatus.FAILED, now=now, close_reason=reason
         ):
@@ -490,6 +503,8 @@ def _fail_over(
     if not won:
         return None
     lease.refresh_from_db()
+    if lease.gang is not None:  # one member down takes the gang down: re-queued whole, once
+        gang_close_peers(lease=lease, now=now, status=Status.FAILED if expired else Status.REASSIGNED)
     if expired:
         job_request_transition(
             job=lease.job, from_statuses=JOB_LIVE, to=JobStatus.EXPIRED, now=now, close_reason=Reason.DEADLINE

@@ -9,6 +9,9 @@ The game per class (docs/mechanisms.md, `stackelberg`, uniform price):
 - unit cost c: the median price floor of the class's listed resources (what providers say a
   device-hour costs them); 0 when they state none — the capacity then still bounds the game.
 - capacity: the class's free devices x CPX_PRICING_HORIZON_H hours (device-hours).
+With two providers or more in the class, the providers themselves lead (`provider_asks.py`, the
+engine's budget_oligopoly): each provider's auto-priced listings take its own equilibrium ask, stored
+in the quote's result as `provider_asks`; the pooled game above still gives the class's quote.
 The quote stores recommended_ask = max(c, p*), expected_price = the class's last clearing price in
 the recent rounds (else p*), expected_utilisation = demand(p*) / capacity, and the game's document
 and result. A class with no follower, or a game the engine cannot answer (`no_equilibrium`, …), gets
@@ -28,6 +31,7 @@ from django.db.models.functions import Greatest
 from auctions.mechanisms import MechanismError, classes, latency, price
 from auctions.models import PriceQuote
 from auctions.selectors import rounds as selectors
+from auctions.services.provider_asks import class_oligopoly
 from auctions.services.round_books import class_label, class_of
 from market.models import Resource
 from market.money import MAX_AMOUNT, to_money
@@ -103,12 +107,16 @@ def price_quotes_update(*, now: datetime) -> list[PriceQuote]:
             )
         ].append(resource)
     valuations: dict[str, list[float]] = defaultdict(list)
+    budgets: dict[str, list[float | None]] = defaultdict(list)  # per follower, for the leaders' game
+    budget_of = {f"j{job['id']}": float(job["budget"]) for job in jobs}
     for key, book in _grouped(jobs, resources, free=False)["books"].items():
         valuations[key].extend(float(order["price"]) for order in book["bids"])
+        budgets[key].extend(budget_of.get(order["id"]) for order in book["bids"])
     recent = selectors.round_recent_cleared(limit=settings.CPX_PRICING_RECENT_ROUNDS)
     for key, bid in selectors.round_recent_lease_bids(round_ids=[r.pk for r in recent]):
         if key in members:
             valuations[key].append(float(bid))
+            budgets[key].append(None)
     history = _recent_prices(limit=settings.CPX_PRICING_RECENT_ROUNDS)
     horizon = float(settings.CPX_PRICING_HORIZON_H)
 
@@ -118,9 +126,21 @@ def price_quotes_update(*, now: datetime) -> list[PriceQuote]:
             continue
         quote = _quote_class(key, members[key], valuations[key], history.get(key), horizon=horizon, now=now)
         if quote is not None:
+            # The class's providers as leaders (docs/eetorp.md): each gets its own equilibrium ask.
+            leaders = class_oligopoly(
+                resources=members[key], followers=list(zip(valuations[key], budgets[key], strict=True))
+            )
+            if leaders is not None:
+                quote.inputs["oligopoly"] = leaders["game"]
+                quote.result["oligopoly"] = leaders["result"]
+                quote.result["provider_asks"] = leaders["provider_asks"]
             quotes.append(quote)
     PriceQuote.objects.bulk_create(quotes)
     for quote in quotes:
+        provider_asks = quote.result.get("provider_asks")
+        if provider_asks:
+            _move_to_provider_asks(members[quote.resource_class], provider_asks, now=now)
+            continue
         ids = [r["id"] for r in members[quote.resource_class] if r["auto_pricing"]]
         if ids:
             # One UPDATE per class; GREATEST keeps every ask at or above its own floor.
@@ -128,6 +148,20 @@ def price_quotes_update(*, now: datetime) -> list[PriceQuote]:
                 ask_per_device_hour=Greatest(Value(quote.recommended_ask), F("price_floor")), updated_at=now
             )
     return quotes
+
+
+def _move_to_provider_asks(resources: list[dict], provider_asks: dict, *, now: datetime) -> None:
+    """Each provider's auto-priced listings of the class to its own equilibrium ask (never below their
+    floors): one UPDATE per provider."""
+    ids: dict[str, list[int]] = defaultdict(list)
+    for resource in resources:
+        if resource["auto_pricing"] and str(resource["provider_id"]) in provider_asks:
+            ids[str(resource["provider_id"])].append(resource["id"])
+    for provider, resource_ids in sorted(ids.items()):
+        ask = min(MAX_AMOUNT, to_money(provider_asks[provider]))
+        Resource.objects.filter(pk__in=resource_ids, auto_pricing=True).update(
+            ask_per_device_hour=Greatest(Value(ask), F("price_floor")), updated_at=now
+        )
 
 
 def _quote_class(key, resources, bids, history, *, horizon: float, now: datetime) -> PriceQuote | None:
@@ -199,11 +233,25 @@ def job_quote(*, spec: dict, now: datetime) -> dict:
     fill = round_preview_fill(job=_book_row(fields), now=now)
     answer["would_clear_now"] = fill is not None
     if fill is not None:
+        if fill.elastic is not None:
+            answer["elastic"] = fill.elastic  # what it would buy at that price (docs/eetorp.md)
         answer["expected_price"] = _money(fill.unit_price_paid)
         answer["resource_class"] = fill.resource_class
         if answer["reason"] != "no_supply_in_region":  # that one informs: it is placed elsewhere
             answer["reason"] = None
             answer["suggestion"] = ""
+    elif fields.get("elastic") and answer["reason"] == "bid_below_clearing":
+        answer["suggestion"] = (
+            f"Its first unit is worth {fields['max_price_per_device_hour']} per reference device-hour, below "
+            f"the cheapest fitting device's {answer['min_bid_to_clear']}: raise utility_weight (or the "
+            "budget, or lower min_quantity)."
+        )
+    elif fields.get("elastic") and answer["reason"] is None:
+        answer["reason"] = "not_matched_next_round"
+        answer["suggestion"] = (
+            "The next round would not match it on the current book, or at its price its utility would "
+            "buy nothing: raise utility_weight or the budget, or lower min_quantity."
+        )
     elif answer["reason"] is None:
         answer["reason"] = "not_matched_next_round"
         answer["suggestion"] = (
@@ -229,6 +277,7 @@ def _book_row(fields: dict) -> dict:
         "region": fields["region"],
         "memory_per_device_gib": fields["memory_per_device_gib"],
         "device_count": fields["device_count"],
+        "elastic": fields.get("elastic"),
         **({"placement": fields["placement"]} if fields.get("placement") else {}),
     }
 
@@ -277,7 +326,9 @@ def _static_quote(*, fields: dict, now: datetime) -> dict:
             "No resource has that many devices on one node: use fewer devices with more memory each.",
         )
     free = [r for r in fitting if r["device_count"] - r["busy"] >= job["device_count"]]
-    if job["device_count"] == 1 and fields.get("latency_sla_ms") is None:
+    # An elastic job takes the cheapest fitting free device at its ask (docs/eetorp.md): the answer
+    # below for the heterogeneous book, not a class's double auction.
+    if job["device_count"] == 1 and fields.get("latency_sla_ms") is None and not fields.get("elastic"):
         queued = selectors.round_book_jobs(now=now, lock=False)
         grouped = _grouped([*queued, job], listed, free=True)
         for key, book in grouped["books"].items():

@@ -21,10 +21,12 @@ from datetime import datetime
 import numpy as np
 from django.conf import settings
 
-from auctions.mechanisms import classes, latency, throughput
+from auctions.mechanisms import classes, latency, quality, throughput
 from auctions.mechanisms.canonical import canonical_json
 from auctions.mechanisms.posted_price import clearing_price_estimate, posted_gains_bound, unit_gains_bound
 from auctions.selectors import rounds as selectors
+from auctions.services import gang_books, tier_books
+from auctions.services.elastic_demand import elastic_document, elastic_fills
 
 LOTTERY_MECHANISMS = frozenset({"sbba", "sbba_buyer_lottery"})
 MIN_UNIT_BIDS = 2
@@ -62,6 +64,8 @@ class Fill:
     unit_price_paid: float
     unit_price_received: float
     expected_device_hours: float
+    elastic: dict | None = None  # an elastic job's purchase (auctions/services/elastic_demand.py)
+    gang: dict | None = None  # a gang member's stage (auctions.services.gang_books)
 
 
 def snapshot_book(
@@ -79,6 +83,7 @@ def snapshot_book(
         heartbeat_timeout_s=getattr(settings, "CPX_HEARTBEAT_TIMEOUT_S", 60),
         include_unseen=include_unseen,
     )
+    rule = quality.QualityRule(float(getattr(settings, "CPX_SLA_QUALITY_WEIGHT", 0.0)))
     for job in jobs:
         job["memory"] = float(job["memory_per_device_gib"])
         job["bid"] = float(job["max_price_per_device_hour"])
@@ -88,14 +93,31 @@ def snapshot_book(
         resource["free"] = resource["device_count"] - resource["busy"]
         resource["memory"] = float(resource["memory_per_device_gib"])
         resource["ask"] = float(resource["ask_per_device_hour"])
+        _quality_adjust(resource, rule)
         resource["speed"] = float(resource["speed_factor"])
         tflops = float(resource["fp16_tflops"])
         resource["tflops"] = tflops if tflops > 0 else throughput.REFERENCE_FP16_TFLOPS * resource["speed"]
         resource["region"] = resource["provider__region"]
+        resource["tier"] = resource.get("provider__tier", "EDGE")
         resource["class"] = class_of(
             device_class=resource["device_class"], memory_gib=resource["memory"], region=resource["region"]
         )
     return Snapshot(jobs=jobs, resources=resources, exclusions=dict(exclusions))
+
+
+def _quality_adjust(resource: dict, rule: "quality.QualityRule") -> None:
+    """Reputation feeds clearing (issue 12): the book clears on ask × f, f = 1 + w(1 − reputation),
+    and the provider is paid the clearing price / f (auctions.mechanisms.quality states the model
+    and what truthfulness survives). f and the reported ask go in the book documents (`quality`)."""
+    reputation = resource.get("provider__reputation")
+    factor = 1.0 if reputation is None else quality.quality_factor(float(reputation), rule)
+    resource["quality_factor"] = factor
+    resource["reported_ask"] = resource["ask"]
+    resource["ask"] = quality.adjusted_ask(resource["ask"], factor)
+
+
+def _received(resource: dict, price: float) -> float:
+    return quality.receipt(price, resource.get("quality_factor", 1.0))
 
 
 def _workload(job: dict) -> dict:
@@ -175,12 +197,23 @@ class BookBuilder:
         self.unit_jobs: dict[str, list] = defaultdict(list)
         self.hetero_jobs: list = []
         self.posted_jobs: list = []  # single-device jobs of the posted-price book (rule "depth")
+        # Elastic jobs (docs/eetorp.md) buy last, at the devices' own asks: no routing of their own.
+        self.elastic_jobs = [job for job in self.jobs if job.get("elastic")]
+        self.fixed_jobs = [job for job in self.jobs if not job.get("elastic")]
         self.rule = config.get("rule", "per_class")
         self.prices = self._class_prices(config.get("posted_prices") or {})
+        # Gang jobs clear in their own book, all or nothing, before every other (gang_books.py).
+        self.gang_jobs = [job for job in self.jobs if job.get("gang")]
+        # Latency-bound jobs with both edge and cloud supply clear in tiered books (tier_books.py).
+        self.tier_jobs = [
+            job for job in tier_books.tier_route(self) if not job.get("gang") and not job.get("elastic")
+        ]
+        tiered = {job["id"] for job in self.tier_jobs}
+        self.routable = [job for job in self.fixed_jobs if job["id"] not in tiered and not job.get("gang")]
         if self.rule == "depth":
             self._route_by_depth()
             return
-        for job in self.jobs:
+        for job in self.routable:
             key = self._unit_class(job)
             if key is not None:
                 self.unit_jobs[key].append(job)
@@ -219,7 +252,7 @@ class BookBuilder:
         Thickness counts orders and devices, never reads a price, so no report steers a route."""
         minimum = self.config["thick_min_orders"]
         candidates: dict[str, list] = defaultdict(list)
-        for job in self.jobs:
+        for job in self.routable:
             if job["device_count"] != 1 or classes.required_tier(job["memory"]) is None:
                 self.hetero_jobs.append(job)
                 continue
@@ -365,6 +398,14 @@ class BookBuilder:
     def run(self, *, clear_document) -> list:
         """Build and clear every book in order; returns the engine results (aligned with the snapshot)."""
         results = []
+        gang = gang_books.gang_book_document(self)
+        if gang is not None:
+            book = self._add(gang_books.KIND, *gang, {"kind": gang_books.KIND})
+            result = clear_document(book.doc, book.digest)
+            for members in result["assignments"].values():
+                for member in members:
+                    self.free[book.resources[member["provider"]]["id"]] -= member["devices"]
+            results.append(result)
         hetero = self.config["heterogeneous"]
         for mask, jobs in self._hetero_parts():
             providers = self._candidates(
@@ -394,6 +435,13 @@ class BookBuilder:
             for job_id, resource_id in result["assignments"].items():
                 self.free[book.resources[resource_id]["id"]] -= book.jobs[job_id]["device_count"]
             results.append(result)
+        for doc, jobs, resources, meta in tier_books.tier_books(self, self.tier_jobs):
+            book = self._add("tiered", doc, jobs, resources, meta)
+            result = clear_document(book.doc, book.digest)
+            for resource_id in result["assignments"].values():
+                self.free[book.resources[resource_id]["id"]] -= 1
+            book.meta["tiers"] = tier_books.tier_summary(book.doc, result)
+            results.append(result)
         unit = self.config["unit"]
         for key in sorted(self.unit_jobs):
             jobs = self.unit_jobs[key]
@@ -420,7 +468,81 @@ class BookBuilder:
         book = self._posted_book()
         if book is not None:
             results.append(clear_document(book.doc, book.digest))
+        # Last, elastic jobs (docs/eetorp.md): each takes a device left at that device's ask, then buys
+        # its best response at that price.
+        book = self._elastic_posted_book(self.fills(results)) if self.elastic_jobs else None
+        if book is not None:
+            results.append(clear_document(book.doc, book.digest))
+            fills = self.fills(results)
+            doc = elastic_document(fills)
+            if doc is not None:
+                jobs = [fill.job for fill in fills if fill.job.get("elastic")]
+                book = self._add("elastic", doc, jobs, [], {"kind": "elastic"})
+                results.append(clear_document(book.doc, book.digest))
         return results
+
+    def _elastic_posted_book(self, fills: list) -> "_Book | None":
+        """Elastic jobs on the devices the books above left, each device at its own ask per reference
+        device-hour (ask / speed): the leaders' posted prices of EETORP. The posted-price rule with one
+        price per device, so a job takes the cheapest fitting device whose price is below its choke
+        price (its bid), rationed by the public hash (truthful: no report moves a price)."""
+        if not self.elastic_jobs:
+            return None
+        left = {r["id"]: r["free"] for r in self.resources}
+        for fill in fills:
+            left[fill.resource["id"]] -= fill.devices
+        asks = [r for r in self.resources if left[r["id"]] > 0]
+        if not asks:
+            return None
+        accepts = self._accepts(self.elastic_jobs, asks)
+        doc = {
+            "mechanism": "posted_price",
+            "salt": self.config.get("salt", "elastic"),
+            "prices": {f"r{r['id']}": r["ask"] / r["speed"] for r in asks},
+            "bids": [
+                {"id": f"j{job['id']}", "price": job["bid"], "accepts": names}
+                for job, names in zip(self.elastic_jobs, accepts, strict=True)
+            ],
+            "asks": [
+                {
+                    "id": f"r{r['id']}",
+                    "price": r["ask"],
+                    "quantity": left[r["id"]],
+                    "class": f"r{r['id']}",
+                    "speed": r["speed"],
+                }
+                for r in asks
+            ],
+        }
+        return self._add("elastic_posted", doc, self.elastic_jobs, asks, {"kind": "elastic_posted"})
+
+    def _accepts(self, jobs: list, asks: list) -> list[list[str]]:
+        """Per job, the asks that fit it, as the posted-price book checks them (`_posted_book`)."""
+        device_class = np.array([r["device_class"] for r in asks], dtype=object)
+        memory = np.array([r["memory"] for r in asks])
+        provider = np.array([r["provider_id"] for r in asks])
+        region = np.array([r["region"] for r in asks], dtype=object)
+        rtt_by_region: dict[str, np.ndarray] = {}
+        accepted = []
+        for job in jobs:
+            mask = (device_class == job["device_class"]) & (memory >= job["memory"] - 1e-9)
+            if job["latency_sla_ms"] is not None:
+                if job["region"] not in rtt_by_region:
+                    rtt_by_region[job["region"]] = np.array([self._rtt(job["region"], r) for r in asks])
+                with np.errstate(invalid="ignore"):
+                    mask &= rtt_by_region[job["region"]] <= job["latency_sla_ms"]
+            if job.get("placement") == "strict":
+                mask &= region == job["region"]
+            excluded = self.exclusions.get(job["id"])
+            if excluded:
+                mask &= ~np.isin(provider, list(excluded))
+            accepts = [
+                f"r{asks[i]['id']}"
+                for i in np.flatnonzero(mask)
+                if device_hours_on(job, asks[i]) <= job["hours_left"]
+            ]
+            accepted.append(accepts)
+        return accepted
 
     def _posted_book(self) -> "_Book | None":
         """The posted-price book (rule "depth"): thin classes' free devices at the class's posted price
@@ -499,6 +621,13 @@ class BookBuilder:
         return sorted(kept, key=lambda r: r["id"])
 
     def _add(self, kind: str, doc: dict, jobs: list, resources: list, meta: dict) -> _Book:
+        adjusted = [r for r in resources if r.get("quality_factor", 1.0) != 1.0]
+        if adjusted:  # the snapshot records the factors, so a replay (and a reader) sees them
+            doc["quality"] = {
+                "weight": float(getattr(settings, "CPX_SLA_QUALITY_WEIGHT", 0.0)),
+                "factor": {f"r{r['id']}": r["quality_factor"] for r in adjusted},
+                "reported_ask": {f"r{r['id']}": r["reported_ask"] for r in adjusted},
+            }
         text = canonical_json(doc)
         book = _Book(
             kind=kind,
@@ -549,15 +678,19 @@ class BookBuilder:
 
     def fills(self, results: list) -> list[Fill]:
         """One fill per matched job, all its devices on one resource."""
-        fills = []
+        fills, elastic = [], None
         for book, result in zip(self.books, results, strict=True):
-            if book.kind == "heterogeneous":
+            if book.kind == gang_books.KIND:
+                fills.extend(Fill(**part) for part in gang_books.gang_fill_parts(book, result))
+            elif book.kind == "elastic":
+                elastic = (book.doc, result)
+            elif book.kind == "heterogeneous":
                 fills.extend(self._hetero_fills(book, result))
-            elif book.kind == "posted_price":
+            elif book.kind in ("posted_price", "tiered", "elastic_posted"):
                 fills.extend(self._posted_fills(book, result))
             else:
                 fills.extend(self._unit_fills(book, result))
-        return fills
+        return fills if elastic is None else elastic_fills(fills, *elastic)
 
     def _posted_fills(self, book: _Book, result: dict) -> list[Fill]:
         fills = []
@@ -571,7 +704,7 @@ class BookBuilder:
                     devices=1,
                     resource_class=resource["class"],
                     unit_price_paid=price,
-                    unit_price_received=price,
+                    unit_price_received=_received(resource, price),
                     expected_device_hours=device_hours_on(job, resource),
                 )
             )
@@ -601,7 +734,7 @@ class BookBuilder:
                     devices=1,
                     resource_class=book.meta["resource_class"],
                     unit_price_paid=result["buyer_price"],
-                    unit_price_received=result["seller_price"],
+                    unit_price_received=_received(resource, result["seller_price"]),
                     expected_device_hours=device_hours_on(job, resource),
                 )
             )
@@ -640,7 +773,7 @@ class BookBuilder:
                     devices=job["device_count"],
                     resource_class=resource["class"],
                     unit_price_paid=paid / engine_hours,
-                    unit_price_received=min(share, paid) / engine_hours,
+                    unit_price_received=_received(resource, min(share, paid) / engine_hours),
                     expected_device_hours=device_hours_on(job, resource),
                 )
             )
@@ -656,10 +789,23 @@ class BookBuilder:
         or latency SLA, or all busy). Prices are per reference device-hour."""
         reasons: dict[int, dict] = {}
         for book, result in zip(self.books, results, strict=True):
-            if book.kind == "posted_price":
+            if book.kind == "elastic":
+                for name in result["declined"]:
+                    reasons[book.jobs[name]["id"]] = _reason(
+                        "elastic_declined",
+                        "At the price it cleared its utility buys nothing (its minimum is not worth the "
+                        "price, or its budget cannot pay for it).",
+                    )
+            elif book.kind in ("posted_price", "elastic_posted"):
                 self._posted_reasons(book, result, reasons)
+            elif book.kind == "tiered":
+                reasons.update(tier_books.tier_waiting_reasons(book.doc, result, book.jobs))
             elif book.kind == "unit":
                 self._unit_reasons(book, result, reasons, matched)
+            elif book.kind == gang_books.KIND:
+                for job in book.jobs.values():
+                    if job["id"] not in matched:
+                        reasons[job["id"]] = gang_books.gang_waiting_reason(book, job)
             else:
                 for job in book.jobs.values():
                     if job["id"] not in matched:
@@ -771,6 +917,16 @@ class BookBuilder:
         unit and posted-price books), as before; the bound adds the same units book by book."""
         welfare, bound, bounded, prices = 0.0, 0.0, True, {}
         for book, result in zip(self.books, results, strict=True):
+            if book.kind == "elastic":
+                continue  # quantities of trades priced above, no trade of its own
+            if book.kind == "elastic_posted":  # per-device prices: no class price to publish
+                welfare += result["gains_from_trade"]
+                bound += max(posted_gains_bound(book.doc), result["gains_from_trade"])
+                continue
+            if book.kind == gang_books.KIND:  # bound: every gang's value, as if it cost nothing
+                welfare += result["welfare"]
+                bound += max(result["welfare"], sum(max(0.0, job["bid"]) for job in book.doc["jobs"]))
+                continue
             if book.kind == "heterogeneous":
                 welfare += result["welfare"]
                 if result.get("lp_bound") is None:
@@ -779,6 +935,9 @@ class BookBuilder:
                     bound += max(result["lp_bound"], result["welfare"])
                 continue
             welfare += result["gains_from_trade"]
+            if book.kind == "tiered":
+                bound += max(posted_gains_bound(book.doc), result["gains_from_trade"])
+                continue
             if book.kind == "posted_price":
                 bound += max(posted_gains_bound(book.doc), result["gains_from_trade"])
                 prices.update(self._posted_prices_summary(book, result))

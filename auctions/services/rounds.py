@@ -11,6 +11,8 @@ the final write: a worker killed mid-round leaves the round OPEN with no lease a
 the next run clears it from scratch. A CLEARED or FAILED round is returned unchanged.
 
 Books (built from one snapshot, cleared in a fixed order that no bid influences):
+0. the gang book (`auctions/services/gang_books.py`): jobs that opted in to run as one pipeline across
+   several providers, matched whole or not at all (`auctions/mechanisms/gang.py`), one lease a stage.
 1. heterogeneous books (`CPX_HETEROGENEOUS_MECHANISM`): multi-device jobs, single-device jobs whose
    latency SLA, deadline or earlier failures the class cannot express, and jobs whose region has no
    class that fits them. The engine cannot forbid a (job, provider) pair, so jobs are partitioned by
@@ -18,6 +20,9 @@ Books (built from one snapshot, cleared in a fixed order that no bid influences)
    failed them); each part is one book over those resources, the most constrained part first, each
    seeing the devices the previous parts left. Heterogeneous jobs clear first because a job that needs
    several devices on one node starves if single-device jobs nibble every node first.
+   Then (`CPX_TIER_CLEARING=aware`) one tiered book per device class (auctions/services/tier_books.py):
+   latency-bound single-device jobs with cloud supply in reach take their region's edge devices first
+   and overflow to the cloud at the cloud leader's Stackelberg price (AI-Bazaar, docs/ai-bazaar.md).
 2. one unit double auction per resource class (`CPX_UNIT_MECHANISM`) over the devices left: bids are
    the jobs' max price per device-hour (one unit each), asks the resources' ask with quantity = free
    devices. A job's devices are never split: a unit job needs one device; a heterogeneous job gets
@@ -33,7 +38,7 @@ import hashlib
 import json
 import time
 from datetime import datetime
-from decimal import Decimal
+from decimal import ROUND_DOWN, Decimal
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
@@ -45,7 +50,10 @@ from auctions.selectors import rounds as selectors
 from auctions.services import round_books as books
 from auctions.services import round_shards
 from auctions.services.dispatch import jobs_refuse_uncovered
+from auctions.services.elastic_demand import elastic_record_purchases
 from auctions.services.offers import offers_announce
+from auctions.services.sla import lease_sla_copy
+from auctions.services.tier_books import TIER_MODES, tier_config
 from config.errors import Conflict, InvalidInput, NotFound
 from market.models import JobRequest
 from market.money import to_money
@@ -113,6 +121,11 @@ def clearing_config() -> dict:
     clearing_rule = settings.CPX_CLEARING_RULE
     if clearing_rule not in CLEARING_RULES:
         raise InvalidInput("CPX_CLEARING_RULE must be depth or per_class.", setting="CPX_CLEARING_RULE")
+    if settings.CPX_TIER_CLEARING not in TIER_MODES or not 0 <= settings.CPX_TIER_SUBSTITUTION < 1:
+        raise InvalidInput(
+            "CPX_TIER_CLEARING must be aware or off, CPX_TIER_SUBSTITUTION in [0, 1).",
+            setting="CPX_TIER_CLEARING",
+        )
     return {
         "rule": clearing_rule,
         "thick_min_orders": settings.CPX_THICK_BOOK_MIN_ORDERS,
@@ -122,6 +135,7 @@ def clearing_config() -> dict:
             "payment_rule": rule,
             "time_limit_s": settings.CPX_WELFARE_TIME_LIMIT_S,
         },
+        "tiers": tier_config(),
     }
 
 
@@ -234,11 +248,12 @@ def _fail(round_obj: Round, *, builder, config: dict, error: MechanismError, now
 
 
 def _write(round_obj: Round, *, builder, cleared: list, config: dict, now: datetime) -> None:
-    leases = [_lease(round_obj, fill, now=now) for fill in builder.fills(cleared)]
+    fills = builder.fills(cleared)
+    leases = [_lease(round_obj, fill, now=now) for fill in fills]
     filled = {lease.job_id for lease in leases}  # matched or refused below: none of them waits
     # A job whose budget cannot pay its expected usage is refunded, not dispatched (issue 9).
     leases, refused, failed = jobs_refuse_uncovered(leases=leases, now=now)
-    job_ids = [lease.job_id for lease in leases]
+    job_ids = sorted({lease.job_id for lease in leases})  # a gang's members share their job
     # One compare-and-set for every matched job; the row count says whether the book held.
     moved = JobRequest.objects.filter(pk__in=job_ids, status=JobRequest.Status.QUEUED).update(
         status=JobRequest.Status.MATCHED, updated_at=now, waiting_reason=None
@@ -251,6 +266,10 @@ def _write(round_obj: Round, *, builder, cleared: list, config: dict, now: datet
             moved=moved,
         )
     Lease.objects.bulk_create(leases, batch_size=2000)
+    lease_sla_copy(
+        leases=leases, jobs={job["id"]: job for job in builder.jobs}
+    )  # the job's SLA terms, fixed on the lease the provider accepts
+    elastic_record_purchases(leases=leases, fills=fills, round_id=round_obj.pk)
     _write_waiting_reasons(round_obj, builder=builder, cleared=cleared, matched=filled)
     # The waiting agents hear of their offers when this commits (auctions/services/offers.py).
     offers_announce(provider_ids=[lease.provider_id for lease in leases])
@@ -269,7 +288,7 @@ def _write(round_obj: Round, *, builder, cleared: list, config: dict, now: datet
     round_obj.prices = summary["prices"]
     round_obj.jobs_in_book = len(builder.jobs)
     round_obj.resources_in_book = len(builder.resources)
-    round_obj.jobs_matched = len(leases)
+    round_obj.jobs_matched = len(job_ids)
     round_obj.cleared_at = now
     round_obj.error = ""
     round_obj.save()
@@ -310,7 +329,13 @@ def _lease(round_obj: Round, fill: "books.Fill", *, now: datetime) -> Lease:
     paid = to_money(fill.unit_price_paid)
     received = min(to_money(fill.unit_price_received), paid)  # rounding must not open a deficit
     budget = fill.job["budget"]
+    if fill.gang is not None:  # a gang member may spend its share of the job's escrow
+        budget = budget * Decimal(repr(fill.gang["budget_share"]))
     limit = MAX_DEVICE_HOURS if paid <= 0 else min(MAX_DEVICE_HOURS, budget / paid)
+    expected = min(MAX_DEVICE_HOURS, Decimal(repr(fill.expected_device_hours))).quantize(HOUR_QUANTUM)
+    if fill.elastic is not None:
+        # CPX bought exactly this much (docs/eetorp.md): the lease runs to it and no further.
+        limit = expected = min(limit.quantize(HOUR_QUANTUM, rounding=ROUND_DOWN), expected)
     return Lease(
         round=round_obj,
         job_id=fill.job["id"],
@@ -321,11 +346,11 @@ def _lease(round_obj: Round, fill: "books.Fill", *, now: datetime) -> Lease:
         unit_price_paid=paid,
         unit_price_received=received,
         max_device_hours=limit.quantize(HOUR_QUANTUM),
-        expected_device_hours=min(MAX_DEVICE_HOURS, Decimal(repr(fill.expected_device_hours))).quantize(
-            HOUR_QUANTUM
-        ),
+        expected_device_hours=expected,
         status=Lease.Status.DISPATCHED,
         dispatched_at=now,
+        gang_stage=0 if fill.gang is None else fill.gang["stage"],
+        gang=fill.gang,
     )
 
 

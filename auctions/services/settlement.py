@@ -2,12 +2,13 @@
 job is refunded, a failing provider pays its SLA penalty.
 
 Every transfer carries a unique `reference` (`lease:<id>:payment`, `lease:<id>:fee`,
-`lease:<id>:penalty`, `job:<id>:refund`), so a retried settlement can never move money twice:
-the database refuses the second row and the whole transaction rolls back.
+`lease:<id>:penalty`, `job:<id>:refund`, `lease:<id>:broker:<side>`), so a retried settlement can
+never move money twice: the database refuses the second row and the whole transaction rolls back.
 
 Lock order: the lifecycle's one order (auctions.services.leases): the caller holds the job's row
-lock, then the provider row, then ledger accounts — provider earnings, house accounts (platform fee,
-penalty), the consumer's balance. A job's escrow is touched only under its job's row lock.
+lock, then the provider row, then ledger accounts — provider earnings, brokers' fee accounts, house
+accounts (platform fee, penalty), the consumer's balance. A job's escrow is touched only under its
+job's row lock.
 """
 
 from dataclasses import dataclass
@@ -20,6 +21,12 @@ from django.db.models import F, Value
 from django.db.models.functions import Greatest
 
 from auctions.models import Lease
+from auctions.services.broker_fees import (
+    broker_fee_moves,
+    broker_fees_due,
+    broker_fees_paid,
+    broker_fees_record,
+)
 from config.errors import Conflict
 from market.models import JobRequest, LedgerAccount, LedgerTransfer, Provider
 from market.money import to_money
@@ -36,7 +43,8 @@ class LeaseNotCompleted(Conflict):
 @dataclass(frozen=True)
 class LeaseSettlement:
     """What one completed lease moved: `charge` left the escrow; the provider got `provider_net`,
-    the platform `platform` (fee + mechanism surplus), the consumer `refund` (the rest)."""
+    the platform `platform` (fee + mechanism surplus), brokers `broker` (auctions.services.broker_fees),
+    the consumer `refund` (the rest)."""
 
     lease_id: int
     device_hours: Decimal
@@ -44,6 +52,7 @@ class LeaseSettlement:
     provider_net: Decimal
     platform: Decimal
     refund: Decimal
+    broker: Decimal = ZERO
 
 
 def settlement_amounts(
@@ -91,6 +100,9 @@ def lease_settle(*, lease: Lease, now: datetime) -> LeaseSettlement:
         escrow=escrow.balance,
         fee_rate=settings.CPX_PLATFORM_FEE_RATE,
     )
+    provider_net, refund, brokers_due = broker_fees_due(
+        lease=lease, charge=charge, provider_net=provider_net, refund=refund
+    )
     provider_account = ledger_account_for_user(user=lease.provider.user, kind=LedgerAccount.Kind.PROVIDER)
     platform_account = ledger_house_account(kind=LedgerAccount.Kind.PLATFORM_FEE)
     consumer_account = ledger_account_for_user(user=job.consumer, kind=LedgerAccount.Kind.CONSUMER)
@@ -100,6 +112,7 @@ def lease_settle(*, lease: Lease, now: datetime) -> LeaseSettlement:
         memo += f"; results sha256 {output}"
     moves = [
         (provider_account, provider_net, LedgerTransfer.Kind.PAYMENT, f"lease:{lease.pk}:payment"),
+        *broker_fee_moves(brokers_due),  # the three-way split's broker leg (MECM, issue 12)
         (platform_account, platform, LedgerTransfer.Kind.FEE, f"lease:{lease.pk}:fee"),
         (consumer_account, refund, LedgerTransfer.Kind.REFUND, f"job:{job.pk}:refund"),
     ]
@@ -115,7 +128,9 @@ def lease_settle(*, lease: Lease, now: datetime) -> LeaseSettlement:
                 reference=reference,
                 memo=memo,
             )
-    return LeaseSettlement(lease.pk, hours, charge, provider_net, platform, refund)
+    broker_fees_record(lease=lease, due=brokers_due)
+    broker = sum((fee.amount for fee in brokers_due), ZERO)
+    return LeaseSettlement(lease.pk, hours, charge, provider_net, platform, refund, broker)
 
 
 def _settled(lease: Lease) -> LeaseSettlement | None:
@@ -131,7 +146,11 @@ def _settled(lease: Lease) -> LeaseSettlement | None:
     provider_net = paid.get(references[0], ZERO)
     platform = paid.get(references[1], ZERO)
     hours = (lease.device_seconds / 3600).quantize(HOUR_QUANTUM, rounding=ROUND_HALF_EVEN)
-    return LeaseSettlement(lease.pk, hours, provider_net + platform, provider_net, platform, refund or ZERO)
+    for_consumer, for_provider = broker_fees_paid(lease)
+    charge = provider_net + platform + for_provider
+    return LeaseSettlement(
+        lease.pk, hours, charge, provider_net, platform, refund or ZERO, for_consumer + for_provider
+    )
 
 
 @transaction.atomic

@@ -37,6 +37,7 @@ from django.db.models import F, Value
 from django.db.models.functions import Greatest, Round
 
 from auctions.models import BatchResult, Lease, Verification
+from auctions.services.sla import lease_sla_quality
 from config.errors import Conflict, InvalidInput, NotFound
 from market.models import LedgerAccount, LedgerTransfer, Provider
 from market.money import DECIMAL_PLACES, to_money
@@ -172,6 +173,10 @@ def verification_decide(
     # Lock order of the settlement module: the accounts of the verified provider before the consumer's.
     if mismatches:
         verification.refunded = _penalise_and_refund(verification, now=now)
+    # The check's verified quality against the job's SLA terms (auctions.services.sla).
+    lease_sla_quality(
+        lease=verification.lease, checked=len(verification.custom_ids), mismatched=len(mismatches), now=now
+    )
     _pay_verifier(verification, now=now)
     verification.save(update_fields=["mismatches", "status", "decided_at", "refunded"])
     return verification
@@ -227,7 +232,10 @@ def _penalise_and_refund(verification: Verification, *, now: datetime) -> Decima
         reputation=Greatest(Value(ZERO), F("reputation") - settings.CPX_VERIFY_REPUTATION_STEP),
         stake=Round(F("stake") * (1 - settings.CPX_VERIFY_STAKE_SLASH_RATE), DECIMAL_PLACES),
     )
-    Lease.objects.filter(pk=lease.pk).update(close_detail=f"failed verification {verification.pk}"[:300])
+    Lease.objects.filter(pk=lease.pk).update(
+        close_reason=Lease.CloseReason.VERIFICATION_FAILED,
+        close_detail=f"failed verification {verification.pk}"[:300],
+    )
     return refunded
 
 

@@ -301,6 +301,9 @@ CPX_DEPOSIT_SYNC_INTERVAL_S = env.float("CPX_DEPOSIT_SYNC_INTERVAL_S", default=1
 # A SUBMITTED batch older than this lost its worker: it is looked up on chain, then sent again if absent.
 # Longer than the client's receipt timeout (30 s).
 CPX_SETTLEMENT_SUBMIT_STALE_S = env.int("CPX_SETTLEMENT_SUBMIT_STALE_S", default=120)
+# The match on chain (issue 12): cleared rounds' hashes committed per transaction, and how often.
+CPX_ROUND_COMMIT_BATCH = env.int("CPX_ROUND_COMMIT_BATCH", default=20)
+CPX_ROUND_COMMIT_INTERVAL_S = env.float("CPX_ROUND_COMMIT_INTERVAL_S", default=10.0)
 # --- end Settlement on chain (issue 5)
 
 # --- Leases and agents (issue 4)
@@ -313,6 +316,10 @@ CPX_OFFER_TIMEOUT_S = env.int("CPX_OFFER_TIMEOUT_S", default=120)
 CPX_SLA_PENALTY_RATE = Decimal(env.str("CPX_SLA_PENALTY_RATE", default="0.10"))
 # Reputation lost per SLA fault; up to twice this when the earnings could not cover the penalty.
 CPX_SLA_REPUTATION_STEP = Decimal(env.str("CPX_SLA_REPUTATION_STEP", default="0.05"))
+# Reputation in clearing (docs/sla.md): effective ask = ask × (1 + weight × (1 − reputation)); 0 = off.
+CPX_SLA_QUALITY_WEIGHT = env.float("CPX_SLA_QUALITY_WEIGHT", default=0.5)
+# The oldest latency-probe echo counted as an RTT sample, in seconds.
+CPX_SLA_PROBE_MAX_AGE_S = env.float("CPX_SLA_PROBE_MAX_AGE_S", default=30.0)
 # Longest an agent's GET /api/v1/agent/leases?wait=S is held open.
 CPX_AGENT_LONG_POLL_S = env.int("CPX_AGENT_LONG_POLL_S", default=20)
 # Long-polls one process holds open at once, per API key and in all; beyond: 429 with Retry-After at
@@ -345,6 +352,10 @@ CPX_UNIT_MECHANISM = env.str("CPX_UNIT_MECHANISM", default="mcafee")
 # book).
 CPX_CLEARING_RULE = env.str("CPX_CLEARING_RULE", default="depth")
 CPX_THICK_BOOK_MIN_ORDERS = env.int("CPX_THICK_BOOK_MIN_ORDERS", default=10)
+# Cloud–edge tiers (AI-Bazaar, docs/ai-bazaar.md): "aware" clears latency-bound jobs edge first with
+# the cloud as the overflow at its Stackelberg price level; "off" ignores the provider tier.
+CPX_TIER_CLEARING = env.str("CPX_TIER_CLEARING", default="aware")
+CPX_TIER_SUBSTITUTION = env.float("CPX_TIER_SUBSTITUTION", default=0.5)
 # Heterogeneous book (multi-device jobs, SLAs the classes cannot express, failed-over jobs):
 # "greedy" with "critical" payments (a provider receives its cost), or "welfare" with "vcg" where a
 # lease's receipt is capped at the job's payment so that no lease runs a deficit.
@@ -389,6 +400,8 @@ CELERY_BEAT_SCHEDULE = {
     "settlement-deposits": _every("contracts.sync_deposits", CPX_DEPOSIT_SYNC_INTERVAL_S),
     "settlement-reconcile": _every("contracts.reconcile", CPX_RECONCILE_INTERVAL_S),
     "settlement-fee-claims": _every("contracts.claim_fees", CPX_FEE_CLAIM_INTERVAL_S),
+    "round-commitments": _every("contracts.commit_rounds", CPX_ROUND_COMMIT_INTERVAL_S),
+    "round-commitments-reconcile": _every("contracts.reconcile_rounds", CPX_RECONCILE_INTERVAL_S),
     # --- end Settlement on chain (issue 5)
     "expire-files": _every("market.expire_files", 3600),  # issue 10: CPX_FILE_TTL_DAYS
 }
@@ -475,9 +488,7 @@ def logging_config(*, fmt: str, level: str) -> dict:
             },
             "json": {"()": "ops.logs.JsonFormatter"},
         },
-        "handlers": {
-            "console": {"class": "logging.StreamHandler", "formatter": fmt, "filters": ["context"]}
-        },
+        "handlers": {"console": {"class": "logging.StreamHandler", "formatter": fmt, "filters": ["context"]}},
         "root": {"handlers": ["console"], "level": level},
     }
 

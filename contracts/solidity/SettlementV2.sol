@@ -35,6 +35,16 @@ import {ReentrancyGuard} from "@openzeppelin/contracts/utils/ReentrancyGuard.sol
 /// admin changes apply to escrow deposited afterwards only. Admin changes (operator, window, admin) wait
 /// ADMIN_DELAY; revoking the operator and pausing take effect at once because they only stop money
 /// coming in (deposits, commits), never money going out.
+///
+/// Round commitments (the match on chain, after Du et al. 2023). The auctions clear off chain; for each
+/// cleared round the operator commits the sha256 of its published snapshot and of its result, alone
+/// (`commitRounds`) or in the same transaction as a settlement batch (`commitBatchWithRounds`). A round
+/// id is written once: no function, the admin's included, can change or delete a commitment, so anyone
+/// can replay the published snapshot later and compare it with what the operator said at the time.
+/// Storage is one slot per round (keccak256 of the two hashes); the hashes themselves are in the
+/// `RoundCommitted` event. The worst the operator key can do is commit hashes a replay will not
+/// reproduce (or squat round ids not cleared yet): a permanent, signed, public mismatch, never a silent
+/// change of history. Pausing or revoking the operator stops it at once.
 contract SettlementV2 is ReentrancyGuard {
     using SafeERC20 for IERC20;
 
@@ -64,6 +74,13 @@ contract SettlementV2 is ReentrancyGuard {
         uint96 debited;
         uint32 nonce;
         uint32 lastActivity;
+    }
+
+    /// @notice A cleared round: its id in CPX and the sha256 of its canonical snapshot and result.
+    struct RoundHashes {
+        uint64 roundId;
+        bytes32 snapshotHash;
+        bytes32 resultHash;
     }
 
     struct Pending {
@@ -103,6 +120,8 @@ contract SettlementV2 is ReentrancyGuard {
     mapping(bytes32 batchId => bytes32 root) public rootOf;
     mapping(address payee => uint256) public claimed;
     mapping(address payee => uint256) public parked;
+    /// @notice keccak256(abi.encode(snapshotHash, resultHash)) per round id; zero: not committed.
+    mapping(uint256 roundId => bytes32) public roundCommitment;
 
     event Deposited(address indexed consumer, uint256 amount, uint256 escrow);
     event Reclaimed(address indexed consumer, uint256 amount);
@@ -120,6 +139,7 @@ contract SettlementV2 is ReentrancyGuard {
     event AdminProposed(address admin, uint256 eta);
     event AdminChanged(address admin);
     event PausedSet(bool paused);
+    event RoundCommitted(uint256 indexed roundId, bytes32 snapshotHash, bytes32 resultHash);
 
     error ZeroAmount();
     error ValueMismatch(uint256 sent, uint256 expected);
@@ -147,6 +167,9 @@ contract SettlementV2 is ReentrancyGuard {
     error TimelockActive(uint256 eta);
     error AmountTooLarge();
     error NativeTransferFailed(address to, uint256 amount);
+    error EmptyRounds();
+    error InvalidRound(uint256 roundId);
+    error RoundAlreadyCommitted(uint256 roundId, bytes32 commitment);
 
     modifier onlyAdmin() {
         if (msg.sender != admin) revert NotAdmin();
@@ -212,8 +235,30 @@ contract SettlementV2 is ReentrancyGuard {
     /// @notice Debit consumers under their signed orders into the pot and publish the batch's payees with
     /// their cumulative earnings; the root is built here from `credits` (calldata order, sorted pairs).
     function commitBatch(bytes32 batchId, Debit[] calldata debits, Credit[] calldata credits) external {
-        if (msg.sender != operator) revert NotOperator();
-        if (paused) revert IsPaused();
+        _liveOperator();
+        _commitBatch(batchId, debits, credits);
+    }
+
+    /// @notice Commit cleared rounds' hashes, each round id once (the whole call reverts if any is taken).
+    function commitRounds(RoundHashes[] calldata rounds) external {
+        _liveOperator();
+        if (rounds.length == 0) revert EmptyRounds();
+        _commitRounds(rounds);
+    }
+
+    /// @notice `commitBatch` and `commitRounds` in one transaction (one base fee for both).
+    function commitBatchWithRounds(
+        bytes32 batchId,
+        Debit[] calldata debits,
+        Credit[] calldata credits,
+        RoundHashes[] calldata rounds
+    ) external {
+        _liveOperator();
+        _commitBatch(batchId, debits, credits);
+        _commitRounds(rounds);
+    }
+
+    function _commitBatch(bytes32 batchId, Debit[] calldata debits, Credit[] calldata credits) private {
         if (batchId == bytes32(0)) revert InvalidBatchId();
         if (credits.length == 0) revert EmptyBatch();
         if (rootOf[batchId] != bytes32(0)) revert BatchAlreadySettled(batchId);
@@ -471,6 +516,25 @@ contract SettlementV2 is ReentrancyGuard {
             if (!ok) revert NativeTransferFailed(to, amount);
         } else {
             token.safeTransfer(to, amount);
+        }
+    }
+
+    function _liveOperator() private view {
+        if (msg.sender != operator) revert NotOperator();
+        if (paused) revert IsPaused();
+    }
+
+    function _commitRounds(RoundHashes[] calldata rounds) private {
+        for (uint256 i; i < rounds.length; ++i) {
+            RoundHashes calldata r = rounds[i];
+            if (r.roundId == 0 || r.snapshotHash == bytes32(0) || r.resultHash == bytes32(0)) {
+                revert InvalidRound(r.roundId);
+            }
+            bytes32 taken = roundCommitment[r.roundId];
+            // Write once: a second commit of an id (in this call or any later one) never lands.
+            if (taken != bytes32(0)) revert RoundAlreadyCommitted(r.roundId, taken);
+            roundCommitment[r.roundId] = keccak256(abi.encode(r.snapshotHash, r.resultHash));
+            emit RoundCommitted(r.roundId, r.snapshotHash, r.resultHash);
         }
     }
 

@@ -95,6 +95,29 @@ class ResourceSerializer(StrictSerializerMixin, serializers.ModelSerializer):
         read_only_fields = ["id", "provider", "created_at", "updated_at"]
 
 
+class ElasticDemandSerializer(StrictSerializerMixin, serializers.Serializer):
+    """Elastic demand (EETORP's follower, docs/eetorp.md): what the job is worth instead of its size."""
+
+    unit = serializers.ChoiceField(
+        choices=["device_hours", "million_tokens"],
+        help_text="what it buys: reference device-hours, or millions of tokens of its model (inference)",
+    )
+    utility_weight = money_field(
+        min_value=Decimal("0.000001"),
+        help_text="a in a ln(1 + q): q units are worth a ln(1 + q); the first unit is worth a",
+    )
+    min_quantity = serializers.DecimalField(
+        max_digits=15, decimal_places=6, min_value=0, required=False, help_text="less is not worth running"
+    )
+    max_quantity = serializers.DecimalField(
+        max_digits=15,
+        decimal_places=6,
+        min_value=Decimal("0.000001"),
+        required=False,
+        help_text="more is of no use (its deadline bounds it too)",
+    )
+
+
 class JobSubmitSerializer(StrictSerializerMixin, serializers.Serializer):
     kind = serializers.ChoiceField(choices=JobRequest.Kind.choices)
     model_name = serializers.CharField(max_length=100)
@@ -111,8 +134,12 @@ class JobSubmitSerializer(StrictSerializerMixin, serializers.Serializer):
     device_class = serializers.ChoiceField(choices=Resource.DeviceClass.choices, default="GPU")
     max_price_per_device_hour = money_field(
         min_value=Decimal("0.000001"),
+        required=False,
         help_text="the bid, in CPX_CURRENCY per reference device-hour "
-        "(one hour of a speed-1 device of the class)",
+        "(one hour of a speed-1 device of the class); required unless `elastic` derives it",
+    )
+    elastic = ElasticDemandSerializer(
+        required=False, help_text="elastic demand instead of a fixed size and bid (docs/eetorp.md)"
     )
     budget = money_field(min_value=Decimal("0.000001"), help_text="in CPX_CURRENCY, for the whole job")
     deadline = serializers.DateTimeField()
@@ -137,6 +164,17 @@ class JobSubmitSerializer(StrictSerializerMixin, serializers.Serializer):
         required=False,
         help_text="a file uploaded through POST /api/v1/files: batch (inference) or dataset (training)",
     )
+    gang = serializers.JSONField(
+        required=False,
+        allow_null=True,
+        help_text="opt-in gang for a model too large for one device: {max_members: 2..16, "
+        "max_latency_ms: 1..1000 or null}; checked with codes gang_invalid, gang_unservable",
+    )
+
+    def validate(self, attrs):
+        if "elastic" not in attrs and attrs.get("max_price_per_device_hour") is None:
+            raise serializers.ValidationError({"max_price_per_device_hour": ["This field is required."]})
+        return attrs
 
 
 def _file_id(pk) -> str | None:
@@ -213,6 +251,8 @@ class JobRequestSerializer(serializers.ModelSerializer):
             "latency_sla_ms",
             "region",
             "placement",
+            "elastic",
+            "gang",
             "requested_memory_per_device_gib",
             "requested_device_count",
             "memory_per_device_gib",

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from market.api import views
+from market.api import brokers, views
 
 urlpatterns = [
     path("regions", views.RegionListView.as_view(), name="region-list"),
@@ -22,4 +22,19 @@ urlpatterns = [
     path("operator/providers", views.OperatorProviderListView.as_view(), name="operator-providers"),
     path("operator/resources", views.OperatorResourceListView.as_view(), name="operator-resources"),
     path("operator/ledger", views.OperatorLedgerListView.as_view(), name="operator-ledger"),
+    # Brokers (issue 12)
+    path("broker-appointments", brokers.AppointmentListView.as_view(), name="broker-appointments"),
+    path(
+        "broker-appointments/<int:pk>/revoke",
+        brokers.AppointmentRevokeView.as_view(),
+        name="broker-appointment-revoke",
+    ),
+    path("broker/principals", brokers.BrokerPrincipalListView.as_view(), name="broker-principals"),
+    path("broker/fees", brokers.BrokerFeesView.as_view(), name="broker-fees"),
+    path("broker/principals/<str:username>/jobs", brokers.BrokerJobSubmitView.as_view(), name="broker-jobs"),
+    path(
+        "broker/principals/<str:username>/resources/<int:pk>",
+        brokers.BrokerResourceView.as_view(),
+        name="broker-resource",
+    ),
 ]

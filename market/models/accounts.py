@@ -6,6 +6,7 @@ class Role(models.TextChoices):
     PROVIDER = "provider", "Provider"
     CONSUMER = "consumer", "Consumer"
     OPERATOR = "operator", "Operator"
+    BROKER = "broker", "Broker"  # trades for appointed providers or consumers (MECM, issue 12)
 
 
 class User(AbstractUser):

@@ -56,6 +56,11 @@ class JobRequest(models.Model):
     latency_sla_ms = models.PositiveIntegerField(null=True, blank=True)
     region = models.CharField(max_length=32)
     placement = models.CharField(max_length=9, choices=Placement.choices, default=Placement.PREFERRED)
+    # Elastic demand (EETORP, docs/eetorp.md): a utility and bounds instead of a fixed size; the round
+    # that matches the job adds what it bought under "bought". Null for a fixed-size job.
+    elastic = models.JSONField(null=True, blank=True, help_text="elastic demand: utility, bounds, purchase")
+    # Opt-in gang (market.services.gangs): {max_members, max_latency_ms, layers, layer_gib}; null: none.
+    gang = models.JSONField(null=True, blank=True, help_text="gang terms and pipeline unit, if a gang")
     # What the consumer stated, if anything, and what CPX derived (and will match on).
     requested_memory_per_device_gib = models.DecimalField(
         max_digits=8, decimal_places=2, null=True, blank=True

@@ -21,6 +21,7 @@ class LedgerAccount(models.Model):
         PLATFORM_FEE = "PLATFORM_FEE", "Platform fees"
         PENALTY = "PENALTY", "SLA penalties"
         EXTERNAL = "EXTERNAL", "Outside world"
+        BROKER = "BROKER", "Broker fees"
 
     kind = models.CharField(max_length=12, choices=Kind.choices)
     user = models.ForeignKey(
@@ -50,7 +51,11 @@ class LedgerAccount(models.Model):
             ),
             models.CheckConstraint(
                 condition=(Q(kind="ESCROW") & Q(job__isnull=False) & Q(user__isnull=True))
-                | (Q(kind__in=["CONSUMER", "PROVIDER"]) & Q(user__isnull=False) & Q(job__isnull=True))
+                | (
+                    Q(kind__in=["CONSUMER", "PROVIDER", "BROKER"])
+                    & Q(user__isnull=False)
+                    & Q(job__isnull=True)
+                )
                 | (
                     Q(kind__in=["PLATFORM_FEE", "PENALTY", "EXTERNAL"])
                     & Q(user__isnull=True)
@@ -81,6 +86,7 @@ class LedgerTransfer(models.Model):
         FEE = "FEE", "Platform fee"
         REFUND = "REFUND", "Refund"
         PENALTY = "PENALTY", "SLA penalty"
+        BROKER_FEE = "BROKER_FEE", "Broker fee"
 
     kind = models.CharField(max_length=12, choices=Kind.choices)
     debit = models.ForeignKey(LedgerAccount, on_delete=models.PROTECT, related_name="debits")

@@ -16,7 +16,9 @@ from auctions.mechanisms.errors import MechanismError
 from auctions.mechanisms.llm_sizing import size_llm_job
 from config.errors import Conflict, InvalidInput
 from market.models import DataFile, JobRequest, LedgerAccount, LedgerTransfer, User
+from market.services.elastic import elastic_check_spec, elastic_size
 from market.services.files import file_get_for_owner, file_upload
+from market.services.gangs import gang_terms_check
 from market.services.ledger import InsufficientFunds, ledger_transfer
 from market.services.placement import job_request_check_servable, placement_of, region_check
 
@@ -43,12 +45,16 @@ def job_request_submit(
     A retry with the same idempotency key and the same spec returns the first job (created is
     False), whatever the timing: the database's unique constraint settles a race. Raises
     InvalidInput (among them UnknownRegion, and Unservable: no listed resource could ever run the
-    job), InsufficientFunds (nothing is written), IdempotencyKeyReused.
+    job), InsufficientFunds (nothing is written), IdempotencyKeyReused, GangInvalid, GangUnservable
+    (an opt-in `gang`: market.services.gangs).
     """
     fingerprint = _fingerprint(spec)
     try:
         fields = job_request_size(spec=job_spec_with_input(consumer=consumer, spec=spec), now=now)
-        job_request_check_servable(fields=fields)
+        if fields.get("gang") is not None:  # a gang spans nodes: its own servability check
+            fields["gang"] = gang_terms_check(gang=fields["gang"], fields=fields)
+        else:
+            job_request_check_servable(fields=fields)
         job = _create_funded(
             consumer=consumer,
             fields=fields,
@@ -170,8 +176,8 @@ def job_request_size(*, spec: dict, now: datetime) -> dict:
     """Check the rules across fields and size the job; returns the model fields.
 
     Raises InvalidInput (a deadline passed, a missing workload, a budget over CPX_MAX_JOB_BUDGET, a
-    job that cannot be sized, UnknownRegion, PlacementConflictsWithSla), DeadlineTooFar (beyond
-    CPX_MAX_JOB_DEADLINE_DAYS)."""
+    job that cannot be sized, UnknownRegion, PlacementConflictsWithSla, the Elastic* errors of
+    market.services.elastic), DeadlineTooFar (beyond CPX_MAX_JOB_DEADLINE_DAYS)."""
     kind = spec["kind"]
     region = region_check(spec["region"])
     placement = placement_of(placement=spec.get("placement"), latency_sla_ms=spec.get("latency_sla_ms"))
@@ -186,9 +192,11 @@ def job_request_size(*, spec: dict, now: datetime) -> dict:
             max_days=max_days,
             latest=latest.isoformat(),
         )
-    if kind == JobRequest.Kind.INFERENCE and not spec.get("workload_tokens"):
+    if spec.get("elastic") is not None:
+        elastic_check_spec(spec=spec)  # its size follows from its purchase (docs/eetorp.md)
+    elif kind == JobRequest.Kind.INFERENCE and not spec.get("workload_tokens"):
         raise InvalidInput("An inference job states workload_tokens.", field="workload_tokens")
-    if kind != JobRequest.Kind.INFERENCE and not spec.get("workload_device_hours"):
+    elif kind != JobRequest.Kind.INFERENCE and not spec.get("workload_device_hours"):
         raise InvalidInput(
             "A training or fine-tuning job states workload_device_hours.", field="workload_device_hours"
         )
@@ -220,8 +228,12 @@ def job_request_size(*, spec: dict, now: datetime) -> dict:
             memory_per_device_gib=sizing.memory_per_device_gib,
         )
     memory = requested_memory if requested_memory else Decimal(str(sizing.memory_per_device_gib))
+    elastic = {}
+    if spec.get("elastic") is not None:
+        elastic = elastic_size(spec=spec, device_count=sizing.device_count)
     return {
         **spec,
+        **elastic,
         "region": region,
         "placement": placement,
         "memory_per_device_gib": memory,

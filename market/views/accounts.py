@@ -14,7 +14,11 @@ from market.models import Role
 from market.services.accounts import api_key_create, api_key_revoke
 from market.views.common import now
 
-HOME_BY_ROLE = {Role.PROVIDER: "pages:provider-console", Role.CONSUMER: "pages:job-list"}
+HOME_BY_ROLE = {
+    Role.PROVIDER: "pages:provider-console",
+    Role.CONSUMER: "pages:job-list",
+    Role.BROKER: "pages:broker-console",
+}
 
 
 def home(request):
@@ -31,7 +35,8 @@ def signup(request):
         return redirect("pages:home")
     role = request.GET.get("role")
     form = SignUpForm(
-        request.POST or None, initial={"role": role} if role in (Role.PROVIDER, Role.CONSUMER) else {}
+        request.POST or None,
+        initial={"role": role} if role in (Role.PROVIDER, Role.CONSUMER, Role.BROKER) else {},
     )
     if request.method == "POST" and form.is_valid():
         user = form.save()
@@ -39,6 +44,9 @@ def signup(request):
         if user.role == Role.PROVIDER:
             messages.success(request, "Welcome to CPX. Register your provider profile to list resources.")
             return redirect("pages:provider-profile")
+        if user.role == Role.BROKER:
+            messages.success(request, "Welcome to CPX. Providers and consumers appoint you by your username.")
+            return redirect("pages:broker-console")
         messages.success(request, "Welcome to CPX. An operator credits your balance before your first job.")
         return redirect("pages:job-list")
     return render(request, "accounts/signup.html", {"form": form}, status=400 if form.errors else 200)

@@ -28,6 +28,7 @@ def far_deadlines(settings):
     (2099) of the fixed test time, past the 30-day bound a submission has."""
     settings.CPX_MAX_JOB_DEADLINE_DAYS = 36500
 
+
 BASE = "/api/v1"
 
 

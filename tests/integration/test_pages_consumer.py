@@ -234,7 +234,8 @@ class TestJobPages:
             lease_for(job, resource, round_obj if n == 0 else synthetic_rounds(1)[0], status=status)
         client = signed_in(consumer)
 
-        with django_assert_max_num_queries(6):  # the sixth: the job's settlement path, one query
+        # the sixth: the job's settlement path; the last two: its SLA terms and its leases' SLA rows
+        with django_assert_max_num_queries(8):
             response = client.get(reverse("pages:job-detail", args=[job.pk]))
 
         assert response.status_code == 200

@@ -236,6 +236,8 @@ class TestCpxDemo:
         assert summary["leases"]["completed"] > 0
         assert summary["leases"]["simulated"] == summary["leases"]["matched"]
         assert summary["ledger_balanced"] is True
+        assert summary["chain"]["rounds"]["committed"] == 2  # issue 12: both rounds' hashes on chain
+        assert summary["chain"]["rounds"]["replay_on_chain"] == "match"
 
 
 class TestCpxServe:

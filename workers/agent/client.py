@@ -98,7 +98,16 @@ class AgentClient:
         raise Unavailable(f"{method} {path} failed after {self.retries + 1} attempts: {last}")
 
     def heartbeat(self, lease_ids=()) -> dict:
-        return self.request("POST", "/agent/heartbeat", json={"leases": sorted(lease_ids)})
+        """Heartbeat, then echo its latency probe at once (CPX measures the RTT of the echo; an
+        exchange without probes gives none, and a refused echo never fails the heartbeat)."""
+        answer = self.request("POST", "/agent/heartbeat", json={"leases": sorted(lease_ids)})
+        probe = answer.get("probe") if isinstance(answer, dict) else None
+        if probe:
+            try:
+                self.request("POST", "/agent/probes", json={"token": probe})
+            except ApiError:
+                pass
+        return answer
 
     def poll(self, *, wait: float = 0) -> list[dict]:
         """The offers, waiting up to `wait` s for one: on the async channel `/agent/offers` (pushed

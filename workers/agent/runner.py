@@ -172,6 +172,18 @@ class Agent:
             lease.get("resource_class", "?"),
             lease.get("unit_price_received", "?"),
         )
+        gang = lease.get("gang")
+        if gang:  # one stage of a pipeline split across providers (docs/fusionai-gangs.md)
+            logger.info(
+                "lease %s is stage %s of %s of a gang: layers %s-%s of %s; peers %s",
+                lease_id,
+                gang["stage"],
+                gang["stages"],
+                gang["layers"][0],
+                gang["layers"][1] - 1,
+                gang.get("model_layers", "?"),
+                ", ".join(f"{p['stage']}: provider {p['provider']} ({p['region']})" for p in gang["peers"]),
+            )
         run.thread = threading.Thread(target=self._run_lease, args=(run,), name=f"cpx-lease-{lease_id}")
         run.thread.start()
         self.started.set()

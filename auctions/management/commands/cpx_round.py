@@ -2,7 +2,9 @@
 `cpx_round replay ID` re-runs a round from its snapshot and compares hashes (exit 0 match, 1 mismatch,
 2 unknown round); `cpx_round replay --file SNAPSHOT [--result RESULT]` does the same offline for a
 snapshot downloaded from GET /api/v1/rounds/{id}/snapshot (no database read; exit 2 for a file that
-is not a snapshot)."""
+is not a snapshot). With settlement on chain, `replay ID` also checks the round's hashes committed on
+chain (`chain.status`: match, mismatch, not_committed, unavailable, off); a mismatch exits 1, and so does a
+round not committed under `--require-chain`."""
 
 import json
 import sys
@@ -12,8 +14,9 @@ from django.utils import timezone
 
 from auctions.selectors.rounds import round_list
 from auctions.services.replays import snapshot_replay
-from auctions.services.rounds import RoundNotFound, round_clear, round_open, round_replay
+from auctions.services.rounds import RoundNotFound, round_clear, round_open
 from config.errors import DomainError
+from contracts.services.round_commitments import round_replay_on_chain
 
 
 class Command(BaseCommand):
@@ -28,6 +31,9 @@ class Command(BaseCommand):
         replay.add_argument("round_id", type=int, nargs="?", help="a round in this database")
         replay.add_argument("--file", help="a snapshot downloaded from GET /api/v1/rounds/{id}/snapshot")
         replay.add_argument("--result", help="its result (GET /api/v1/rounds/{id}/result), to compare too")
+        replay.add_argument(
+            "--require-chain", action="store_true", help="exit 1 unless the chain holds matching hashes"
+        )
 
     def handle(self, *args, action, **options):
         if action == "clear":
@@ -38,7 +44,7 @@ class Command(BaseCommand):
             return self._replay_file(options["file"], options["result"])
         if options["round_id"] is None:
             raise CommandError("replay needs a round id or --file SNAPSHOT")
-        return self._replay(options["round_id"])
+        return self._replay(options["round_id"], options["require_chain"])
 
     def _clear(self):
         now = timezone.now()
@@ -66,14 +72,20 @@ class Command(BaseCommand):
                 f"welfare {round_obj.welfare}\t{round_obj.snapshot_sha256[:12]}"
             )
 
-    def _replay(self, round_id: int):
+    def _replay(self, round_id: int, require_chain: bool = False):
         try:
-            report = round_replay(round_id=round_id)
+            report = round_replay_on_chain(round_id=round_id)
         except RoundNotFound:
             self.stderr.write(json.dumps({"round": round_id, "error": "no such round"}))
             sys.exit(2)
         self.stdout.write(json.dumps(report, indent=2))
-        sys.exit(0 if report["match"] else 1)
+        chain = report["chain"]["status"]
+        self.stderr.write(
+            f"round {round_id}: replay {'matches' if report['match'] else 'DOES NOT match'}; "
+            f"on chain: {chain.replace('_', ' ')}"
+        )
+        ok = report["match"] and chain != "mismatch" and (chain == "match" or not require_chain)
+        sys.exit(0 if ok else 1)
 
     def _replay_file(self, path: str, result_path: str | None):
         try:

@@ -1,5 +1,5 @@
-"""`python manage.py cpx_chain deploy|fund-demo|sync|batch|reconcile|claim-fees|proofs|status`: on-chain
-settlement by hand.
+"""`python manage.py cpx_chain deploy|fund-demo|sync|batch|reconcile|claim-fees|proofs|status|commit-rounds|
+reconcile-rounds`: on-chain settlement by hand (the last two: cleared rounds' hashes on chain, issue 12).
 
 `deploy --admin ADDRESS` puts a settlement contract on the configured chain (CHAIN_RPC_URL +
 CHAIN_SIGNER_KEY) with ADDRESS (a cold key, never the hot signer) as admin and the signer as operator,
@@ -29,6 +29,7 @@ from contracts.services import (
     settlement_reconcile,
 )
 from contracts.services.deployment import checked_address
+from contracts.services.round_commitments import round_commitments_reconcile, round_commitments_submit
 
 
 class Command(BaseCommand):
@@ -37,7 +38,18 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument(
             "action",
-            choices=["deploy", "fund-demo", "sync", "batch", "reconcile", "claim-fees", "proofs", "status"],
+            choices=[
+                "deploy",
+                "fund-demo",
+                "sync",
+                "batch",
+                "reconcile",
+                "claim-fees",
+                "proofs",
+                "status",
+                "commit-rounds",
+                "reconcile-rounds",
+            ],  # fmt: skip
         )
         parser.add_argument("--admin", help="deploy: the admin address (a cold key, not CHAIN_SIGNER_KEY's)")
         parser.add_argument(
@@ -76,6 +88,10 @@ class Command(BaseCommand):
                 for batch_id in settlement_batches_due(now=now):
                     sent = settlement_batch_submit(batch_id=batch_id, now=now)
                     self.stdout.write(f"batch {sent.pk}: {sent.status} {sent.tx_hash} {sent.error_code}")
+            elif action == "commit-rounds":
+                self.stdout.write(json.dumps(round_commitments_submit(now=now).as_dict()))
+            elif action == "reconcile-rounds":
+                self.stdout.write(json.dumps(round_commitments_reconcile(now=now).as_dict()))
             elif action == "reconcile":
                 self.stdout.write(json.dumps(settlement_reconcile(now=now).as_dict()))
             else:

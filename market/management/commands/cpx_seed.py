@@ -10,8 +10,9 @@ from django.core.management.base import BaseCommand
 from django.db import transaction
 from django.utils import timezone
 
-from market.models import JobRequest, Provider, User
+from market.models import BrokerAppointment, JobRequest, Provider, User
 from market.services.accounts import api_key_create
+from market.services.brokers import broker_appoint
 from market.services.jobs import job_request_submit
 from market.services.ledger import ledger_deposit
 from market.services.placement import Unservable
@@ -182,6 +183,7 @@ class Command(BaseCommand):
                 user=user, amount=Decimal(funds), now=now, reference=f"seed:{username}", memo="seed funds"
             )
             consumers.append(user)
+        self._broker(now, principals=[consumers[1], User.objects.get(username=PROVIDERS[1][0])])
         refused = 0
         for number in range(jobs):
             consumer = rng.choice(consumers)
@@ -228,6 +230,13 @@ class Command(BaseCommand):
             ]:
                 _, raw = api_key_create(user=user, role=role, now=now, name="demo")
                 self.stdout.write(f"  {role:9} key for {user.username}: {raw}")
+
+    def _broker(self, now, *, principals):
+        """A demo broker (MECM, issue 12) appointed by one consumer and one provider at 2 %."""
+        broker = self._user("edge-broker", User.Role.BROKER)
+        for principal in principals:
+            if not BrokerAppointment.objects.filter(principal=principal, status="ACTIVE").exists():
+                broker_appoint(principal=principal, broker_username=broker.username, fee_rate="0.02", now=now)
 
     def _user(self, username, role, staff=False):
         user, created = User.objects.get_or_create(

@@ -58,6 +58,23 @@ def huang_book() -> dict:
     return {"mechanism": "huang", "bids": side("b", 1, 20, 30), "asks": side("s", 5, 25, 25)}
 
 
+def tiered_book() -> dict:
+    """Cloud–edge tiers: 30 latency-bound bids over end, edge and cloud asks (docs/ai-bazaar.md)."""
+    rng = np.random.default_rng(407)
+    tiers = ["END", "END", "EDGE", "EDGE", "EDGE", "CLOUD", "CLOUD"]
+    asks = [
+        {"id": f"s{i}", "price": float(p), "quantity": int(q), "speed": float(v), "tier": tier}
+        for i, (tier, p, q, v) in enumerate(
+            zip(tiers, rng.uniform(0.3, 1.6, 7), rng.integers(1, 4, 7), rng.choice([1, 2, 3], 7), strict=True)
+        )
+    ]
+    bids = [
+        {"id": f"b{i}", "price": float(p), "accepts": [a["id"] for a in asks if rng.random() < 0.7]}
+        for i, p in enumerate(np.round(rng.lognormal(-0.3, 0.4, 30), 3))
+    ]
+    return {"mechanism": "tiered", "salt": "round-407", "substitution": 0.5, "bids": bids, "asks": asks}
+
+
 def welfare_auto_book() -> dict:
     """150 x 10 congested: automatic pruning forced below (its second round changes the answer here)."""
     return congested_book(150, 10)
@@ -74,6 +91,20 @@ BOOKS = {
     "welfare pruned per provider": lambda: dict(congested_book(150, 10), pruning={"per_provider": 2}),
     "welfare automatic pruning": welfare_auto_book,
     "greedy + critical": lambda: dict(congested_book(150, 10), mechanism="greedy", payment_rule="critical"),
+    "elastic_demand": lambda: {
+        "mechanism": "elastic_demand",
+        "followers": [
+            {
+                "id": f"j{i}",
+                "weight": 1 + i / 7,
+                "price": 0.3 + i / 50,
+                "budget": 2 + i % 3,
+                "max_quantity": 8,
+            }
+            for i in range(40)
+        ],
+    },
+    "tiered": tiered_book,
 }
 GAMES = {
     "stackelberg uniform": {"game": "stackelberg", "valuations": [4, 6, 8, 10, 3.5, 7.25], "unit_cost": 1},
