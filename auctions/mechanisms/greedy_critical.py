@@ -33,8 +33,8 @@ CHANGED_LIMIT = 32  # past this many providers off the original run, a re-run st
 
 def solve_greedy(market, *, payment_rule: str, share: tuple[int, int] | None = None) -> dict:
     """Run the greedy allocation and, for `payment_rule == "critical"`, price every winner (with
-    `share` = (k, n), only every n-th winner from the k-th: each winner's price is independent of the
-    others', so n processes can price a book apart; `mechanisms.shards` joins them)."""
+    `share` = (k, n), only every n-th winner from the k-th, and none for n = 0: each winner's price is
+    independent of the others', so n processes can price a book apart; `mechanisms.shards` joins them)."""
     size = job_size(market)
     density = job_density(market.bid, size)
     order = np.argsort(-density, kind="stable")
@@ -44,7 +44,7 @@ def solve_greedy(market, *, payment_rule: str, share: tuple[int, int] | None = N
     welfare = float(sum(market.net[j, run.host[j]] for j in winners))
     payments, receipts = {}, {}
     if payment_rule == "critical":
-        priced = winners if share is None else winners[share[0] :: share[1]]
+        priced = winners if share is None else winners[share[0] :: share[1]] if share[1] else winners[:0]
         payments = {market.job_ids[j]: critical_value(market, order, density, size, run, j) for j in priced}
         cost = np.zeros(len(market.provider_ids))
         np.add.at(cost, run.host[winners], market.kappa[winners, run.host[winners]])

@@ -12,13 +12,13 @@ twin: `allocation` answers None for it, and the caller clears the book in the ch
 
 A `greedy` book's winners are priced independently of one another (each critical value re-runs the
 order without that winner), so a large book is also cut into pieces (`clear_piece`): piece 0 is the
-whole clear with its share of the winners' payments and the LP bound, piece k > 0 only its share of
-the payments; `join` gives exactly `clear(doc)` (payments in the winners' order, the surplus summed
+whole clear without payments (allocation, receipts, LP bound), pieces 1.. share the winners'
+payments; `join` gives exactly `clear(doc)` (payments in the winners' order, the surplus summed
 in that order).
 
 Model of the split (`split`): a book costs about its size (bids + asks for a double auction or a
 posted-price book; for a heterogeneous book n^2 P / 8 for the payments, which re-run the pass per
-winner, plus 40 n P for the LP bound); books are handed out largest first to the least loaded shard
+winner, plus 60 n P for the LP bound); books are handed out largest first to the least loaded shard
 (LPT, Graham 1969, "Bounds on multiprocessing timing anomalies", SIAM J. Appl. Math. 17(2): at most
 4/3 of the best makespan), ties by book index, so the split is a pure function of the documents.
 """
@@ -48,17 +48,22 @@ def allocation(doc: dict) -> dict | None:
     return solve_greedy(build_market(doc), payment_rule="none")["assignments"]
 
 
-LP_COST_PER_PAIR = 40  # the LP bound against the payments' n^2 P / 8 (measured: 1.6 s vs 0.5 s at 191 jobs)
+LP_COST_PER_PAIR = (
+    60  # the LP bound against the payments' n^2 P / 8 (2.9 s vs 0.8 s at 191 jobs, 10 s vs 72 s at 1,464)
+)
 
 
 def book_cost(doc: dict, *, piece: int = 0, pieces: int = 1) -> int:
     """The split's estimate of the work of clearing `doc`, or piece `piece` of `pieces` of it (see the
-    module's model: a heterogeneous book's payments ~ n^2 P / 8, shared among the pieces, and its LP
-    bound ~ 40 n P, in piece 0)."""
+    module's model: a heterogeneous book's payments ~ n^2 P / 8, shared among pieces 1.., and its LP
+    bound ~ 60 n P, in piece 0)."""
     if "jobs" in doc and "providers" in doc:
         jobs, providers = len(doc["jobs"]), max(len(doc["providers"]), 1)
-        payments = jobs * jobs * providers // 8 // pieces
-        return payments + (LP_COST_PER_PAIR * jobs * providers + jobs + providers if piece == 0 else 0)
+        lp = LP_COST_PER_PAIR * jobs * providers + jobs + providers
+        payments = jobs * jobs * providers // 8
+        if pieces == 1:
+            return lp + payments
+        return lp if piece == 0 else payments // (pieces - 1)
     bids, asks = doc.get("bids", ()), doc.get("asks", ())
     size = len(bids["id"]) if isinstance(bids, dict) else sum(1 + len(b.get("accepts", ())) for b in bids)
     return size + (len(asks["id"]) if isinstance(asks, dict) else len(asks))
@@ -85,22 +90,20 @@ def divisible(doc: dict) -> bool:
 
 
 def clear_piece(doc: dict, *, piece: int, pieces: int, input_sha256: str | None = None) -> dict:
-    """Piece `piece` of `pieces` of a divisible book: piece 0 is `clear(doc)` with only its share of
-    the payments (every `pieces`-th winner from the first); piece k > 0 is {"payments": its share}.
-    `join` puts them together into exactly `clear(doc)`. Raises MechanismError as `clear` would."""
+    """Piece `piece` of `pieces` (>= 2) of a divisible book: piece 0 is `clear(doc)` without payments
+    (the allocation, receipts and LP bound); piece k > 0 is {"payments": every (pieces - 1)-th winner's
+    from the (k - 1)-th}. `join` puts them together into exactly `clear(doc)`. Raises MechanismError as
+    `clear` would."""
     from auctions.mechanisms.greedy_critical import solve_greedy
     from auctions.mechanisms.heterogeneous import build_market, clear_heterogeneous
 
-    if not divisible(doc) or not 0 <= piece < pieces:
+    if not divisible(doc) or pieces < 2 or not 0 <= piece < pieces:
         raise MechanismError("bad_input", "only a greedy book with critical payments is cleared in pieces")
     if piece == 0:
-        return clear_heterogeneous(doc, input_sha256=input_sha256, share=(0, pieces))
+        return clear_heterogeneous(doc, input_sha256=input_sha256, share=(0, 0))
     allocation(doc)  # the same validation as piece 0
-    return {
-        "payments": solve_greedy(build_market(doc), payment_rule="critical", share=(piece, pieces))[
-            "payments"
-        ]
-    }
+    share = (piece - 1, pieces - 1)
+    return {"payments": solve_greedy(build_market(doc), payment_rule="critical", share=share)["payments"]}
 
 
 def join(parts: list[dict]) -> dict:

@@ -8,8 +8,8 @@ snapshot to the write, as with one shard. Inside it:
    assignments have no cheaper twin); every other book is only recorded. The documents are then final:
    the round's snapshot, byte for byte what one shard would have built;
 2. the recorded books are split into `CPX_ROUND_SHARDS` groups of about equal work (a greedy book of
-   PIECE_MIN_JOBS jobs or more goes to every group as a piece: each prices its share of the winners,
-   `mechanisms.shards.clear_piece`, and `join` puts the book's result together); every group but the
+   PIECE_MIN_JOBS jobs or more is cut in N + 1 pieces: its LP bound, and N shares of its winners'
+   payments, `mechanisms.shards.clear_piece`; `join` puts the book's result together); every group but the
    first is sent as one `auctions.clear_round_shard` task carrying the documents' canonical text and
    sha256 (the shard checks both and runs the pure engine; it touches no database); this worker clears
    the first group itself, then any group no worker has started yet (the results are pure functions of
@@ -38,9 +38,9 @@ SHARD_TASK = "auctions.clear_round_shard"
 # recorded in the chain, cleared on the shards.
 LEAVES = DOUBLE_AUCTIONS | {POSTED_PRICE}
 POLL_S = 0.01
-# A greedy book this large is priced in pieces on every shard (its winners' critical values are
-# independent); below it the LP bound, which stays whole in piece 0, costs more than the payments.
-PIECE_MIN_JOBS = 320
+# A greedy book this large is cleared in pieces (its LP bound apart, its winners' critical values
+# shared: they are independent); a smaller one is not worth sending its document more than once.
+PIECE_MIN_JOBS = 100
 
 
 class RoundShardFailed(Conflict):
@@ -126,7 +126,8 @@ class _Plan:
         books = builder.books
         items = []  # (book index, piece, pieces): a large greedy book is priced in `shards` pieces
         for i in self.deferred:
-            pieces = shards if divisible(books[i].doc) and len(books[i].doc["jobs"]) >= piece_min_jobs else 1
+            large = divisible(books[i].doc) and len(books[i].doc["jobs"]) >= piece_min_jobs
+            pieces = shards + 1 if large else 1  # piece 0: the LP bound; the others share the payments
             items += [(i, piece, pieces) for piece in range(pieces)]
         costs = [book_cost(books[i].doc, piece=piece, pieces=pieces) for i, piece, pieces in items]
         payload = [

@@ -40,7 +40,7 @@ def mixed_market(settings):
         bid(consumer, f"2.{i}", latency_sla_ms=None, requested_device_count=4)
 
 
-def cleared_books(*, shards: int, piece_min_jobs: int = 320):
+def cleared_books(*, shards: int, piece_min_jobs: int = 100):
     config = {**clearing_config(), "salt": "round-7", "posted_prices": books.posted_prices()}
     snapshot = books.snapshot_book(now=NOW, include_unseen=False, lock=False)
     builder = books.BookBuilder(snapshot=snapshot, config=config, now=NOW)
@@ -59,8 +59,8 @@ class TestShardedClearing:
     def test_one_and_several_shards_give_the_same_snapshot_and_result_hashes(self, mixed_market):
         one, one_results = cleared_books(shards=1)
 
-        # piece_min_jobs=1: every greedy book is also priced in pieces, one per shard.
-        for shards, piece_min_jobs in ((2, 320), (3, 320), (8, 320), (2, 1), (3, 1)):
+        # piece_min_jobs=1: every greedy book is also cleared in pieces (its LP bound, shares of payments).
+        for shards, piece_min_jobs in ((2, 1000), (3, 1000), (8, 1000), (2, 1), (3, 1)):
             many, many_results = cleared_books(shards=shards, piece_min_jobs=piece_min_jobs)
 
             assert many.snapshot_text() == one.snapshot_text()
