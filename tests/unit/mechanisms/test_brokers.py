@@ -234,12 +234,22 @@ class TestAgreesWithTheWelfareMilp:
         assert three_tier.welfare == pytest.approx(reference["welfare"], abs=1e-6)
 
 
-class TestTimeLimit:
-    def test_a_milp_stopped_by_the_clock_before_any_allocation_says_time_limit(self):
+class TestWorkLimitOnly:
+    def test_the_milp_takes_a_node_limit_and_no_clock_limit(self):
         servers = [Server("a", 2, 1)]
         users = [User(u, 1, v, ("b",)) for u, v in (("x", 5), ("y", 4), ("z", 3))]
+        brokers = [Broker("b", 9, 0, ("a",))]
 
+        bounded = clear_three_tier(servers, brokers, users, node_limit=0)  # the root node only
+
+        assert bounded == clear_three_tier(servers, brokers, users)
+        assert {r.user for r in bounded.routes} == {"x", "y"}
+        with pytest.raises(TypeError):
+            clear_three_tier(servers, brokers, users, time_limit_s=2.0)
+
+    @pytest.mark.parametrize("limit", [-1, 2.5, True, "100"], ids=["negative", "float", "bool", "string"])
+    def test_refuses_a_node_limit_that_is_not_a_whole_number(self, limit):
         with pytest.raises(MechanismError) as error:
-            clear_three_tier(servers, [Broker("b", 9, 0, ("a",))], users, time_limit_s=0.0)
+            clear_three_tier([Server("a", 2, 1)], [], [User("x", 1, 5, (), ("a",))], node_limit=limit)
 
-        assert error.value.code == "time_limit"
+        assert error.value.code == "bad_input"
