@@ -106,6 +106,7 @@ BOOKS = {
         ],
     },
     "tiered": tiered_book,
+    "brokers": lambda: broker_book(),  # MECM's three-tier book of a live round (docs/mecm.md)
 }
 GAMES = {
     "stackelberg uniform": {"game": "stackelberg", "valuations": [4, 6, 8, 10, 3.5, 7.25], "unit_cost": 1},
@@ -197,6 +198,29 @@ def three_tier_market():
         for j in range(60)
     ]
     return servers, brokers, users
+
+
+def broker_book() -> dict:
+    """The three-tier market as the round's `brokers` BOOK document."""
+    servers, brokers, users = three_tier_market()
+    return {
+        "mechanism": "brokers",
+        "node_limit": 20_000,
+        "servers": [{"id": s.id, "capacity": s.capacity, "cost": s.cost} for s in servers],
+        "brokers": [
+            {"id": b.id, "capacity": b.capacity, "cost": b.cost, "servers": list(b.servers)} for b in brokers
+        ],
+        "users": [
+            {
+                "id": u.id,
+                "demand": u.demand,
+                "value": u.value,
+                "brokers": list(u.brokers),
+                "direct": list(u.direct),
+            }
+            for u in users
+        ],
+    }
 
 
 class TestBrokerTierUnderLoad:
