@@ -99,6 +99,7 @@ bench: install
 	$(PY) bench/dashboard.py
 	$(PY) bench/market_day.py --seeds 3
 	$(PY) bench/api_submit.py
+	$(PY) bench/backup_pool.py
 
 ## make screenshots: a live demo (cpx_serve, temp SQLite, free port) photographed by Chromium: each main
 ## page at 1280 and 390 px into docs/screenshots/ (needs /usr/bin/chromium: apt-get install -y chromium)

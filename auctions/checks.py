@@ -285,3 +285,44 @@ def _tier_errors(settings) -> list:
             )
         )
     return errors
+
+
+@checks.register(TAG)
+def check_backup_pool_settings(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
+    """The backup pool's policy, share and standby fee (auctions.services.backup_pool)."""
+    from django.conf import settings
+
+    from auctions.services.backup_pool import POLICIES
+
+    errors = []
+    policy = settings.CPX_BACKUP_POOL_POLICY
+    if policy not in POLICIES:
+        errors.append(
+            _error(
+                40,
+                f"CPX_BACKUP_POOL_POLICY={policy!r} is not a backup-pool policy.",
+                f"Use one of {', '.join(POLICIES)} (opt_in: jobs submitted with standby=true).",
+            )
+        )
+    share = settings.CPX_BACKUP_POOL_SHARE
+    if isinstance(share, bool) or not isinstance(share, int | float) or not 0 <= share <= 1:
+        errors.append(
+            _error(
+                41,
+                f"CPX_BACKUP_POOL_SHARE={share!r} must be a number from 0 to 1.",
+                "The share of a round's idle devices the pool may hold in standby; the default is 0.5.",
+            )
+        )
+    try:
+        rate = Decimal(settings.CPX_STANDBY_FEE_RATE)
+    except (InvalidOperation, TypeError, ValueError):
+        rate = None
+    if rate is None or not rate.is_finite() or not Decimal(0) <= rate <= 1:
+        errors.append(
+            _error(
+                42,
+                f"CPX_STANDBY_FEE_RATE={settings.CPX_STANDBY_FEE_RATE!r} must be a decimal in [0, 1].",
+                "The standby fee as a share of the running lease's expected cost, e.g. 0.05.",
+            )
+        )
+    return errors

@@ -246,6 +246,71 @@ class Verification(models.Model):
         return f"verification {self.pk} of lease {self.lease_id} {self.status}"
 
 
+class StandbyReservation(models.Model):
+    """A standby in the backup pool (auctions.services.backup_pool): `devices` idle devices of
+    `resource` that the round `round` holds for the running `job`, for a standby `fee` the job's
+    escrow holds from the consumer until the reservation ends.
+
+    HELD ──the job's provider fails──▶ USED      (the job restarts on the standby; fee paid)
+    HELD ──the job ends otherwise──▶ RELEASED    (fee paid: the standby stood by)
+    HELD ──the standby is gone when needed, or when released──▶ LAPSED (fee refunded)
+    """
+
+    class Status(models.TextChoices):
+        HELD = "HELD", "Held"
+        USED = "USED", "Used"
+        RELEASED = "RELEASED", "Released"
+        LAPSED = "LAPSED", "Lapsed"
+
+    round = models.ForeignKey(Round, on_delete=models.PROTECT, related_name="standbys")
+    job = models.ForeignKey(JobRequest, on_delete=models.PROTECT, related_name="standbys")
+    lease = models.ForeignKey(
+        Lease, on_delete=models.PROTECT, related_name="standbys", help_text="the lease it stands behind"
+    )
+    resource = models.ForeignKey(Resource, on_delete=models.PROTECT, related_name="standbys")
+    provider = models.ForeignKey(Provider, on_delete=models.PROTECT, related_name="standbys")
+    devices = models.PositiveIntegerField()
+    unit_price = MoneyField(help_text="per device-hour the job pays if it restarts on it (the standby's ask)")
+    unit_price_received = MoneyField(help_text="per device-hour its provider then receives")
+    expected_device_hours = models.DecimalField(max_digits=14, decimal_places=6)
+    fee = MoneyField()
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.HELD)
+    takeover = models.OneToOneField(
+        Lease, on_delete=models.PROTECT, null=True, blank=True, related_name="took_over_from"
+    )
+    detail = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField()
+    ended_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["status", "resource"])]
+        constraints = [
+            models.UniqueConstraint(fields=["round", "job"], name="standby_one_per_job_per_round"),
+            models.UniqueConstraint(
+                fields=["job"], condition=Q(status="HELD"), name="standby_one_held_per_job"
+            ),
+            models.CheckConstraint(condition=Q(devices__gte=1), name="standby_has_devices"),
+            models.CheckConstraint(condition=Q(fee__gte=0), name="standby_fee_non_negative"),
+            models.CheckConstraint(
+                condition=Q(unit_price__gte=models.F("unit_price_received")),
+                name="standby_no_deficit_per_unit",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"standby {self.pk} of job {self.job_id} on resource {self.resource_id} {self.status}"
+
+
 from auctions.models_sla import JobTerms, LeaseSla  # noqa: E402 - the SLA contract's models (issue 12)
 
-__all__ = ["BatchResult", "JobTerms", "Lease", "LeaseSla", "PriceQuote", "Round", "Verification"]
+__all__ = [
+    "BatchResult",
+    "JobTerms",
+    "Lease",
+    "LeaseSla",
+    "PriceQuote",
+    "Round",
+    "StandbyReservation",
+    "Verification",
+]

@@ -197,6 +197,7 @@ class JobForm(SerializerForm):
         "deadline",
         "requested_memory_per_device_gib",
         "requested_device_count",
+        "standby",
     )
     labels = {
         "model_name": "Model",
@@ -215,6 +216,7 @@ class JobForm(SerializerForm):
         "deadline": "Deadline (UTC)",
         "requested_memory_per_device_gib": "Memory per device (GiB)",
         "requested_device_count": "Devices",
+        "standby": "Keep a standby (backup pool): restart at once if the provider fails, for a fee",
     }
     hints = {
         "model_name": "e.g. llama-3.1-8b-instruct",
@@ -229,6 +231,7 @@ class JobForm(SerializerForm):
         "budget": "Unused budget returns to your balance when the job ends.",
         "requested_memory_per_device_gib": "Optional; CPX sizes the job from the model when empty.",
         "requested_device_count": "Optional; sized from the model when empty.",
+        "standby": "The fee is a small share of the job's cost, escrowed from your balance while it runs.",
     }
 
 

@@ -22,6 +22,7 @@ ELASTIC_DEMAND = "elastic_demand"
 TIERED = "tiered"
 GANG = "gang"
 BROKERS = "brokers"
+BACKUP_POOL = "backup_pool"
 GAMES = frozenset({"stackelberg", "linear_oligopoly", "budget_oligopoly"})
 
 
@@ -70,6 +71,10 @@ def clear(doc, *, input_sha256: str | None = None, replay=None):
         from auctions.mechanisms.broker_book import clear_brokers
 
         return clear_brokers(doc, input_sha256=input_sha256)
+    if mechanism == BACKUP_POOL:
+        from auctions.mechanisms.backup_pool import clear_backup_pool
+
+        return clear_backup_pool(doc, input_sha256=input_sha256)
     raise MechanismError("unknown_mechanism", f"unknown mechanism {mechanism!r}")
 
 

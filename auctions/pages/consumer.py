@@ -12,6 +12,7 @@ from django.views.decorators.http import require_POST
 from auctions.models import Lease
 from auctions.selectors import leases as lease_selectors
 from auctions.selectors import market as market_selectors
+from auctions.selectors.backup_pool import standby_list_for_job
 from auctions.services.jobs import job_request_cancel
 from auctions.services.pricing import job_quote
 from config.errors import DomainError, NotFound
@@ -58,6 +59,9 @@ def _own_job(request, pk: int):
 
 def _job_context(request, job) -> dict:
     leases = list(lease_selectors.lease_list_for_job(job=job))
+    # The backup pool (docs/fusionai.md): read only for a job that can hold a standby.
+    wants_standby = job.standby or settings.CPX_BACKUP_POOL_POLICY == "all"
+    standbys = list(standby_list_for_job(job=job)) if wants_standby else []
     transfers = list(selectors.ledger_transfer_list(user=request.user).filter(job=job))
     charged = sum((t.amount for t in transfers if t.kind in CHARGED), Decimal(0))
     returned = sum((t.amount for t in transfers if t.kind in RETURNED), Decimal(0))
@@ -65,7 +69,8 @@ def _job_context(request, job) -> dict:
         "job": job,
         "leases": leases,
         "transfers": transfers,
-        "timeline": _timeline(job, leases),
+        "timeline": _timeline(job, leases, takeovers={s.takeover_id for s in standbys if s.takeover_id}),
+        "standby": standbys[-1] if standbys else None,
         "usage": {
             "tokens_in": sum(lease.tokens_in for lease in leases),
             "tokens_out": sum(lease.tokens_out for lease in leases),
@@ -77,7 +82,13 @@ def _job_context(request, job) -> dict:
     }
 
 
-def _timeline(job, leases: list[Lease]) -> list[dict]:
+def _matched_label(number: int, *, standby: bool) -> str:
+    if standby:
+        return "Restarted on its standby"  # the backup pool's lease, written at the failover
+    return "Matched" if number == 1 else f"Matched again (attempt {number})"
+
+
+def _timeline(job, leases: list[Lease], takeovers: frozenset = frozenset()) -> list[dict]:
     """Submitted → matched → running → completed/failed, with each lease's end and reason.
 
     Steps are what happened, in order; a step not reached yet is listed as pending."""
@@ -94,7 +105,7 @@ def _timeline(job, leases: list[Lease]) -> list[dict]:
         )
         steps.append(
             {
-                "label": "Matched" if number == 1 else f"Matched again (attempt {number})",
+                "label": _matched_label(number, standby=lease.pk in takeovers),
                 "at": lease.dispatched_at,
                 "state": "done",
                 "detail": f"round {lease.round_id}: {where} at {price}",

@@ -17,6 +17,7 @@ urlpatterns = [
     path("jobs/<int:pk>/", consumer.job_detail, name="job-detail"),
     path("jobs/<int:pk>/live/", consumer.job_live, name="job-live"),
     path("jobs/<int:pk>/cancel/", consumer.job_cancel, name="job-cancel"),
+    path("jobs/<int:pk>/sla/", sla.job_terms, name="job-sla"),
     # the broker's prices at the duals (issue 12)
     path("broker/prices/", brokers.broker_prices, name="broker-prices"),
 ]

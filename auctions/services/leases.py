@@ -36,12 +36,14 @@ from django.conf import settings
 from django.db import DatabaseError, transaction
 from django.db.models import Q
 
-from auctions.models import Lease
+from auctions.models import Lease, StandbyReservation
 from auctions.selectors.leases import provider_online_since
+from auctions.services.backup_pool import standby_take_over
 from auctions.services.batches import lease_batch_close
 from auctions.services.gangs import gang_close_peers, gang_member_complete
 from auctions.services.settlement import LeaseSettlement, job_refund, lease_settle, provider_penalise
 from auctions.services.sla import lease_sla_settle
+from auctions.services.standby_fees import standby_fee_settle
 from config.errors import Conflict, DomainError, InvalidInput, NotFound
 from market.models import JobRequest, Provider
 from market.services.jobs import job_request_transition
@@ -467,7 +469,8 @@ def _fail_over(
     lease: Lease, *, from_statuses, reason: str, detail: str, now: datetime, still: Q | None = None
 ) -> str | None:
     """Close a live lease the provider failed and put its job back in the book (or expire it past its
-    deadline); penalise the provider. Returns "requeued" or "expired", or None if the lease's
+    deadline), or restart it on its standby in the backup pool; penalise the provider. Returns
+    "requeued", "standby" or "expired", or None if the lease's
     compare-and-set lost (it had changed: completed, failed over by someone else, or — with `still` —
     no longer matches the sweep's reason). The caller holds the job's row lock (`_lock_job`).
 
@@ -505,18 +508,26 @@ def _fail_over(
     lease.refresh_from_db()
     if lease.gang is not None:  # one member down takes the gang down: re-queued whole, once
         gang_close_peers(lease=lease, now=now, status=Status.FAILED if expired else Status.REASSIGNED)
+    # The backup pool: a job holding a standby restarts on it now (USED), not at the next round,
+    # unless the standby is gone too (LAPSED): then it is requeued as before. (A gang holds none.)
+    standby = None if expired or lease.gang is not None else standby_take_over(lease=lease, now=now)
+    restarted = standby is not None and standby.status == StandbyReservation.Status.USED
     if expired:
         job_request_transition(
             job=lease.job, from_statuses=JOB_LIVE, to=JobStatus.EXPIRED, now=now, close_reason=Reason.DEADLINE
         )
-    elif not job_request_transition(job=lease.job, from_statuses=JOB_LIVE, to=JobStatus.QUEUED, now=now):
+    elif not restarted and not job_request_transition(
+        job=lease.job, from_statuses=JOB_LIVE, to=JobStatus.QUEUED, now=now
+    ):
         raise LeaseJobOutOfStep("The lease's job is not live.", lease=lease.pk, job=lease.job_id)
     # Penalty before refund: the provider's account is locked before the consumer's (lock order).
     provider_penalise(provider=lease.provider, lease=lease, now=now)
+    if standby is not None:
+        standby_fee_settle(reservation=standby, now=now)
     if expired:
         job_refund(job=lease.job, now=now, reason="deadline passed")
         return "expired"
-    return "requeued"
+    return "standby" if restarted else "requeued"
 
 
 # What one row of a sweep may raise without stopping the sweep: a domain refusal (a lease out of
@@ -534,6 +545,7 @@ class SweepSummary:
     unstable: int = 0
     not_accepted: int = 0
     requeued: int = 0
+    standby: int = 0  # restarted on their standby in the backup pool
     expired: int = 0
     orphaned: int = 0
     queued_expired: int = 0

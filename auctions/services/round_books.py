@@ -25,6 +25,7 @@ from auctions.mechanisms import classes, latency, quality, throughput
 from auctions.mechanisms.canonical import canonical_json
 from auctions.mechanisms.posted_price import clearing_price_estimate, posted_gains_bound, unit_gains_bound
 from auctions.selectors import rounds as selectors
+from auctions.selectors.backup_pool import standby_held_devices
 from auctions.services import broker_books, gang_books, tier_books
 from auctions.services.elastic_demand import elastic_document, elastic_fills
 
@@ -89,8 +90,11 @@ def snapshot_book(
         job["bid"] = float(job["max_price_per_device_hour"])
         job["base_device_hours"] = throughput.base_device_hours(**_workload(job))
         job["hours_left"] = (job["deadline"] - now).total_seconds() / 3600
+    # Devices held in standby for running jobs (auctions.services.backup_pool) are not for sale.
+    held = standby_held_devices()
+    resources = [r for r in resources if r["device_count"] - r["busy"] - held.get(r["id"], 0) > 0]
     for resource in resources:
-        resource["free"] = resource["device_count"] - resource["busy"]
+        resource["free"] = resource["device_count"] - resource["busy"] - held.get(resource["id"], 0)
         resource["memory"] = float(resource["memory_per_device_gib"])
         resource["ask"] = float(resource["ask_per_device_hour"])
         _quality_adjust(resource, rule)
@@ -633,6 +637,7 @@ class BookBuilder:
         if adjusted:  # the snapshot records the factors, so a replay (and a reader) sees them
             doc["quality"] = {
                 "weight": float(getattr(settings, "CPX_SLA_QUALITY_WEIGHT", 0.0)),
+                "reputation": {f"r{r['id']}": float(r["provider__reputation"]) for r in adjusted},
                 "factor": {f"r{r['id']}": r["quality_factor"] for r in adjusted},
                 "reported_ask": {f"r{r['id']}": r["reported_ask"] for r in adjusted},
             }
@@ -689,7 +694,15 @@ class BookBuilder:
         fills, elastic = [], None
         for book, result in zip(self.books, results, strict=True):
             if book.kind == gang_books.KIND:
-                fills.extend(Fill(**part) for part in gang_books.gang_fill_parts(book, result))
+                fills.extend(
+                    Fill(
+                        **{
+                            **part,
+                            "unit_price_received": _received(part["resource"], part["unit_price_received"]),
+                        }
+                    )
+                    for part in gang_books.gang_fill_parts(book, result)
+                )
             elif book.kind == "elastic":
                 elastic = (book.doc, result)
             elif book.kind == broker_books.KIND:

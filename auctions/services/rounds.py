@@ -47,6 +47,7 @@ from auctions.mechanisms import ENGINE_VERSION, MechanismError, clear
 from auctions.mechanisms.canonical import input_sha256 as canonical_sha256
 from auctions.models import Lease, Round
 from auctions.selectors import rounds as selectors
+from auctions.services import backup_pool
 from auctions.services import round_books as books
 from auctions.services.dispatch import jobs_refuse_uncovered
 from auctions.services.elastic_demand import elastic_record_purchases
@@ -162,10 +163,14 @@ def round_clear(*, round_id: int, now: datetime) -> Round:
         timings["snapshot"] += time.perf_counter() - started
         try:
             cleared = builder.run(clear_document=_clear_timed(timings))
+            # The backup pool: standbys for running jobs among the devices left idle (one more book).
+            pool = backup_pool.standby_book(builder=builder, cleared=cleared, round_id=round_obj.pk, now=now)
+            if pool is not None:
+                pool.result = _clear_timed(timings)(pool.doc, pool.digest)
         except MechanismError as error:
             return _fail(round_obj, builder=builder, config=config, error=error, now=now)
         started = time.perf_counter()
-        _write(round_obj, builder=builder, cleared=cleared, config=config, now=now)
+        _write(round_obj, builder=builder, cleared=cleared, config=config, now=now, pool=pool)
         timings["write"] = time.perf_counter() - started
         round_obj.timings_ms = {name: round(seconds * 1000, 3) for name, seconds in timings.items()}
         Round.objects.filter(pk=round_obj.pk).update(timings_ms=round_obj.timings_ms)
@@ -235,7 +240,7 @@ def _fail(round_obj: Round, *, builder, config: dict, error: MechanismError, now
     return round_obj
 
 
-def _write(round_obj: Round, *, builder, cleared: list, config: dict, now: datetime) -> None:
+def _write(round_obj: Round, *, builder, cleared: list, config: dict, now: datetime, pool=None) -> None:
     fills = builder.fills(cleared)
     leases = [_lease(round_obj, fill, now=now) for fill in fills]
     filled = {lease.job_id for lease in leases}  # matched or refused below: none of them waits
@@ -261,12 +266,17 @@ def _write(round_obj: Round, *, builder, cleared: list, config: dict, now: datet
     _write_waiting_reasons(round_obj, builder=builder, cleared=cleared, matched=filled)
     # The waiting agents hear of their offers when this commits (auctions/services/offers.py).
     offers_announce(provider_ids=[lease.provider_id for lease in leases])
+    backup_pool.standby_reserve(round_id=round_obj.pk, pool=pool, now=now)
     summary = builder.summary(cleared)
     round_obj.status = Round.Status.CLEARED
     round_obj.active_slot = None
-    round_obj.mechanism = {**config, "books": builder.book_meta}
+    round_obj.mechanism = {**config, "books": builder.book_meta + ([pool.meta] if pool else [])}
     round_obj.engine_version = ENGINE_VERSION
+    # The pool's book and answer close the snapshot and the result, so a replay re-derives it too.
     round_obj.snapshot = builder.snapshot_text()
+    if pool is not None:
+        round_obj.snapshot = f"{round_obj.snapshot[:-1]}{',' if builder.books else ''}{pool.text}]"
+        cleared = [*cleared, pool.result]
     round_obj.snapshot_sha256 = _sha(round_obj.snapshot)
     round_obj.result = cleared
     round_obj.result_sha256 = canonical_sha256(cleared)

@@ -20,13 +20,14 @@ from django.db import transaction
 from django.db.models import F, Value
 from django.db.models.functions import Greatest
 
-from auctions.models import Lease
+from auctions.models import Lease, LeaseSla
 from auctions.services.broker_fees import (
     broker_fee_moves,
     broker_fees_due,
     broker_fees_paid,
     broker_fees_record,
 )
+from auctions.services.standby_fees import standby_release
 from config.errors import Conflict
 from market.models import JobRequest, LedgerAccount, LedgerTransfer, Provider
 from market.money import to_money
@@ -92,6 +93,7 @@ def lease_settle(*, lease: Lease, now: datetime) -> LeaseSettlement:
     if done is not None:
         return done
     job = lease.job
+    standby_release(job=job, now=now)  # the job's standby fee leaves the escrow first (backup pool)
     escrow = LedgerAccount.objects.select_for_update().get(kind=LedgerAccount.Kind.ESCROW, job=job)
     hours, charge, provider_net, platform, refund = settlement_amounts(
         device_seconds=lease.device_seconds,
@@ -157,8 +159,10 @@ def _settled(lease: Lease) -> LeaseSettlement | None:
 def job_refund(*, job: JobRequest, now: datetime, reason: str) -> Decimal:
     """Return everything the job's escrow still holds to its consumer; returns the amount.
 
-    Idempotent: an empty escrow (already refunded or settled) moves nothing and returns 0.
+    Idempotent: an empty escrow (already refunded or settled) moves nothing and returns 0. A standby
+    the job still holds in the backup pool is released first (its fee paid or refunded).
     """
+    standby_release(job=job, now=now)
     escrow = LedgerAccount.objects.select_for_update().get(kind=LedgerAccount.Kind.ESCROW, job=job)
     if escrow.balance <= 0:
         return ZERO
@@ -177,8 +181,15 @@ def job_refund(*, job: JobRequest, now: datetime, reason: str) -> Decimal:
 
 
 def lease_penalty_due(lease: Lease) -> Decimal:
-    """CPX_SLA_PENALTY_RATE × the lease's expected cost (unit_price_paid × expected_device_hours)."""
-    return to_money(settings.CPX_SLA_PENALTY_RATE * lease.unit_price_paid * lease.expected_device_hours)
+    """The penalty rate × the lease's expected cost (unit_price_paid × expected_device_hours). The rate
+    is the lease's contract's `deadline_penalty_rate` when its deadline passed (auctions.services.sla),
+    else CPX_SLA_PENALTY_RATE."""
+    rate = settings.CPX_SLA_PENALTY_RATE
+    if lease.close_reason == Lease.CloseReason.DEADLINE:
+        contract = LeaseSla.objects.filter(lease=lease).values_list("terms", flat=True).first() or {}
+        if contract.get("deadline_penalty_rate") is not None:
+            rate = Decimal(str(contract["deadline_penalty_rate"]))
+    return to_money(rate * lease.unit_price_paid * lease.expected_device_hours)
 
 
 @transaction.atomic

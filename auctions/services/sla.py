@@ -231,8 +231,10 @@ def probe_record(*, provider: Provider, token, now: datetime) -> dict:
     rtt_ms = (_micros(now) - sent) / 1000
     if rtt_ms < 0 or rtt_ms > settings.CPX_SLA_PROBE_MAX_AGE_S * 1000:
         raise ProbeExpired("The probe is too old; echo the newest one at once.", rtt_ms=rtt_ms)
+    # Only the SLA rows are locked (not the joined leases): a completion holds its lease and then
+    # takes its SLA row, so locking leases here could close a cycle.
     rows = list(
-        LeaseSla.objects.select_for_update()
+        LeaseSla.objects.select_for_update(of=("self",))
         .filter(lease__provider=provider, lease__status=Lease.Status.RUNNING, last_probe_us__lt=sent)
         .order_by("lease_id")
     )
@@ -251,8 +253,11 @@ def probe_record(*, provider: Provider, token, now: datetime) -> dict:
 
 
 def _charge(lease: Lease) -> Decimal:
+    """What the lease's settlement took out of the job's escrow (payment, fee, any broker's fee)."""
     paid = LedgerTransfer.objects.filter(
-        reference__in=[f"lease:{lease.pk}:payment", f"lease:{lease.pk}:fee"]
+        debit__kind=LedgerAccount.Kind.ESCROW,
+        debit__job_id=lease.job_id,
+        reference__startswith=f"lease:{lease.pk}:",
     ).values_list("amount", flat=True)
     return sum(paid, ZERO)
 

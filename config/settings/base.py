@@ -371,6 +371,13 @@ CPX_BOOK_INCLUDE_UNSEEN_PROVIDERS = env.bool("CPX_BOOK_INCLUDE_UNSEEN_PROVIDERS"
 # whose bids join the queued ones as demand.
 CPX_PRICING_HORIZON_H = env.float("CPX_PRICING_HORIZON_H", default=1.0)
 CPX_PRICING_RECENT_ROUNDS = env.int("CPX_PRICING_RECENT_ROUNDS", default=20)
+# Backup pool (issue 12, FusionAI; auctions.services.backup_pool): each round holds up to this share
+# of its idle devices in standby for running jobs (0 = no pool); which jobs get one: "opt_in" (jobs
+# submitted with standby=true), "all", or "off"; the fee, a share of the lease's expected cost,
+# escrowed from the consumer and paid to the standby's provider.
+CPX_BACKUP_POOL_POLICY = env.str("CPX_BACKUP_POOL_POLICY", default="opt_in")
+CPX_BACKUP_POOL_SHARE = env.float("CPX_BACKUP_POOL_SHARE", default=0.5)
+CPX_STANDBY_FEE_RATE = Decimal(env.str("CPX_STANDBY_FEE_RATE", default="0.05"))
 # --- end Clearing (issue 4)
 
 # --- Tasks and schedule (issue 4)

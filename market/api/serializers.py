@@ -159,6 +159,11 @@ class JobSubmitSerializer(StrictSerializerMixin, serializers.Serializer):
         max_digits=8, decimal_places=2, min_value=Decimal("0.01"), required=False
     )
     requested_device_count = serializers.IntegerField(min_value=1, max_value=4096, required=False)
+    standby = serializers.BooleanField(
+        required=False,
+        help_text="keep a standby in the backup pool while the job runs, for a standby fee "
+        "(CPX_STANDBY_FEE_RATE of the lease's expected cost); see docs/fusionai.md",
+    )
     input_file_id = serializers.CharField(
         max_length=40,
         required=False,
@@ -253,6 +258,7 @@ class JobRequestSerializer(serializers.ModelSerializer):
             "placement",
             "elastic",
             "gang",
+            "standby",
             "requested_memory_per_device_gib",
             "requested_device_count",
             "memory_per_device_gib",

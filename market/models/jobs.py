@@ -61,6 +61,8 @@ class JobRequest(models.Model):
     elastic = models.JSONField(null=True, blank=True, help_text="elastic demand: utility, bounds, purchase")
     # Opt-in gang (market.services.gangs): {max_members, max_latency_ms, layers, layer_gib}; null: none.
     gang = models.JSONField(null=True, blank=True, help_text="gang terms and pipeline unit, if a gang")
+    # Backup pool (auctions.services.backup_pool): the consumer asks for a standby, for a fee.
+    standby = models.BooleanField(default=False, help_text="keep a standby in the backup pool")
     # What the consumer stated, if anything, and what CPX derived (and will match on).
     requested_memory_per_device_gib = models.DecimalField(
         max_digits=8, decimal_places=2, null=True, blank=True

@@ -41,7 +41,8 @@ class Provider(models.Model):
         null=True, blank=True, validators=[MinValueValidator(-180), MaxValueValidator(180)]
     )
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.ACTIVE)
-    # Placeholder until SLA outcomes feed it (issue 4): 1 = spotless.
+    # 1 = spotless. Lowered by SLA faults, breaches and failed spot checks; read by clearing as the
+    # quality factor of the provider's asks (auctions.mechanisms.quality, docs/sla.md).
     reputation = models.DecimalField(max_digits=5, decimal_places=4, default=1)
     stake = MoneyField(default=0)
     last_heartbeat_at = models.DateTimeField(null=True, blank=True)

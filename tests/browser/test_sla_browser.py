@@ -7,7 +7,7 @@ import pytest
 from django.utils import timezone
 from playwright.sync_api import expect
 
-from auctions.models import Lease, LeaseSla
+from auctions.models import JobTerms, Lease, LeaseSla
 from auctions.services.sla import job_terms_set, lease_sla_copy
 from tests.browser.conftest import log_in, user_with_password
 from tests.factories import ConsumerFactory, ProviderFactory, ProviderUserFactory, ResourceFactory, job_submit
@@ -69,4 +69,31 @@ class TestSlaPages:
         expect(page.locator(".sla-probes")).to_contain_text("12: p50 42.0 ms, p95 180.0 ms")
         expect(page.locator(".sla-breaches")).to_contain_text("latency")
         expect(page.get_by_text("Completed in breach of its SLA")).to_be_visible()
+        assert page.problems == []
+
+    def test_the_consumer_states_a_queued_jobs_terms_on_its_page(self, page, live_market, settings):
+        settings.CPX_MAX_JOB_DEADLINE_DAYS = 36500
+        with live_market.db.turn():
+            consumer = user_with_password(ConsumerFactory, balance=Decimal("100"))
+            now = timezone.now()
+            # No provider lists a device: the job stays queued while the page is used.
+            job = job_submit(consumer=consumer, now=now, deadline=now.replace(year=2099))
+
+        log_in(page, live_market, consumer)
+        page.goto(f"{live_market.url}/jobs/{job.pk}/")
+        page.get_by_label("Latency bound, p95 RTT (ms)").fill("75")
+        page.get_by_label("Minimum verified quality (0–1)").fill("1.5")
+        page.get_by_role("button", name="Set the terms").click()
+        expect(page.get_by_text("min_quality is a number from 0 to 1.")).to_be_visible()
+        page.get_by_label("Latency bound, p95 RTT (ms)").fill("75")
+        page.get_by_label("Minimum verified quality (0–1)").fill("0.9")
+        page.get_by_label("Latency penalty rate").fill("0.4")
+        page.get_by_role("button", name="Set the terms").click()
+
+        expect(page.get_by_text("The SLA terms are set")).to_be_visible()
+        expect(page.locator(".sla-latency")).to_contain_text("at most 75 ms")
+        expect(page.locator(".sla-latency")).to_contain_text("penalty rate 0.4000")
+        expect(page.locator(".sla-quality")).to_contain_text("0.9000")
+        terms = live_market.db.read(lambda: JobTerms.objects.get(job_id=job.pk))
+        assert (terms.latency_p95_ms, terms.min_quality) == (75, Decimal("0.9000"))
         assert page.problems == []

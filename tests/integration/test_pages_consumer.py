@@ -65,6 +65,18 @@ class TestSubmit:
         assert (job.status, job.budget, job.idempotency_key) == ("QUEUED", Decimal("10"), "form-key-1")
         assert LedgerAccount.objects.get(kind="CONSUMER", user=consumer).balance == Decimal("40")
 
+    def test_a_job_asks_for_a_standby_in_the_backup_pool_with_a_checkbox(self):
+        consumer = ConsumerFactory(balance=Decimal("50"))
+        client = signed_in(consumer)
+
+        body = client.get(reverse("pages:job-new")).content.decode()
+        client.post(reverse("pages:job-new"), job_form(standby="on"))
+        client.post(reverse("pages:job-new"), job_form(idempotency_key="form-key-2"))
+
+        assert 'name="standby"' in body
+        jobs = JobRequest.objects.filter(consumer=consumer).order_by("id")
+        assert [job.standby for job in jobs] == [True, False]
+
     def test_a_resubmitted_form_is_one_job(self):
         consumer = ConsumerFactory(balance=Decimal("50"))
         client = signed_in(consumer)

@@ -1,6 +1,7 @@
 """SLA terms that bite (auctions.services.sla): a job's own terms, validated, copied to the lease a
 round writes, latency measured by probes, and breaches charged at settlement in the ledger."""
 
+import json
 from datetime import timedelta
 from decimal import Decimal
 
@@ -8,7 +9,7 @@ import pytest
 from django.test import override_settings
 
 from auctions.models import JobTerms, Lease, LeaseSla
-from auctions.services.leases import lease_accept, lease_complete
+from auctions.services.leases import lease_accept, lease_complete, lease_sweep
 from auctions.services.rounds import round_clear, round_open, round_replay
 from auctions.services.sla import (
     ProbeExpired,
@@ -26,6 +27,7 @@ from auctions.services.sla import (
 )
 from market.models import LedgerAccount, LedgerTransfer, Provider
 from market.selectors import ledger_is_balanced
+from market.services.ledger import ledger_account_for_user, ledger_transfer
 from tests.conftest import NOW, later
 from tests.factories import ConsumerFactory, ProviderFactory, ResourceFactory, job_submit
 
@@ -280,6 +282,64 @@ class TestReputationInClearing:
         round_obj, poor, good, leases = self.clear_two_sellers()
 
         assert [lease.resource_id for lease in leases] == [good.pk]
-        assert f'"r{poor.pk}":1.4' in round_obj.snapshot  # the factor is in the replayable snapshot
+        # The reputation and its factor are in the replayable snapshot.
+        (quality,) = [book["quality"] for book in json.loads(round_obj.snapshot) if "quality" in book]
+        assert quality == {
+            "weight": 0.5,
+            "reputation": {f"r{poor.pk}": 0.2},
+            "factor": {f"r{poor.pk}": 1.4},
+            "reported_ask": {f"r{poor.pk}": 0.1},
+        }
         assert leases[0].unit_price_received <= leases[0].unit_price_paid
+        assert round_replay(round_id=round_obj.pk)["match"]
+
+
+def ledger_deposit_earnings(provider, amount: Decimal) -> None:
+    """Earnings for the provider, paid from a funded consumer's balance (a balanced transfer)."""
+    payer = ConsumerFactory(balance=Decimal("100"))
+    ledger_transfer(
+        debit=ledger_account_for_user(user=payer, kind=LedgerAccount.Kind.CONSUMER),
+        credit=ledger_account_for_user(user=provider.user, kind=LedgerAccount.Kind.PROVIDER),
+        amount=amount,
+        kind=LedgerTransfer.Kind.PAYMENT,
+        now=NOW,
+    )
+
+
+class TestContractRateOnFailover:
+    def test_a_lease_failed_over_past_its_deadline_pays_its_contracts_deadline_rate(self):
+        lease = matched_lease(terms={"deadline_penalty_rate": "0.5"})
+        lease_accept(provider=lease.provider, lease_id=lease.pk, now=NOW)
+        # Earnings to pay from: another lease of the provider, completed and settled.
+        ledger_deposit_earnings(lease.provider, Decimal("5"))
+
+        lease_sweep(now=lease.job.deadline + timedelta(seconds=1))
+
+        lease.refresh_from_db()
+        assert lease.close_reason == Lease.CloseReason.DEADLINE
+        penalty = LedgerTransfer.objects.get(reference=f"lease:{lease.pk}:penalty")
+        expected = (Decimal("0.5") * lease.unit_price_paid * lease.expected_device_hours).quantize(
+            Decimal("0.000001")
+        )
+        assert penalty.amount == expected
+        assert ledger_is_balanced()
+
+
+class TestReputationInGangs:
+    @override_settings(CPX_SLA_QUALITY_WEIGHT=0.5)
+    def test_a_gang_member_with_a_poor_record_is_paid_its_cost_deflated(self):
+        from tests.integration.test_gangs import FRANKFURT, PARIS, big_job, clear_round, consumer_gpus
+
+        paris, frankfurt = consumer_gpus(PARIS), consumer_gpus(FRANKFURT)
+        Provider.objects.filter(pk=paris.provider_id).update(reputation=Decimal("0.6"))  # f = 1.2
+        job = big_job(ConsumerFactory(balance=Decimal("10000")))
+
+        round_obj = clear_round()
+
+        leases = {lease.resource_id: lease for lease in Lease.objects.filter(job=job)}
+        assert set(leases) == {paris.pk, frankfurt.pk}
+        # Each member's receipt is its cost at its effective ask, divided by its factor: the ask.
+        assert leases[paris.pk].unit_price_received == Decimal("0.400000")
+        assert leases[frankfurt.pk].unit_price_received == Decimal("0.400000")
+        assert leases[paris.pk].unit_price_paid >= leases[paris.pk].unit_price_received
         assert round_replay(round_id=round_obj.pk)["match"]

@@ -6,6 +6,7 @@ Retrying a POST is safe: every agent call is a compare-and-set on the server, so
 first attempt got through answers 409 (e.g. `lease_already_closed`) and changes nothing.
 """
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -52,6 +53,10 @@ class AgentClient:
         self.max_backoff_s = max_backoff_s
         self.sleep = sleep
         self._local = threading.local()  # a requests.Session is not shared between threads
+        # One short call at a time per agent (heartbeats, probe echoes, lease reports; not the offer
+        # long-polls): the probe's echo then never queues behind this agent's own traffic, and an
+        # embedded exchange on one SQLite connection sees one call of an agent at a time.
+        self._one_call = threading.Lock()
         self.offer_channel = True  # until the exchange answers that it has no /agent/offers
 
     def _session(self) -> requests.Session:
@@ -71,9 +76,10 @@ class AgentClient:
                 self.sleep(delay)
                 delay = min(delay * 2, self.max_backoff_s)
             try:
-                response = self._session().request(
-                    method, self.api + path, json=json, params=params, timeout=timeout_s or self.timeout_s
-                )
+                with contextlib.nullcontext() if (params or {}).get("wait") else self._one_call:
+                    response = self._session().request(
+                        method, self.api + path, json=json, params=params, timeout=timeout_s or self.timeout_s
+                    )
             except (requests.ConnectionError, requests.Timeout) as error:
                 last = f"{type(error).__name__}: {error}"
                 continue

@@ -172,6 +172,15 @@ class Agent:
             lease.get("resource_class", "?"),
             lease.get("unit_price_received", "?"),
         )
+        terms = (lease.get("sla") or {}).get("terms") or {}
+        if terms:  # the contract the agent just accepted (docs/sla.md)
+            logger.info(
+                "lease %s SLA: p95 RTT <= %s ms, complete by %s, min quality %s",
+                lease_id,
+                terms.get("latency_p95_ms") or "-",
+                terms.get("complete_by") or "-",
+                terms.get("min_quality") or "-",
+            )
         gang = lease.get("gang")
         if gang:  # one stage of a pipeline split across providers (docs/fusionai-gangs.md)
             logger.info(
