@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from auctions.mechanisms import MechanismError, clear, price, welfare_milp
+from auctions.mechanisms.brokers import Broker, Server, User, clear_three_tier
 from auctions.mechanisms.canonical import input_sha256
 from tests.unit.mechanisms.test_heterogeneous_pruning import congested_book
 
@@ -105,6 +106,7 @@ BOOKS = {
         ],
     },
     "tiered": tiered_book,
+    "brokers": lambda: broker_book(),  # MECM's three-tier book of a live round (docs/mecm.md)
 }
 GAMES = {
     "stackelberg uniform": {"game": "stackelberg", "valuations": [4, 6, 8, 10, 3.5, 7.25], "unit_cost": 1},
@@ -184,6 +186,52 @@ class TestReplayUnderLoad:
             assert elsewhere[name] == input_sha256(quiet[name]), name
         assert quiet["welfare automatic pruning"]["pruning"]["automatic"] is True
         assert all(quiet[name]["stopped_by"] != "time_limit" for name in BOOKS if "welfare" in name)
+
+
+def three_tier_market():
+    """60 users over 6 servers; each reaches one server directly and four through one broker."""
+    rng = np.random.default_rng(408)
+    servers = [Server(f"s{k}", int(rng.integers(3, 9)), float(rng.uniform(0.5, 1.5))) for k in range(6)]
+    brokers = [Broker("b", 20, 0.1, ("s0", "s1", "s2", "s3"))]
+    users = [
+        User(f"u{j}", int(rng.integers(1, 5)), float(np.round(rng.uniform(1, 3), 3)), ("b",), (f"s{j % 6}",))
+        for j in range(60)
+    ]
+    return servers, brokers, users
+
+
+def broker_book() -> dict:
+    """The three-tier market as the round's `brokers` BOOK document."""
+    servers, brokers, users = three_tier_market()
+    return {
+        "mechanism": "brokers",
+        "node_limit": 20_000,
+        "servers": [{"id": s.id, "capacity": s.capacity, "cost": s.cost} for s in servers],
+        "brokers": [
+            {"id": b.id, "capacity": b.capacity, "cost": b.cost, "servers": list(b.servers)} for b in brokers
+        ],
+        "users": [
+            {
+                "id": u.id,
+                "demand": u.demand,
+                "value": u.value,
+                "brokers": list(u.brokers),
+                "direct": list(u.direct),
+            }
+            for u in users
+        ],
+    }
+
+
+class TestBrokerTierUnderLoad:
+    def test_the_three_tier_allocation_and_its_dual_prices_are_the_same_under_cpu_load(self, cpu_load):
+        quiet = clear_three_tier(*three_tier_market())
+        assert cpu_load() >= 2
+
+        loaded = clear_three_tier(*three_tier_market())
+
+        assert loaded == quiet  # routes, payments, welfare, LP bound and every dual, exactly
+        assert quiet.status == "optimal" and any(route.broker == "b" for route in quiet.routes)
 
 
 class TestWorkLimitsNotTime:
