@@ -81,6 +81,12 @@ def welfare_auto_book() -> dict:
     return congested_book(150, 10)
 
 
+def seeded_gang_book() -> dict:
+    from tests.unit.mechanisms.test_gang import seeded_book  # that module imports this one's fixture
+
+    return seeded_book()
+
+
 BOOKS = {
     "mcafee": lambda: unit_book("mcafee"),
     "trade_reduction": lambda: unit_book("trade_reduction"),
@@ -107,6 +113,34 @@ BOOKS = {
     },
     "tiered": tiered_book,
     "brokers": lambda: broker_book(),  # MECM's three-tier book of a live round (docs/mecm.md)
+    "posted_price": lambda: {
+        "mechanism": "posted_price",
+        "salt": "round-408",
+        "prices": {"GPU/24G/eu-west": 1.5, "GPU/80G/eu-west": 3.0},
+        "bids": [
+            {"id": f"j{i}", "price": 1 + i / 10, "accepts": [f"r{k}" for k in range(i % 4, 8, 2)]}
+            for i in range(30)
+        ],
+        "asks": [
+            {
+                "id": f"r{k}",
+                "price": 0.5 + k / 5,
+                "quantity": 2,
+                "class": ("GPU/24G/eu-west", "GPU/80G/eu-west")[k % 2],
+            }
+            for k in range(8)
+        ],
+    },
+    "gang": lambda: seeded_gang_book(),  # FusionAI's pipelines across providers (docs/fusionai-gangs.md)
+    "backup_pool": lambda: {
+        "mechanism": "backup_pool",
+        "share": 0.5,
+        "jobs": [
+            {"id": f"j{i}", "devices": 1 + i % 3, "accepts": [f"r{k}" for k in range(i % 5, 10, 3)]}
+            for i in range(25)
+        ],
+        "asks": [{"id": f"r{k}", "price": k % 4, "quantity": 1 + k % 3} for k in range(10)],
+    },
 }
 GAMES = {
     "stackelberg uniform": {"game": "stackelberg", "valuations": [4, 6, 8, 10, 3.5, 7.25], "unit_cost": 1},
