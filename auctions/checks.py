@@ -154,6 +154,40 @@ def check_clearing_settings(app_configs=None, **kwargs) -> list[checks.CheckMess
     return errors
 
 
+@checks.register(TAG)
+def check_round_shards(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
+    """CPX_ROUND_SHARDS and its timeout; shards need a broker and a result backend every worker shares."""
+    from django.conf import settings
+
+    shards, timeout = settings.CPX_ROUND_SHARDS, settings.CPX_ROUND_SHARD_TIMEOUT_S
+    if isinstance(shards, bool) or not isinstance(shards, int) or not 1 <= shards <= 64:
+        return [
+            _error(80, f"CPX_ROUND_SHARDS={shards!r} must be an integer in 1..64.", "1 clears in one task.")
+        ]
+    if not _positive_number(timeout) or timeout > 600:
+        return [
+            _error(
+                81,
+                f"CPX_ROUND_SHARD_TIMEOUT_S={timeout!r} must be a number of seconds in (0, 600].",
+                "Keep it below the round task's own limit (120 s for the beat's rounds), so that a lost "
+                "shard is given up before the round is.",
+            )
+        ]
+    shared = ("redis://", "rediss://")
+    if shards > 1 and not (
+        settings.CELERY_BROKER_URL.startswith(shared) and settings.CELERY_RESULT_BACKEND.startswith(shared)
+    ):
+        return [
+            _error(
+                82,
+                f"CPX_ROUND_SHARDS={shards} needs CELERY_BROKER_URL and CELERY_RESULT_BACKEND on Redis.",
+                "The shards of a round travel to other workers and back; in-process brokers and result "
+                "backends reach no other worker. Set both to redis://…, or CPX_ROUND_SHARDS=1.",
+            )
+        ]
+    return []
+
+
 def _round_commit_errors(settings) -> list[checks.CheckMessage]:
     """The match on chain (issue 12): rounds per commit transaction and how often the task runs."""
     errors = []

@@ -608,6 +608,20 @@ def _h32(digest: str) -> bytes:
     return raw
 
 
+def _debit_rows(debits: Sequence[tuple[Any, str, int]]) -> list[tuple]:
+    """A batch's debits as the contract's rows: the signed order's fields, the amount, (v, r, s)."""
+    from contracts.orders import split_signature
+
+    rows = []
+    for order, signature, amount in debits:
+        v, r, s = split_signature(signature)
+        rows.append(
+            (order.consumer, bytes.fromhex(order.job_hash[2:]), order.max_amount_wei,
+             order.cumulative_max_wei, order.nonce, order.deadline, amount, v, r, s)
+        )  # fmt: skip
+    return rows
+
+
 def _round_rows(rounds: Sequence[tuple[int, str, str]]) -> list[tuple[int, bytes, bytes]]:
     return [(int(round_id), _h32(snapshot), _h32(result)) for round_id, snapshot, result in rounds]
 
@@ -715,15 +729,8 @@ class SettlementV2Client(SettlementClient):
     ) -> dict:
         """Commit a batch: ``debits`` = (Order, signature, amount wei), ``credits`` = (payee, cumulative)."""
         from contracts.merkle import CreditTree
-        from contracts.orders import split_signature
 
-        rows = []
-        for order, signature, amount in debits:
-            v, r, s = split_signature(signature)
-            rows.append(
-                (order.consumer, bytes.fromhex(order.job_hash[2:]), order.max_amount_wei,
-                 order.cumulative_max_wei, order.nonce, order.deadline, amount, v, r, s)
-            )  # fmt: skip
+        rows = _debit_rows(debits)
         tree = CreditTree(credits)
         receipt = self._send(
             self._contract().functions.commitBatch(_b32(batch_id), rows, [list(c) for c in tree.credits])
@@ -834,15 +841,8 @@ class SettlementV2Client(SettlementClient):
     ) -> dict:
         """``commit_credits`` and ``commit_rounds`` in one transaction (``commitBatchWithRounds``)."""
         from contracts.merkle import CreditTree
-        from contracts.orders import split_signature
 
-        rows = []
-        for order, signature, amount in debits:
-            v, r, s = split_signature(signature)
-            rows.append(
-                (order.consumer, bytes.fromhex(order.job_hash[2:]), order.max_amount_wei,
-                 order.cumulative_max_wei, order.nonce, order.deadline, amount, v, r, s)
-            )  # fmt: skip
+        rows = _debit_rows(debits)
         tree = CreditTree(credits)
         receipt = self._send(
             self._contract().functions.commitBatchWithRounds(

@@ -28,6 +28,7 @@ from django.utils import timezone
 
 from auctions.services.leases import lease_sweep
 from auctions.services.pricing import price_quotes_update
+from auctions.services.round_shards import books_clear_shard
 from auctions.services.rounds import round_clear, round_open
 from config.errors import DomainError
 from market.services.files import file_expire
@@ -80,6 +81,15 @@ def open_and_clear_round() -> dict:
         return _round_result(round_clear(round_id=round_obj.pk, now=now))
     except DomainError as error:
         return _refused("auctions.open_and_clear_round", error)
+
+
+@shared_task(
+    name="auctions.clear_round_shard", soft_time_limit=90, time_limit=110, track_started=True, **POLICY
+)
+def clear_round_shard(*, round_id: int, books: list) -> dict:
+    """Clear some books of round `round_id` with the engine (pure: the documents travel in the message;
+    no database). The round's own task commits the results (auctions/services/round_shards.py)."""
+    return {"round_id": round_id, "books": books_clear_shard(books=books)}
 
 
 @shared_task(name="auctions.update_prices", soft_time_limit=60, time_limit=90, **POLICY)

@@ -21,6 +21,7 @@ POSTED_PRICE = "posted_price"
 ELASTIC_DEMAND = "elastic_demand"
 TIERED = "tiered"
 GANG = "gang"
+BROKERS = "brokers"
 BACKUP_POOL = "backup_pool"
 GAMES = frozenset({"stackelberg", "linear_oligopoly", "budget_oligopoly"})
 
@@ -66,6 +67,10 @@ def clear(doc, *, input_sha256: str | None = None, replay=None):
         from auctions.mechanisms.gang import clear_gang
 
         return clear_gang(doc, input_sha256=input_sha256)
+    if mechanism == BROKERS:
+        from auctions.mechanisms.broker_book import clear_brokers
+
+        return clear_brokers(doc, input_sha256=input_sha256)
     if mechanism == BACKUP_POOL:
         from auctions.mechanisms.backup_pool import clear_backup_pool
 

@@ -139,12 +139,14 @@ def _check(servers, brokers, users):
                 raise MechanismError("bad_input", f"{kind} {x.id}: negative or non-finite number")
 
 
-def clear_three_tier(servers, brokers, users, *, time_limit_s: float | None = None) -> ThreeTierResult:
+def clear_three_tier(servers, brokers, users, *, node_limit: int = MILP_NODES) -> ThreeTierResult:
     """Allocate servers' capacity to users, directly or through their brokers, for maximum welfare
-    (the MILP above), priced by the LP relaxation's duals. `time_limit_s` bounds the MILP by the
-    clock (for an indicative quote only: the answer then depends on the machine; None: work limits
-    alone, the same anywhere). Raises MechanismError `bad_input`, `time_limit` (stopped with no
-    allocation), `solver_failed`."""
+    (the MILP above), priced by the LP relaxation's duals. `node_limit` bounds the MILP's branch and
+    bound by work (nodes), never by the clock, so the same book gives the same answer on any machine
+    under any load; stopped by it, the best allocation found is answered with status "feasible".
+    Raises MechanismError `bad_input`, `node_limit` (stopped with no allocation), `solver_failed`."""
+    if isinstance(node_limit, bool) or not isinstance(node_limit, int) or node_limit < 0:
+        raise MechanismError("bad_input", "node_limit must be a whole number >= 0")
     servers, brokers, users = tuple(servers), tuple(brokers), tuple(users)
     _check(servers, brokers, users)
     routes = _routes(servers, brokers, users)
@@ -185,11 +187,10 @@ def clear_three_tier(servers, brokers, users, *, time_limit_s: float | None = No
         constraints=LinearConstraint(a, -np.inf, rhs),
         integrality=np.ones(n),
         bounds=Bounds(0, 1),
-        options={"mip_rel_gap": 0.0, "node_limit": MILP_NODES}
-        | ({} if time_limit_s is None else {"time_limit": time_limit_s}),
+        options={"mip_rel_gap": 0.0, "node_limit": node_limit},
     )
     if res.x is None:
-        code = "time_limit" if res.status == 1 and time_limit_s is not None else "solver_failed"
+        code = "node_limit" if res.status == 1 else "solver_failed"
         raise MechanismError(code, f"MILP: {res.message}")
     chosen = np.flatnonzero(res.x > 0.5)
     status = "optimal" if res.status == 0 else "feasible"

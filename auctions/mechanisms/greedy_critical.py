@@ -28,10 +28,13 @@ and s_j r_{t+1} non-increasing). Bidding b* + epsilon wins, b* - epsilon loses.
 import numpy as np
 
 ROOM_TOLERANCE = 1e-9  # relative to capacity: sums of fractional vCPU / RAM must not reject an exact fit
+CHANGED_LIMIT = 32  # past this many providers off the original run, a re-run step scans them all
 
 
-def solve_greedy(market, *, payment_rule: str) -> dict:
-    """Run the greedy allocation and, for `payment_rule == "critical"`, price every winner."""
+def solve_greedy(market, *, payment_rule: str, share: tuple[int, int] | None = None) -> dict:
+    """Run the greedy allocation and, for `payment_rule == "critical"`, price every winner (with
+    `share` = (k, n), only every n-th winner from the k-th, and none for n = 0: each winner's price is
+    independent of the others', so n processes can price a book apart; `mechanisms.shards` joins them)."""
     size = job_size(market)
     density = job_density(market.bid, size)
     order = np.argsort(-density, kind="stable")
@@ -41,7 +44,8 @@ def solve_greedy(market, *, payment_rule: str) -> dict:
     welfare = float(sum(market.net[j, run.host[j]] for j in winners))
     payments, receipts = {}, {}
     if payment_rule == "critical":
-        payments = {market.job_ids[j]: critical_value(market, order, density, size, run, j) for j in winners}
+        priced = winners if share is None else winners[share[0] :: share[1]] if share[1] else winners[:0]
+        payments = {market.job_ids[j]: critical_value(market, order, density, size, run, j) for j in priced}
         cost = np.zeros(len(market.provider_ids))
         np.add.at(cost, run.host[winners], market.kappa[winners, run.host[winners]])
         receipts = {market.provider_ids[k]: float(cost[k]) for k in np.unique(run.host[winners])}
@@ -114,8 +118,8 @@ def critical_value(market, order, density, size, run: _Run, j: int) -> float:
     demand, capacity = market.demand[j], market.capacity
 
     # Positions 0..p: the others ahead of j are the same as in the original run, so are the states.
-    room = _has_room(run.before[: p + 1], demand, capacity) & eligible  # (p+1, P), non-increasing in t
-    last = room.sum(axis=0)  # provider k has room at positions t < last_k
+    # Provider k has room at positions t < last_k (its remaining capacity only falls with t).
+    last = np.where(eligible, _room_until(run.before, p + 1, demand, capacity), 0)
     cheapest = np.full(p + 2, np.inf)
     np.minimum.at(cheapest, last, kappa)  # the provider contributes to m_t for t < last_k
     m = np.minimum.accumulate(cheapest[::-1])[::-1][1 : p + 2]
@@ -123,20 +127,71 @@ def critical_value(market, order, density, size, run: _Run, j: int) -> float:
 
     # Positions beyond p: re-run the others after j's slot without j, while an improvement is possible.
     remaining = run.before[p].copy()
-    alive = room[p].copy()
+    alive = last > p
     m_t = float(kappa[alive].min()) if alive.any() else np.inf
+    # Providers whose remaining capacity may differ from the original run's at the same step: the
+    # others choose as they did there unless one of these providers changes their choice.
+    changed = {int(run.host[j])}
     for t in range(p + 1, len(order)):
-        if m_t >= best or scale * lower_rho[t - 1] <= m_t:
+        low = scale * float(lower_rho[t - 1])
+        if m_t >= best or low <= m_t:
             break
         i = others[t - 1]
-        k = _choose(market, i, remaining)
+        k = _choose_again(market, i, remaining, run, t, changed)
+        host = int(run.host[i])
         if k >= 0:
             remaining[k] -= market.demand[i]
             if alive[k] and not _has_room(remaining[k], demand, capacity[k]):
                 alive[k] = False
                 m_t = float(kappa[alive].min()) if alive.any() else np.inf
-        best = min(best, _best_candidate(scale * lower_rho[t : t + 1], scale * upper_rho[t : t + 1], [m_t]))
+        for provider in {k, host} - {-1}:
+            changed.add(provider)
+        changed = {c for c in changed if not np.array_equal(remaining[c], run.before[t + 1][c])}
+        low = scale * float(lower_rho[t])
+        high = scale * float(upper_rho[t])
+        if np.isfinite(m_t) and not np.isnan(low):
+            candidate = max(low, m_t)
+            if candidate < high:
+                best = min(best, candidate)
     return float(best)
+
+
+def _room_until(before: np.ndarray, steps: int, demand: np.ndarray, capacity: np.ndarray) -> np.ndarray:
+    """Per provider, the number of leading steps t < `steps` at which it has room for `demand`
+    (room only shrinks with t, so a binary search per provider, all providers at once)."""
+    n_providers = before.shape[1]
+    columns = np.arange(n_providers)
+    low = np.zeros(n_providers, dtype=int)
+    high = np.full(n_providers, steps)
+    while True:
+        open_ = low < high
+        if not open_.any():
+            return low
+        mid = (low + high) // 2
+        room = _has_room(before[np.minimum(mid, steps - 1), columns], demand, capacity)
+        low = np.where(open_ & room, mid + 1, low)
+        high = np.where(open_ & ~room, mid, high)
+
+
+def _choose_again(market, i: int, remaining: np.ndarray, run: _Run, t: int, changed: set) -> int:
+    """`_choose(market, i, remaining)` where `remaining` equals the original run's state before step t
+    except at the providers in `changed`: the original choice (the cheapest of every provider that had
+    room then) stands unless one of them beats it."""
+    host = int(run.host[i])
+    if len(changed) > CHANGED_LIMIT:
+        return _choose(market, i, remaining)
+    if host in changed:
+        # The original choice, if it still has room, beats every provider off `changed` as before.
+        if not _has_room(remaining[host], market.demand[i], market.capacity[host]):
+            return _choose(market, i, remaining)
+        host = -1
+    best, best_cost = host, (market.kappa[i, host] if host >= 0 else np.inf)
+    for k in sorted(changed):
+        if market.compatible[i, k] and _has_room(remaining[k], market.demand[i], market.capacity[k]):
+            cost = market.kappa[i, k]
+            if best < 0 or cost < best_cost or (cost == best_cost and k < best):
+                best, best_cost = k, cost
+    return best
 
 
 def _best_candidate(low: np.ndarray, high: np.ndarray, m) -> float:

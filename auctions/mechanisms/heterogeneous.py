@@ -78,7 +78,7 @@ class Market:
         return len(self.job_ids), len(self.provider_ids)
 
 
-def clear_heterogeneous(doc: dict, *, input_sha256: str | None = None, time_cuts=None) -> dict:
+def clear_heterogeneous(doc: dict, *, input_sha256: str | None = None, time_cuts=None, share=None) -> dict:
     """Clear a `welfare` or `greedy` book (docs/mechanisms.md) and return its RESULT document.
 
     `time_cuts`: None for a live run; on a replay, the original result's `time_cuts` (see
@@ -104,7 +104,7 @@ def clear_heterogeneous(doc: dict, *, input_sha256: str | None = None, time_cuts
         from auctions.mechanisms.greedy_critical import solve_greedy
         from auctions.mechanisms.welfare_milp import lp_bound
 
-        outcome = solve_greedy(market, payment_rule=rule)
+        outcome = solve_greedy(market, payment_rule=rule, share=share)
         bound, record = lp_bound(market, time_limit=time_limit, time_cuts=time_cuts)
         outcome.update(stopped_by=record["stopped_by"], time_cuts=record["time_cuts"])
     welfare = outcome["welfare"]

@@ -21,8 +21,10 @@ from market.models import BrokerAppointment, JobRequest, Provider
 from market.models import User as Account
 
 STRICT = "strict"
-# A page must answer: the quote's MILP stops by the clock (an indicative view, never a round's answer).
-QUOTE_TIME_LIMIT_S = 2.0
+# A page must answer quickly: the quote's MILP stops after this many branch-and-bound nodes (a
+# quarter of a round's work limit). Work, never the clock: the same book gives the same quote on any
+# machine under any load (issue 12 item 7); stopped by it, the quote is the best allocation found.
+QUOTE_NODE_LIMIT = 5_000
 
 
 class BrokerQuoteUnavailable(DomainError):
@@ -62,7 +64,8 @@ class BrokerMarketPrices:
 
 def broker_market_prices(*, broker: Account, now: datetime) -> BrokerMarketPrices:
     """The welfare allocation of the current book and its dual prices, for the broker's principals.
-    Raises BrokerQuoteUnavailable (the engine stopped at QUOTE_TIME_LIMIT_S, or failed)."""
+    Raises BrokerQuoteUnavailable (the engine found no allocation within QUOTE_NODE_LIMIT nodes, or
+    failed)."""
     active = BrokerAppointment.objects.filter(broker=broker, status=BrokerAppointment.Status.ACTIVE)
     sides = dict(active.values_list("principal_id", "side"))
     names = dict(active.values_list("principal_id", "principal__username"))
@@ -98,10 +101,10 @@ def broker_market_prices(*, broker: Account, now: datetime) -> BrokerMarketPrice
     total = sum(s.capacity for s in servers) or 1.0
     tier = Broker("broker", total, 0.0, tuple(s.id for s in servers))
     try:
-        result = clear_three_tier(servers, [tier], users, time_limit_s=QUOTE_TIME_LIMIT_S)
+        result = clear_three_tier(servers, [tier], users, node_limit=QUOTE_NODE_LIMIT)
     except MechanismError as error:
         raise BrokerQuoteUnavailable(
-            "The book is too large to allocate for a quote right now; try again.", reason=error.code
+            "The book could not be allocated for a quote; try again after the next round.", reason=error.code
         ) from None
     routes = {r.user: r for r in result.routes}
     jobs = []

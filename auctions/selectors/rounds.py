@@ -6,6 +6,7 @@ from django.db.models import Count, F, Max, Q, QuerySet, Sum
 from django.db.models.functions import Coalesce
 
 from auctions.models import Lease, PriceQuote, Round
+from auctions.selectors import broker_reach
 from market.models import JobRequest, Provider, Resource
 
 BOOK_JOB_FIELDS = (
@@ -56,7 +57,7 @@ def round_book_jobs(*, now: datetime, lock: bool) -> list[dict]:
     jobs = JobRequest.objects.filter(status=JobRequest.Status.QUEUED, deadline__gt=now)
     if lock:
         jobs = jobs.select_for_update()
-    return list(jobs.order_by("created_at", "id").values(*BOOK_JOB_FIELDS))
+    return list(jobs.order_by("created_at", "id").values(*BOOK_JOB_FIELDS, broker=broker_reach.job_broker()))
 
 
 def round_book_exclusions() -> list[tuple[int, int]]:
@@ -91,7 +92,7 @@ def round_book_resources(
     )
     if only_free:
         resources = resources.filter(device_count__gt=F("busy"))
-    return list(resources.values(*BOOK_RESOURCE_FIELDS))
+    return list(resources.values(*BOOK_RESOURCE_FIELDS, broker=broker_reach.resource_broker()))
 
 
 def round_active() -> Round | None:

@@ -26,7 +26,7 @@ from auctions.mechanisms.canonical import canonical_json
 from auctions.mechanisms.posted_price import clearing_price_estimate, posted_gains_bound, unit_gains_bound
 from auctions.selectors import rounds as selectors
 from auctions.selectors.backup_pool import standby_held_devices
-from auctions.services import gang_books, tier_books
+from auctions.services import broker_books, gang_books, tier_books
 from auctions.services.elastic_demand import elastic_document, elastic_fills
 
 LOTTERY_MECHANISMS = frozenset({"sbba", "sbba_buyer_lottery"})
@@ -214,6 +214,7 @@ class BookBuilder:
         ]
         tiered = {job["id"] for job in self.tier_jobs}
         self.routable = [job for job in self.fixed_jobs if job["id"] not in tiered and not job.get("gang")]
+        self.broker_jobs = broker_books.take_brokered_jobs(self)  # the `brokers` book (docs/mecm.md)
         if self.rule == "depth":
             self._route_by_depth()
             return
@@ -409,6 +410,13 @@ class BookBuilder:
             for members in result["assignments"].values():
                 for member in members:
                     self.free[book.resources[member["provider"]]["id"]] -= member["devices"]
+            results.append(result)
+        brokered = broker_books.broker_book_document(self, self.broker_jobs, device_hours_on)
+        if brokered is not None:
+            book = self._add(broker_books.KIND, *brokered, {"kind": broker_books.KIND})
+            result = clear_document(book.doc, book.digest)
+            for job_id, resource_id in result["assignments"].items():
+                self.free[book.resources[resource_id]["id"]] -= book.jobs[job_id]["device_count"]
             results.append(result)
         self._clear_hetero(self._hetero_parts(self.hetero_jobs), clear_document, results)
         unmatched: list = []
@@ -732,6 +740,11 @@ class BookBuilder:
                 )
             elif book.kind == "elastic":
                 elastic = (book.doc, result)
+            elif book.kind == broker_books.KIND:
+                parts = broker_books.broker_fill_parts(
+                    book, result, received=_received, device_hours_on=device_hours_on
+                )
+                fills.extend(Fill(**part) for part in parts)
             elif book.kind == "heterogeneous":
                 fills.extend(self._hetero_fills(book, result))
             elif book.kind in ("posted_price", "tiered", "elastic_posted"):
@@ -976,7 +989,7 @@ class BookBuilder:
                 welfare += result["welfare"]
                 bound += max(result["welfare"], sum(max(0.0, job["bid"]) for job in book.doc["jobs"]))
                 continue
-            if book.kind == "heterogeneous":
+            if book.kind in ("heterogeneous", broker_books.KIND):
                 welfare += result["welfare"]
                 if result.get("lp_bound") is None:
                     bounded = False

@@ -47,7 +47,7 @@ from auctions.mechanisms import ENGINE_VERSION, MechanismError, clear
 from auctions.mechanisms.canonical import input_sha256 as canonical_sha256
 from auctions.models import Lease, Round
 from auctions.selectors import rounds as selectors
-from auctions.services import backup_pool
+from auctions.services import backup_pool, round_shards
 from auctions.services import round_books as books
 from auctions.services.dispatch import jobs_refuse_uncovered
 from auctions.services.elastic_demand import elastic_record_purchases
@@ -144,8 +144,10 @@ def round_clear(*, round_id: int, now: datetime) -> Round:
 
     Idempotent: a CLEARED or FAILED round is returned unchanged. An engine error marks the round
     FAILED (error recorded, slot freed so the next round can open); a database error propagates and
-    leaves nothing behind (the task retries). Raises RoundNotFound, RoundBusy (another worker is
-    clearing it), RoundBookChanged (a job left QUEUED under the round; nothing written), InvalidInput
+    leaves nothing behind (the task retries). With CPX_ROUND_SHARDS > 1 the books are cleared on
+    several workers inside the same transaction (services/round_shards.py). Raises RoundNotFound,
+    RoundBusy (another worker is clearing it), RoundBookChanged (a job left QUEUED under the round;
+    nothing written), RoundShardFailed (a shard failed or was lost; nothing written), InvalidInput
     (a misconfigured mechanism).
     """
     config = clearing_config()
@@ -161,14 +163,23 @@ def round_clear(*, round_id: int, now: datetime) -> Round:
         builder = books.BookBuilder(snapshot=snapshot, config=config, now=now)
         timings = {"snapshot": 0.0, "clear": 0.0, "write": 0.0}
         timings["snapshot"] += time.perf_counter() - started
+        clearing = time.perf_counter()
         try:
-            cleared = builder.run(clear_document=_clear_timed(timings))
+            cleared = round_shards.books_clear(
+                builder=builder,
+                round_id=round_obj.pk,
+                clear_document=_clear_timed(timings),
+                shards=settings.CPX_ROUND_SHARDS,
+                timeout_s=settings.CPX_ROUND_SHARD_TIMEOUT_S,
+            )
             # The backup pool: standbys for running jobs among the devices left idle (one more book).
             pool = backup_pool.standby_book(builder=builder, cleared=cleared, round_id=round_obj.pk, now=now)
             if pool is not None:
                 pool.result = _clear_timed(timings)(pool.doc, pool.digest)
         except MechanismError as error:
             return _fail(round_obj, builder=builder, config=config, error=error, now=now)
+        if settings.CPX_ROUND_SHARDS > 1:  # the shards' engine time is theirs: count the wall time
+            timings["clear"] = time.perf_counter() - clearing
         started = time.perf_counter()
         _write(round_obj, builder=builder, cleared=cleared, config=config, now=now, pool=pool)
         timings["write"] = time.perf_counter() - started

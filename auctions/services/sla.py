@@ -30,6 +30,7 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Value
 from django.db.models.functions import Greatest
+from django.dispatch import receiver
 from django.utils.dateparse import parse_datetime
 
 from auctions.mechanisms import sla as engine
@@ -37,6 +38,7 @@ from auctions.models import JobTerms, Lease, LeaseSla
 from config.errors import Conflict, InvalidInput, NotFound
 from market.models import JobRequest, LedgerAccount, LedgerTransfer, Provider
 from market.money import to_money
+from market.services.jobs import job_request_submitted
 from market.services.ledger import ledger_account_for_user, ledger_transfer
 
 ZERO = Decimal("0")
@@ -154,6 +156,14 @@ def job_terms_set(*, consumer, job_id: int, data, now: datetime) -> JobTerms:
     terms = sla_terms_validate(data=data, job_deadline=job.deadline, now=now)
     row, _ = JobTerms.objects.update_or_create(job=job, defaults={**terms, "created_at": now})
     return row
+
+
+@receiver(job_request_submitted, dispatch_uid="sla-terms-at-submission")
+def _terms_at_submission(sender, *, job: JobRequest, sla, now: datetime, **kwargs) -> None:
+    """The terms stated with the job's submission (`sla`), checked and recorded in its transaction."""
+    if sla is not None:
+        terms = sla_terms_validate(data=sla, job_deadline=job.deadline, now=now)
+        JobTerms.objects.create(job=job, **terms, created_at=now)
 
 
 def sla_terms_of(job: "JobRequest | dict", stated: JobTerms | None) -> dict:

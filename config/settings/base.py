@@ -365,6 +365,11 @@ CPX_HETEROGENEOUS_PAYMENT_RULE = env.str("CPX_HETEROGENEOUS_PAYMENT_RULE", defau
 CPX_WELFARE_TIME_LIMIT_S = env.float("CPX_WELFARE_TIME_LIMIT_S", default=10.0)
 # Seed of the lottery of the sbba rules (stored in the snapshot, so a replay draws the same).
 CPX_ROUND_SEED = env.int("CPX_ROUND_SEED", default=0)
+# Workers that clear one round's books (issue 13): 1 clears them in the round's task; N > 1 sends
+# N - 1 shards to other workers (Redis broker and result backend) and commits in one transaction;
+# a shard missing after CPX_ROUND_SHARD_TIMEOUT_S seconds leaves the round whole for the next run.
+CPX_ROUND_SHARDS = env.int("CPX_ROUND_SHARDS", default=1)
+CPX_ROUND_SHARD_TIMEOUT_S = env.float("CPX_ROUND_SHARD_TIMEOUT_S", default=60.0)
 # Providers that never heartbeat are out of the book unless this is on (a demo without agents).
 CPX_BOOK_INCLUDE_UNSEEN_PROVIDERS = env.bool("CPX_BOOK_INCLUDE_UNSEEN_PROVIDERS", default=False)
 # Pricing: the horizon over which free capacity is counted (device-hours), and the recent rounds

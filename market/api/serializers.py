@@ -175,6 +175,13 @@ class JobSubmitSerializer(StrictSerializerMixin, serializers.Serializer):
         help_text="opt-in gang for a model too large for one device: {max_members: 2..16, "
         "max_latency_ms: 1..1000 or null}; checked with codes gang_invalid, gang_unservable",
     )
+    sla = serializers.JSONField(
+        required=False,
+        allow_null=True,
+        help_text="the job's own SLA terms, shown to providers before they accept: {latency_p95_ms, "
+        "complete_by, min_quality, latency_/deadline_/quality_penalty_rate}, each optional; checked "
+        "with codes sla_*; see docs/sla.md (PUT /jobs/{id}/sla restates them until the job is matched)",
+    )
 
     def validate(self, attrs):
         if "elastic" not in attrs and attrs.get("max_price_per_device_hour") is None:

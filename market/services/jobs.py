@@ -11,6 +11,7 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.dispatch import Signal
 
 from auctions.mechanisms.errors import MechanismError
 from auctions.mechanisms.llm_sizing import size_llm_job
@@ -23,6 +24,10 @@ from market.services.ledger import InsufficientFunds, ledger_transfer
 from market.services.placement import job_request_check_servable, placement_of, region_check
 
 Status = JobRequest.Status
+# Sent inside a submission's transaction with the new job and the SLA terms its consumer stated
+# (`sla`, or None): auctions.services.sla records them, as market knows no contract or lease. A
+# receiver that raises refuses the submission and nothing is written.
+job_request_submitted = Signal()
 # The largest memory_per_device_gib the column holds (8 digits, 2 decimals); no device has more.
 MAX_MEMORY_PER_DEVICE_GIB = 999_999.99
 
@@ -46,9 +51,12 @@ def job_request_submit(
     False), whatever the timing: the database's unique constraint settles a race. Raises
     InvalidInput (among them UnknownRegion, and Unservable: no listed resource could ever run the
     job), InsufficientFunds (nothing is written), IdempotencyKeyReused, GangInvalid, GangUnservable
-    (an opt-in `gang`: market.services.gangs).
+    (an opt-in `gang`: market.services.gangs), and the SLA terms' errors (an opt-in `sla`:
+    auctions.services.sla).
     """
     fingerprint = _fingerprint(spec)
+    spec = dict(spec)
+    sla = spec.pop("sla", None)
     try:
         fields = job_request_size(spec=job_spec_with_input(consumer=consumer, spec=spec), now=now)
         if fields.get("gang") is not None:  # a gang spans nodes: its own servability check
@@ -61,6 +69,7 @@ def job_request_submit(
             now=now,
             idempotency_key=idempotency_key,
             fingerprint=fingerprint,
+            sla=sla,
         )
         return job, True
     except (IntegrityError, InvalidInput):
@@ -90,7 +99,7 @@ def job_request_submit_with_upload(
 
 
 @transaction.atomic
-def _create_funded(*, consumer, fields, now, idempotency_key, fingerprint) -> JobRequest:
+def _create_funded(*, consumer, fields, now, idempotency_key, fingerprint, sla=None) -> JobRequest:
     job = JobRequest.objects.create(
         consumer=consumer,
         status=Status.SUBMITTED,
@@ -100,6 +109,7 @@ def _create_funded(*, consumer, fields, now, idempotency_key, fingerprint) -> Jo
         updated_at=now,
         **fields,
     )
+    job_request_submitted.send(sender=JobRequest, job=job, sla=sla, now=now)
     balance = LedgerAccount.objects.filter(kind=LedgerAccount.Kind.CONSUMER, user=consumer).first()
     if balance is None:
         raise InsufficientFunds(

@@ -8,14 +8,14 @@ from decimal import Decimal
 
 import pytest
 
-from auctions.models import Lease, LeaseSla, Verification
+from auctions.models import JobTerms, Lease, LeaseSla, Verification
 from auctions.services.sla import lease_sla_copy
 from auctions.services.verification import verification_decide, verification_poll
-from market.models import LedgerTransfer, Provider
+from market.models import JobRequest, LedgerAccount, LedgerTransfer, Provider
 from market.selectors import ledger_is_balanced
 from tests.batches import answer, batch_job, batch_jsonl
 from tests.conftest import NOW, assert_error, bearer_client
-from tests.factories import ConsumerFactory, ProviderFactory, job_submit
+from tests.factories import ConsumerFactory, ProviderFactory, job_body, job_submit
 from tests.integration.test_leases import make_lease
 from tests.llm import MODEL
 
@@ -152,3 +152,69 @@ class TestVerificationFailed:
         assert LedgerTransfer.objects.filter(reference=f"lease:{lease.pk}:sla:quality").count() <= 1
         assert Provider.objects.get(pk=lease.provider_id).reputation < 1
         assert ledger_is_balanced()
+
+
+class TestTermsAtSubmission:
+    """`sla` on POST /jobs: the terms are the job's from its first moment (no round can match it
+    before they are stated), checked with the same codes, and a refusal leaves nothing behind."""
+
+    def test_the_submitted_terms_are_the_jobs_terms(self):
+        consumer = ConsumerFactory(balance=Decimal("100"))
+        client = bearer_client(consumer)
+        terms = {"latency_p95_ms": 90, "min_quality": "0.9", "deadline_penalty_rate": "0.25"}
+
+        response = client.post(
+            f"{BASE}/jobs", job_body(deadline="2099-01-01T00:00:00Z", sla=terms), format="json"
+        )
+
+        assert response.status_code == 201, response.json()
+        body = client.get(f"{BASE}/jobs/{response.json()['id']}/sla").json()
+        assert body["stated"] is True
+        assert (body["latency_p95_ms"], body["min_quality"], body["deadline_penalty_rate"]) == (
+            90,
+            "0.9000",
+            "0.2500",
+        )
+
+    @pytest.mark.parametrize(
+        "terms, code",
+        [
+            ({"latency_p95_ms": 0}, "sla_latency_invalid"),
+            ({"latency_p95_ms": True}, "sla_latency_invalid"),
+            ({"min_quality": "1.5"}, "sla_quality_invalid"),
+            ({"quality_penalty_rate": "NaN"}, "sla_rate_invalid"),
+            ({"complete_by": "2000-01-01T00:00:00Z"}, "sla_deadline_invalid"),
+            ({"complete_by": "2199-01-01T00:00:00Z"}, "sla_deadline_invalid"),
+            ({"uptime": 0.99}, "sla_term_unknown"),
+            (["latency_p95_ms", 80], "sla_terms_invalid"),
+        ],
+    )
+    def test_bad_terms_refuse_the_submission_and_write_nothing(self, terms, code):
+        consumer = ConsumerFactory(balance=Decimal("100"))
+
+        response = bearer_client(consumer).post(
+            f"{BASE}/jobs", job_body(deadline="2099-01-01T00:00:00Z", sla=terms), format="json"
+        )
+
+        assert_error(response, 400, code)
+        assert not JobRequest.objects.filter(consumer=consumer).exists()
+        assert not LedgerTransfer.objects.filter(debit__user=consumer).exists()
+        assert LedgerAccount.objects.get(kind=LedgerAccount.Kind.CONSUMER, user=consumer).balance == 100
+
+    def test_a_retry_with_other_terms_is_a_reused_key(self):
+        consumer = ConsumerFactory(balance=Decimal("100"))
+        client = bearer_client(consumer)
+        first = job_body(deadline="2099-01-01T00:00:00Z", sla={"latency_p95_ms": 90})
+
+        assert client.post(f"{BASE}/jobs", first, format="json", HTTP_IDEMPOTENCY_KEY="k").status_code == 201
+        again = client.post(f"{BASE}/jobs", first, format="json", HTTP_IDEMPOTENCY_KEY="k")
+        other = client.post(
+            f"{BASE}/jobs",
+            {**first, "sla": {"latency_p95_ms": 200}},
+            format="json",
+            HTTP_IDEMPOTENCY_KEY="k",
+        )
+
+        assert again.status_code == 200
+        assert_error(other, 409, "idempotency_key_reused")
+        assert JobTerms.objects.filter(job__consumer=consumer).count() == 1

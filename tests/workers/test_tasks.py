@@ -24,6 +24,7 @@ pytestmark = pytest.mark.django_db
 NAMES = [
     "auctions.clear_round",
     "auctions.open_and_clear_round",
+    "auctions.clear_round_shard",
     "auctions.update_prices",
     "auctions.sweep_leases",
 ]

@@ -234,12 +234,78 @@ class TestAgreesWithTheWelfareMilp:
         assert three_tier.welfare == pytest.approx(reference["welfare"], abs=1e-6)
 
 
-class TestTimeLimit:
-    def test_a_milp_stopped_by_the_clock_before_any_allocation_says_time_limit(self):
+class TestWorkLimitOnly:
+    def test_the_milp_takes_a_node_limit_and_no_clock_limit(self):
         servers = [Server("a", 2, 1)]
         users = [User(u, 1, v, ("b",)) for u, v in (("x", 5), ("y", 4), ("z", 3))]
+        brokers = [Broker("b", 9, 0, ("a",))]
+
+        bounded = clear_three_tier(servers, brokers, users, node_limit=0)  # the root node only
+
+        assert bounded == clear_three_tier(servers, brokers, users)
+        assert {r.user for r in bounded.routes} == {"x", "y"}
+        with pytest.raises(TypeError):
+            clear_three_tier(servers, brokers, users, time_limit_s=2.0)
+
+    @pytest.mark.parametrize("limit", [-1, 2.5, True, "100"], ids=["negative", "float", "bool", "string"])
+    def test_refuses_a_node_limit_that_is_not_a_whole_number(self, limit):
+        with pytest.raises(MechanismError) as error:
+            clear_three_tier([Server("a", 2, 1)], [], [User("x", 1, 5, (), ("a",))], node_limit=limit)
+
+        assert error.value.code == "bad_input"
+
+
+class TestBrokersBookDocument:
+    DOC = {
+        "mechanism": "brokers",
+        "node_limit": 100,
+        "servers": [{"id": "a", "capacity": 2, "cost": 1}],
+        "brokers": [{"id": "b", "capacity": 9, "cost": 0, "servers": ["a"]}],
+        "users": [
+            {"id": u, "demand": 1, "value": v, "brokers": ["b"]} for u, v in (("x", 5), ("y", 4), ("z", 3))
+        ],
+    }
+
+    def test_clears_as_the_engine_does_on_the_same_market(self):
+        direct = clear_three_tier(
+            [Server("a", 2, 1)],
+            [Broker("b", 9, 0, ("a",))],
+            [User(u, 1, v, ("b",)) for u, v in (("x", 5), ("y", 4), ("z", 3))],
+        )
+
+        result = clear(self.DOC)
+
+        assert result["assignments"] == {r.user: r.server for r in direct.routes} == {"x": "a", "y": "a"}
+        assert result["routes"] == {"x": "b", "y": "b"}
+        assert result["payments"] == {r.user: r.user_pays for r in direct.routes}
+        assert result["welfare"] == direct.welfare and result["traded_quantity"] == 2
+
+    @pytest.mark.parametrize(
+        "change",
+        [
+            lambda d: d.update(node_limit=-1),
+            lambda d: d.update(node_limit=None),
+            lambda d: d.update(servers="a"),
+            lambda d: d["users"][0].update(value="5"),
+            lambda d: d["users"][0].update(brokers="b"),
+            lambda d: d["brokers"][0].pop("servers"),
+        ],
+        ids=[
+            "negative node limit",
+            "no node limit",
+            "servers not a list",
+            "string value",
+            "brokers not a list",
+            "missing servers",
+        ],
+    )
+    def test_refuses_a_malformed_document(self, change):
+        doc = {**self.DOC, "servers": [dict(s) for s in self.DOC["servers"]]}
+        doc["brokers"] = [dict(b) for b in self.DOC["brokers"]]
+        doc["users"] = [dict(u) for u in self.DOC["users"]]
+        change(doc)
 
         with pytest.raises(MechanismError) as error:
-            clear_three_tier(servers, [Broker("b", 9, 0, ("a",))], users, time_limit_s=0.0)
+            clear(doc)
 
-        assert error.value.code == "time_limit"
+        assert error.value.code == "bad_input"

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from auctions.mechanisms import MechanismError, clear, price, welfare_milp
+from auctions.mechanisms.brokers import Broker, Server, User, clear_three_tier
 from auctions.mechanisms.canonical import input_sha256
 from tests.unit.mechanisms.test_heterogeneous_pruning import congested_book
 
@@ -80,6 +81,12 @@ def welfare_auto_book() -> dict:
     return congested_book(150, 10)
 
 
+def seeded_gang_book() -> dict:
+    from tests.unit.mechanisms.test_gang import seeded_book  # that module imports this one's fixture
+
+    return seeded_book()
+
+
 BOOKS = {
     "mcafee": lambda: unit_book("mcafee"),
     "trade_reduction": lambda: unit_book("trade_reduction"),
@@ -105,6 +112,35 @@ BOOKS = {
         ],
     },
     "tiered": tiered_book,
+    "brokers": lambda: broker_book(),  # MECM's three-tier book of a live round (docs/mecm.md)
+    "posted_price": lambda: {
+        "mechanism": "posted_price",
+        "salt": "round-408",
+        "prices": {"GPU/24G/eu-west": 1.5, "GPU/80G/eu-west": 3.0},
+        "bids": [
+            {"id": f"j{i}", "price": 1 + i / 10, "accepts": [f"r{k}" for k in range(i % 4, 8, 2)]}
+            for i in range(30)
+        ],
+        "asks": [
+            {
+                "id": f"r{k}",
+                "price": 0.5 + k / 5,
+                "quantity": 2,
+                "class": ("GPU/24G/eu-west", "GPU/80G/eu-west")[k % 2],
+            }
+            for k in range(8)
+        ],
+    },
+    "gang": lambda: seeded_gang_book(),  # FusionAI's pipelines across providers (docs/fusionai-gangs.md)
+    "backup_pool": lambda: {
+        "mechanism": "backup_pool",
+        "share": 0.5,
+        "jobs": [
+            {"id": f"j{i}", "devices": 1 + i % 3, "accepts": [f"r{k}" for k in range(i % 5, 10, 3)]}
+            for i in range(25)
+        ],
+        "asks": [{"id": f"r{k}", "price": k % 4, "quantity": 1 + k % 3} for k in range(10)],
+    },
 }
 GAMES = {
     "stackelberg uniform": {"game": "stackelberg", "valuations": [4, 6, 8, 10, 3.5, 7.25], "unit_cost": 1},
@@ -184,6 +220,52 @@ class TestReplayUnderLoad:
             assert elsewhere[name] == input_sha256(quiet[name]), name
         assert quiet["welfare automatic pruning"]["pruning"]["automatic"] is True
         assert all(quiet[name]["stopped_by"] != "time_limit" for name in BOOKS if "welfare" in name)
+
+
+def three_tier_market():
+    """60 users over 6 servers; each reaches one server directly and four through one broker."""
+    rng = np.random.default_rng(408)
+    servers = [Server(f"s{k}", int(rng.integers(3, 9)), float(rng.uniform(0.5, 1.5))) for k in range(6)]
+    brokers = [Broker("b", 20, 0.1, ("s0", "s1", "s2", "s3"))]
+    users = [
+        User(f"u{j}", int(rng.integers(1, 5)), float(np.round(rng.uniform(1, 3), 3)), ("b",), (f"s{j % 6}",))
+        for j in range(60)
+    ]
+    return servers, brokers, users
+
+
+def broker_book() -> dict:
+    """The three-tier market as the round's `brokers` BOOK document."""
+    servers, brokers, users = three_tier_market()
+    return {
+        "mechanism": "brokers",
+        "node_limit": 20_000,
+        "servers": [{"id": s.id, "capacity": s.capacity, "cost": s.cost} for s in servers],
+        "brokers": [
+            {"id": b.id, "capacity": b.capacity, "cost": b.cost, "servers": list(b.servers)} for b in brokers
+        ],
+        "users": [
+            {
+                "id": u.id,
+                "demand": u.demand,
+                "value": u.value,
+                "brokers": list(u.brokers),
+                "direct": list(u.direct),
+            }
+            for u in users
+        ],
+    }
+
+
+class TestBrokerTierUnderLoad:
+    def test_the_three_tier_allocation_and_its_dual_prices_are_the_same_under_cpu_load(self, cpu_load):
+        quiet = clear_three_tier(*three_tier_market())
+        assert cpu_load() >= 2
+
+        loaded = clear_three_tier(*three_tier_market())
+
+        assert loaded == quiet  # routes, payments, welfare, LP bound and every dual, exactly
+        assert quiet.status == "optimal" and any(route.broker == "b" for route in quiet.routes)
 
 
 class TestWorkLimitsNotTime:
