@@ -169,7 +169,11 @@ def _fits(builder: "books.BookBuilder", job: dict, resource: dict, free: int) ->
         return False
     if free < job["device_count"] or resource["provider_id"] in job["excluded"]:
         return False
-    if job.get("placement") == "strict" and resource["region"] != job["region"]:
+    if (
+        job.get("placement") == "strict"
+        and job["latency_sla_ms"] is None
+        and resource["region"] != job["region"]
+    ):
         return False
     if (
         job["latency_sla_ms"] is not None

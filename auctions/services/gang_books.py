@@ -70,7 +70,11 @@ def _may_host(builder, job: dict, resource: dict) -> bool:
         return False
     if resource["provider_id"] in builder.exclusions.get(job["id"], ()):
         return False
-    if job.get("placement") == "strict" and resource["region"] != job["region"]:
+    if (
+        job.get("placement") == "strict"
+        and job["latency_sla_ms"] is None
+        and resource["region"] != job["region"]
+    ):
         return False
     if job["latency_sla_ms"] is not None:
         rtt = builder._rtt(job["region"], resource)

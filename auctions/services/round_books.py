@@ -378,8 +378,9 @@ class BookBuilder:
         for job in hetero_jobs:
             mask = (device_class == job["device_class"]) & (memory >= job["memory"] - 1e-9)
             mask &= free >= job["device_count"]
-            if job.get("placement") == "strict":
-                # A strict job runs in its own region (its latency limit, if any, is checked too).
+            if job.get("placement") == "strict" and job["latency_sla_ms"] is None:
+                # A strict job without a latency SLA runs in its own region; with one, its SLA is its
+                # placement (within latency_sla_ms of its region, market.services.placement).
                 mask &= resource_region == job["region"]
             if job["latency_sla_ms"] is not None:
                 region = job["region"]
@@ -578,7 +579,7 @@ class BookBuilder:
                     rtt_by_region[job["region"]] = np.array([self._rtt(job["region"], r) for r in asks])
                 with np.errstate(invalid="ignore"):
                     mask &= rtt_by_region[job["region"]] <= job["latency_sla_ms"]
-            if job.get("placement") == "strict":
+            if job.get("placement") == "strict" and job["latency_sla_ms"] is None:
                 mask &= region == job["region"]
             excluded = self.exclusions.get(job["id"])
             if excluded:
@@ -619,7 +620,7 @@ class BookBuilder:
                     rtt_by_region[job["region"]] = np.array([self._rtt(job["region"], r) for r in asks])
                 with np.errstate(invalid="ignore"):
                     mask &= rtt_by_region[job["region"]] <= job["latency_sla_ms"]
-            if job.get("placement") == "strict":
+            if job.get("placement") == "strict" and job["latency_sla_ms"] is None:
                 mask &= region == job["region"]
             excluded = self.exclusions.get(job["id"])
             if excluded:

@@ -45,8 +45,8 @@ def tier_accepts(builder, job: dict) -> list[dict]:
     """The resources of the snapshot a latency-bound single-device job may run on (free devices now), in
     id order. Its placement is strict (an SLA implies it), which market.services.placement defines as
     "within `latency_sla_ms` of its region": the RTT check is the region check, so a cloud region a few
-    milliseconds away may take the overflow (the heterogeneous book also holds a strict job to its own
-    region; a tiered book follows the placement rule as the consumer was told it). A job's edge is local:
+    milliseconds away may take the overflow (every book reads it so: a strict job is held to its own
+    region only when it has no SLA). A job's edge is local:
     END and EDGE devices of its own region (AI-Bazaar's edge sits next to its users); any CLOUD device
     within its SLA may take the overflow."""
     from auctions.services.round_books import device_hours_on

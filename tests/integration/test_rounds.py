@@ -272,6 +272,19 @@ class TestRoundClearLatency:
         assert JobRequest.objects.get(pk=job.pk).status == Status.QUEUED
         assert not Lease.objects.filter(job=job).exists()
 
+    def test_a_multi_device_job_with_a_latency_sla_runs_in_a_neighbouring_region_within_it(self):
+        # An SLA implies strict placement, which means "within latency_sla_ms of its region"
+        # (market.services.placement): a node listed in eu-central but sitting in Paris (~2 ms from
+        # the eu-west centroid) meets 15 ms, so the heterogeneous book may not hold the job to eu-west.
+        job = bid(funded_consumer(), "1.00", requested_device_count=2, region="eu-west", latency_sla_ms=15)
+        near = online_resource(
+            region="eu-central", lat=48.86, lon=2.35, ask_per_device_hour=Decimal("0.10"), device_count=4
+        )
+
+        cleared_round()
+
+        assert Lease.objects.get(job=job).resource_id == near.pk
+
     def test_a_preferred_multi_device_job_runs_outside_its_region(self):
         job = bid(
             funded_consumer(), "1.00", requested_device_count=2, region="eu-west", placement="preferred"
