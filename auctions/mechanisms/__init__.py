@@ -12,8 +12,10 @@ __all__ = ["MechanismError", "clear", "price", "ENGINE_VERSION"]
 
 # Bumped whenever a rule or convention changes an outcome; stored with every round.
 # 1.1.0: work limits, not wall-clock limits; `stopped_by`, `time_cuts`, replay. 1.2.0: posted_price.
-# 1.3.0: tiered (cloud–edge tiers, AI-Bazaar).
-ENGINE_VERSION = "1.3.0"
+# 1.3.0: tiered (cloud–edge tiers, AI-Bazaar). 1.4.0: elastic_demand (EETORP), gang (FusionAI),
+# brokers (MECM), backup_pool (FusionAI), reputation-adjusted asks (SLA), greedy critical values by
+# binary search (same payments), books cut in pieces for sharded rounds.
+ENGINE_VERSION = "1.4.0"
 
 DOUBLE_AUCTIONS = frozenset({"mcafee", "trade_reduction", "vcg", "sbba", "sbba_buyer_lottery", "huang"})
 HETEROGENEOUS = frozenset({"welfare", "greedy"})

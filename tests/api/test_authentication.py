@@ -19,6 +19,7 @@ from tests.factories import (
     ProviderFactory,
     ProviderUserFactory,
     ResourceFactory,
+    UserFactory,
     job_submit,
 )
 
@@ -53,6 +54,13 @@ ENDPOINTS = [
     ("get", "/api/v1/operator/providers", Role.OPERATOR),
     ("get", "/api/v1/operator/resources", Role.OPERATOR),
     ("get", "/api/v1/operator/ledger", Role.OPERATOR),
+    ("get", "/api/v1/broker-appointments", None),  # a provider or a consumer (tests/api/test_brokers_api.py)
+    ("post", "/api/v1/broker-appointments", None),
+    ("post", "/api/v1/broker-appointments/{job}/revoke", None),
+    ("get", "/api/v1/broker/principals", Role.BROKER),
+    ("get", "/api/v1/broker/fees", Role.BROKER),
+    ("post", "/api/v1/broker/principals/{username}/jobs", Role.BROKER),
+    ("patch", "/api/v1/broker/principals/{username}/resources/{resource}", Role.BROKER),
 ]
 # Routes anyone may call without credentials (tested in test_job_placement.py).
 PUBLIC_ENDPOINTS = [("get", "/api/v1/regions")]
@@ -69,7 +77,12 @@ def targets():
     data_file = file_store(
         owner=job.consumer, purpose=DataFile.Purpose.DATASET, filename="d.bin", data=b"x", now=NOW
     )
-    return {"resource": resource.pk, "job": job.pk, "file": data_file.public_id}
+    return {
+        "resource": resource.pk,
+        "job": job.pk,
+        "file": data_file.public_id,
+        "username": job.consumer.username,
+    }
 
 
 def call(client, method, path, targets):
@@ -78,7 +91,13 @@ def call(client, method, path, targets):
 
 def test_the_endpoint_table_covers_every_route_of_the_market_api():
     patterns = market_urls.urlpatterns + job_urls.urlpatterns
-    routes = {str(p.pattern).replace("<int:pk>", "{}").replace("<str:file_id>", "{}") for p in patterns}
+    routes = {
+        str(p.pattern)
+        .replace("<int:pk>", "{}")
+        .replace("<str:file_id>", "{}")
+        .replace("<str:username>", "{}")
+        for p in patterns
+    }
 
     listed = {re.sub(r"\{\w+\}", "{}", path.removeprefix("/api/v1/")) for _, path, _ in ENDPOINTS} | {
         path.removeprefix("/api/v1/") for _, path in PUBLIC_ENDPOINTS
@@ -147,6 +166,8 @@ def _user_of(role):
         return ProviderFactory().user
     if role == Role.OPERATOR:
         return OperatorFactory()
+    if role == Role.BROKER:
+        return UserFactory(role=Role.BROKER)
     return ConsumerFactory(balance=Decimal("100"))
 
 
