@@ -228,6 +228,7 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "ENUM_NAME_OVERRIDES": {
         "JobKindEnum": "market.models.JobRequest.Kind",
+        "JobStatusEnum": "market.models.JobRequest.Status",
         "TransferKindEnum": "market.models.LedgerTransfer.Kind",
         "DeviceClassEnum": "market.models.providers.DeviceClass",
         "RoundStatusEnum": "auctions.models.Round.Status",
