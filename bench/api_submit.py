@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """Job submission through the API: throughput and latency on this machine, beside a bare Django view
-and the database floor, in one run (DESIGN.md targets: >= 500 submissions/s on 2 cores, p99 < 20 ms
+and the database floor, in one run (targets: >= 500 submissions/s on 2 cores, p99 < 20 ms
 at a constant 250/s; no request lost, no duplicate from a retried idempotency key).
 
     .venv/bin/python bench/api_submit.py              # ~2.5 minutes: 3 repeats of every phase
@@ -986,7 +986,7 @@ def report(args, results: dict[str, list[Result]], spec: str) -> list[str]:
     bare = statistics.median(r.rps for r in results.get("bare-sat", [])) if results.get("bare-sat") else 0
     floor = statistics.median(r.rps for r in results.get("pgbench", [])) if results.get("pgbench") else 0
     p99 = statistics.median(r.pct(99) for r in results.get("api-rate", [])) if results.get("api-rate") else 0
-    print("\nagainst DESIGN.md (medians):")
+    print("\nagainst the targets (medians):")
     verdict = "meets" if api >= DESIGN["api_rps"] else "MISSES"
     print(f"  API {api:.0f}/s vs target {DESIGN['api_rps']:.0f}/s: {api / DESIGN['api_rps']:.2f}x, {verdict}")
     verdict = "meets" if p99 < DESIGN["p99_ms_at_250"] else "MISSES"

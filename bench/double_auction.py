@@ -14,7 +14,7 @@ uniform prices), it times, in the same run and the same process:
   "j…"/"r…" strings, as a round snapshot names jobs and resources) and as Python lists, each
   result checked to be the integer one with its ids renamed. `--ids` runs this table only.
 
-Targets (DESIGN.md): at 10^5 bids × 10^4 asks, clear <= 10× the sort floor and >= 5× faster than
+Targets: at 10^5 bids × 10^4 asks, clear <= 10× the sort floor and >= 5× faster than
 plain Python; the hash <= 1.5× json.dumps + sha256; string ids <= 1.5× integer ids (issue 13).
 Ratios are of medians.
 """

@@ -2,7 +2,7 @@
 
 Each task reads the clock, makes one service call and translates the outcome to a small JSON dict.
 
-Policy (STYLE.md, Tasks):
+Policy:
 - Names are stable (`auctions.clear_round`, …): beat entries, `send_task` callers and messages still
   queued across a deploy refer to them, so a rename is a new task, never an edit.
 - Arguments are keyword-only ids and primitives; the serializer is JSON only.

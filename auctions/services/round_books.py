@@ -654,7 +654,7 @@ class BookBuilder:
         """The cheapest providers (cost per speed-1 device-hour, ask / speed) holding CANDIDATE_MARGIN
         times the devices the jobs need, at least MIN_CANDIDATES of them, in id order.
 
-        Candidate pruning (DESIGN.md): greedy gives each job the cheapest provider with room, so the
+        Candidate pruning: greedy gives each job the cheapest provider with room, so the
         expensive tail rarely wins anything, while every provider costs the engine a column per job.
         The cut reads asks and job sizes only, never a bid."""
         needed = CANDIDATE_MARGIN * sum(job["device_count"] for job in jobs)
