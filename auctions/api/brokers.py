@@ -8,6 +8,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from auctions.selectors.brokers import broker_market_prices
+from config.openapi import ErrorSerializer
 from market.api.brokers import IsBroker
 
 
@@ -44,7 +45,9 @@ class BrokerPricesView(APIView):
 
     permission_classes = [IsBroker]
 
-    @extend_schema(responses=BrokerMarketPricesSerializer)
+    @extend_schema(
+        responses={200: BrokerMarketPricesSerializer, 503: ErrorSerializer}
+    )  # broker_quote_unavailable
     def get(self, request):
         prices = broker_market_prices(broker=request.user, now=timezone.now())
         return Response(BrokerMarketPricesSerializer(prices).data)

@@ -8,6 +8,7 @@ from rest_framework.permissions import BasePermission
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from config.openapi import ErrorSerializer
 from market.api import serializers as s
 from market.api.permissions import _HasRole
 from market.api.views import IDEMPOTENCY_HEADER, idempotency_key
@@ -74,7 +75,9 @@ class AppointmentListView(APIView):
     def get(self, request):
         return Response(AppointmentSerializer(broker_appointments_of(principal=request.user), many=True).data)
 
-    @extend_schema(request=AppointSerializer, responses={201: AppointmentSerializer})
+    @extend_schema(
+        request=AppointSerializer, responses={201: AppointmentSerializer, 404: ErrorSerializer}
+    )  # broker_not_found
     def post(self, request):
         body = AppointSerializer(data=request.data)
         body.is_valid(raise_exception=True)
