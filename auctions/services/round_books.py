@@ -565,7 +565,9 @@ class BookBuilder:
         return self._add("elastic_posted", doc, self.elastic_jobs, asks, {"kind": "elastic_posted"})
 
     def _accepts(self, jobs: list, asks: list) -> list[list[str]]:
-        """Per job, the asks that fit it, as the posted-price book checks them (`_posted_book`)."""
+        """Per job, the asks that fit it: its device class, enough memory, a provider that has not
+        failed it, its latency SLA (RTT from its region), its deadline on that device, and its own
+        region when it is strict without an SLA."""
         device_class = np.array([r["device_class"] for r in asks], dtype=object)
         memory = np.array([r["memory"] for r in asks])
         provider = np.array([r["provider_id"] for r in asks])
@@ -607,30 +609,10 @@ class BookBuilder:
         ]
         if not asks:
             return None
-        device_class = np.array([r["device_class"] for r in asks], dtype=object)
-        memory = np.array([r["memory"] for r in asks])
-        provider = np.array([r["provider_id"] for r in asks])
-        region = np.array([r["region"] for r in asks], dtype=object)
-        rtt_by_region: dict[str, np.ndarray] = {}
-        bids = []
-        for job in self.posted_jobs:
-            mask = (device_class == job["device_class"]) & (memory >= job["memory"] - 1e-9)
-            if job["latency_sla_ms"] is not None:
-                if job["region"] not in rtt_by_region:
-                    rtt_by_region[job["region"]] = np.array([self._rtt(job["region"], r) for r in asks])
-                with np.errstate(invalid="ignore"):
-                    mask &= rtt_by_region[job["region"]] <= job["latency_sla_ms"]
-            if job.get("placement") == "strict" and job["latency_sla_ms"] is None:
-                mask &= region == job["region"]
-            excluded = self.exclusions.get(job["id"])
-            if excluded:
-                mask &= ~np.isin(provider, list(excluded))
-            accepts = [
-                f"r{asks[i]['id']}"
-                for i in np.flatnonzero(mask)
-                if device_hours_on(job, asks[i]) <= job["hours_left"]
-            ]
-            bids.append({"id": f"j{job['id']}", "price": job["bid"], "accepts": accepts})
+        bids = [
+            {"id": f"j{job['id']}", "price": job["bid"], "accepts": accepts}
+            for job, accepts in zip(self.posted_jobs, self._accepts(self.posted_jobs, asks), strict=True)
+        ]
         used = sorted({r["class"] for r in asks})
         doc = {
             "mechanism": "posted_price",
