@@ -69,29 +69,12 @@ import statistics
 import numpy as np
 
 from auctions.mechanisms.canonical import input_sha256 as _hash
-from auctions.mechanisms.errors import MechanismError
 from auctions.mechanisms.oligopoly import solve_linear_oligopoly
-from auctions.mechanisms.posted_price import priority
+from auctions.mechanisms.posted_price import _bad, _name, _number, priority  # one set of field checks
 
 TIERS = ("END", "EDGE", "CLOUD")
 EDGE_TIERS = frozenset({"END", "EDGE"})
 DEFAULT_SUBSTITUTION = 0.5
-
-
-def _bad(message: str) -> MechanismError:
-    return MechanismError("bad_input", message)
-
-
-def _number(value, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
-        raise _bad(f"{what} must be a finite number >= 0")
-    return float(value)
-
-
-def _name(value, what: str) -> str:
-    if isinstance(value, bool) or not isinstance(value, int | str) or value == "":
-        raise _bad(f"{what} must be a non-empty string or an integer")
-    return str(value)
 
 
 def calibrate(*, bids: int, followers: int, scale: float, substitution: float) -> dict:
