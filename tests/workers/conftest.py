@@ -185,12 +185,12 @@ class CeleryProcesses:
         return path.read_text(errors="replace") if path.exists() else ""
 
     def start_worker(
-        self, name: str, *, queue: str | None = None, timeout_s: float = 60, **env
+        self, name: str, *, queue: str | None = None, app: str = "config", timeout_s: float = 60, **env
     ) -> subprocess.Popen:
         argv = [
             str(VENV_BIN / "celery"),
             "-A",
-            "config",
+            app,
             "worker",
             "--pool=solo",
             "--concurrency=1",

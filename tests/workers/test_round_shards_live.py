@@ -1,8 +1,8 @@
 """One round's books cleared on two real worker processes (CPX_ROUND_SHARDS=2, Redis + PostgreSQL).
 
-The book holds two heterogeneous parts large enough (150 jobs each) that clearing one takes the
-engine a noticeable time, so the shard sent to the other worker is still running when the test looks
-at it (its state in the result backend is STARTED), and the test can kill that worker mid-shard."""
+The book holds two heterogeneous parts (150 jobs each), so the round has two shards and one goes to
+the other worker. To kill a worker mid-shard, the test starts it on `held_shard_app` (the CPX app
+with a fault injected: it holds each shard it takes) and kills it once it has said it holds one."""
 
 import signal
 from datetime import timedelta
@@ -17,6 +17,7 @@ from auctions.services.rounds import round_open, round_replay
 from market.models import JobRequest, Provider
 from tests.factories import ConsumerFactory, ResourceFactory
 from tests.workers.conftest import dump, result_of, wait_for
+from tests.workers.held_shard_app import HELD_KEY
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
 
@@ -63,11 +64,11 @@ def two_part_book() -> list[int]:
     return [job.pk for job in JobRequest.objects.bulk_create(rows)]
 
 
-def shard_states(real_celery, round_id: int) -> list[str]:
+def shard_held(real_celery) -> bool:
+    """Whether the worker on `held_shard_app` has started a shard and holds it."""
     client = redis.Redis.from_url(real_celery.redis_url)
     try:
-        keys = list(client.scan_iter(f"celery-task-meta-round-{round_id}-*"))
-        return [real_celery.result(key.decode().removeprefix("celery-task-meta-")).state for key in keys]
+        return bool(client.exists(HELD_KEY.format(queue=real_celery.queue)))
     finally:
         client.close()
 
@@ -112,10 +113,10 @@ class TestRoundShardsOnWorkers:
         real_celery.start_worker(
             "coordinator", queue=coordinator_queue, CPX_ROUND_SHARD_TIMEOUT_S=5, **SHARDED
         )
-        real_celery.start_worker("doomed", **SHARDED)
+        real_celery.start_worker("doomed", app="tests.workers.held_shard_app", **SHARDED)
 
         first = real_celery.send("auctions.clear_round", queue=coordinator_queue, round_id=round_obj.pk)
-        wait_for(lambda: "STARTED" in shard_states(real_celery, round_obj.pk), what="the shard to start")
+        wait_for(lambda: shard_held(real_celery), what="the doomed worker to start a shard")
         real_celery.kill("doomed", signal.SIGKILL)
         refused = result_of(first, timeout_s=120)
 
