@@ -24,6 +24,7 @@ market/api/authentication.py and market/api/permissions.py (IsProvider); errors 
 import asyncio
 import contextlib
 import random
+import weakref
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
@@ -38,16 +39,17 @@ from django.utils import timezone
 from auctions.api import agent_serializers as s
 from auctions.api.long_poll import RETRY_AFTER_S, LongPollBusy, long_poll_slots
 from auctions.models import Lease
-from auctions.services.leases import lease_poll
+from auctions.services.leases import lease_poll_many
 from auctions.services.offers import offer_hub
 from market import selectors
 from market.models import Role
 
 # Threads for the channel's database calls (each borrows a pooled connection for one call). Two
 # pools: a reconnecting fleet (authentication and the first look of every wait) queues on the first,
-# and never delays the hand-out of an offer just announced, on the second.
+# and never delays the hand-out of an offer just announced, on the second (one batch at a time per
+# event loop: HandOuts).
 _executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="cpx-offers-connect")
-_hand_out_executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="cpx-offers-hand-out")
+_hand_out_executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="cpx-offers-hand-out")
 # A wait ends after wait × this fraction, drawn per request (the answer is [] as at S): agents that
 # connected together (a restart, a network blip) spread their reconnections instead of arriving as
 # one wave every S seconds.
@@ -113,13 +115,68 @@ def _offers(provider, *, look_first: bool) -> list:
     write when `look_first` finds none."""
     if look_first and not Lease.objects.filter(provider=provider, status=Lease.Status.DISPATCHED).exists():
         return []
-    leases = lease_poll(provider=provider, now=timezone.now())
-    return s.AgentLeaseSerializer(leases, many=True).data
+    return _hand_out_many([provider])[provider.pk]
+
+
+def _hand_out_many(providers: list) -> dict[int, list]:
+    """Several providers' offers handed out in one transaction: {provider id: serialized offers}."""
+    leases = lease_poll_many(providers=providers, now=timezone.now())
+    return {pk: s.AgentLeaseSerializer(offers, many=True).data for pk, offers in leases.items()}
 
 
 authorize = _in_thread(_authorize)
 offers = _in_thread(_offers)
-hand_out = _in_thread(_offers, _hand_out_executor)
+hand_out_batch = _in_thread(_hand_out_many, _hand_out_executor)
+
+
+class HandOuts:
+    """The hand-outs of one event loop, coalesced: a round's commit wakes the waiters of many
+    providers at once, and each woken waiter asks here; one database call (`lease_poll_many`) answers
+    everyone who asked meanwhile, and the next call everyone who asked during it. A fixed number of
+    queries per batch instead of per agent: the offers of a 100-lease round reach their agents in
+    one transaction."""
+
+    def __init__(self):
+        self.asked: dict[int, tuple[object, list[asyncio.Future]]] = {}
+        self.draining = False
+
+    async def get(self, provider) -> list:
+        answer = asyncio.get_running_loop().create_future()
+        self.asked.setdefault(provider.pk, (provider, []))[1].append(answer)
+        if not self.draining:
+            self.draining = True
+            asyncio.get_running_loop().create_task(self._drain())
+        return await answer
+
+    async def _drain(self) -> None:
+        try:
+            while self.asked:
+                batch, self.asked = self.asked, {}
+                try:
+                    found = await hand_out_batch([provider for provider, _ in batch.values()])
+                except Exception as error:  # noqa: BLE001 — each asker's request fails with it
+                    for _, answers in batch.values():
+                        for answer in answers:
+                            if not answer.done():
+                                answer.set_exception(error)
+                    continue
+                for pk, (_, answers) in batch.items():
+                    for answer in answers:
+                        if not answer.done():
+                            answer.set_result(found[pk])
+        finally:
+            self.draining = False
+
+
+# One per event loop: uvicorn runs one per process; under WSGI each async request has a loop of its own.
+_hand_outs: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def hand_out(provider):
+    loop = asyncio.get_running_loop()
+    if loop not in _hand_outs:
+        _hand_outs[loop] = HandOuts()
+    return _hand_outs[loop].get(provider)
 
 
 async def agent_offers(request):
@@ -186,7 +243,7 @@ async def _wait(provider, prefix: str, wait: float) -> list:
             except TimeoutError:
                 break
             woken.clear()
-            found = await hand_out(provider, look_first=False)
+            found = await hand_out(provider)
         return found
     finally:
         offer_hub.unregister(provider.pk, entry)

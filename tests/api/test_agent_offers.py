@@ -89,7 +89,9 @@ def turns(monkeypatch):
         agent_offers, "authorize", agent_offers._in_thread(taking_turns(agent_offers._authorize))
     )
     monkeypatch.setattr(agent_offers, "offers", agent_offers._in_thread(taking_turns(agent_offers._offers)))
-    monkeypatch.setattr(agent_offers, "hand_out", agent_offers._in_thread(taking_turns(agent_offers._offers)))
+    monkeypatch.setattr(
+        agent_offers, "hand_out_batch", agent_offers._in_thread(taking_turns(agent_offers._hand_out_many))
+    )
     return taking_turns
 
 
@@ -133,6 +135,43 @@ def test_a_waiting_agent_gets_its_offer_when_the_round_commits(turns):
     # Handed out as the sync poll does: the job went MATCHED → DISPATCHED.
     assert JobRequest.objects.get(pk=job.pk).status == JobRequest.Status.DISPATCHED
     assert offer_hub.waiting() == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_agents_one_commit_wakes_are_answered_by_one_batched_hand_out(turns, monkeypatch):
+    resources = [online_resource(price_floor=Decimal("0")) for _ in range(3)]
+    keys = [provider_key(resource.provider) for resource in resources]
+    jobs = [bid(funded_consumer(), price) for price in ("5", "4", "3")]
+    batches = []
+    batch = agent_offers.hand_out_batch
+
+    async def counted(providers):
+        batches.append(sorted(provider.pk for provider in providers))
+        return await batch(providers)
+
+    monkeypatch.setattr(agent_offers, "hand_out_batch", counted)
+
+    async def scenario():
+        # A provider the round leaves out (McAfee trades one pair fewer) answers [] after its wait.
+        waiting = [asyncio.create_task(call({"wait": 4}, auth(key))) for key in keys]
+        await until_waiting(3)
+        round_obj = await sync_to_async(turns(cleared_round), thread_sensitive=False)()
+        return round_obj, await asyncio.wait_for(asyncio.gather(*waiting), timeout=20)
+
+    round_obj, answers = asyncio.run(scenario())
+
+    assert round_obj.jobs_matched >= 2
+    offered = {}
+    for resource, answer in zip(resources, answers, strict=True):
+        assert answer.status_code == 200, answer.content
+        for offer in answer.json():
+            assert offer["resource"] == resource.pk
+            offered[offer["job"]["id"]] = resource.provider_id
+    assert len(offered) == round_obj.jobs_matched and set(offered) <= {job.pk for job in jobs}
+    # Woken together by one notification (their events set in one turn of the loop): one database
+    # call answered them all.
+    assert batches == [sorted(offered.values())]
+    assert set(JobRequest.objects.filter(pk__in=offered).values_list("status", flat=True)) == {"DISPATCHED"}
 
 
 @pytest.mark.django_db(transaction=True)
