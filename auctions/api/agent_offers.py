@@ -94,7 +94,8 @@ def _authorize(header: str):
             401,
             headers={"WWW-Authenticate": "Bearer"},
         )
-    key = selectors.api_key_authenticate(raw.strip())
+    # One query per (re)connection: the key, its user and the user's provider profile together.
+    key = selectors.api_key_authenticate(raw.strip(), related=("user__provider",))
     if key is None:
         return _error(
             "authentication_failed",
@@ -104,7 +105,7 @@ def _authorize(header: str):
         )
     if key.role != Role.PROVIDER or not key.user.holds_role(Role.PROVIDER):
         return _error("permission_denied", "This needs a provider account or API key.", 403)
-    provider = selectors.provider_for_user(user=key.user)
+    provider = getattr(key.user, "provider", None)  # None: the reverse one-to-one is missing
     if provider is None:
         return _error("not_found", "Register your provider profile first (POST /api/v1/provider).", 404)
     return provider, key.prefix

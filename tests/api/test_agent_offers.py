@@ -17,7 +17,7 @@ from auctions.services.offers import offer_hub
 from market.models import JobRequest
 from market.services.accounts import api_key_create
 from tests.conftest import NOW
-from tests.factories import ConsumerFactory, ProviderFactory
+from tests.factories import ConsumerFactory, ProviderFactory, ProviderUserFactory
 from tests.integration.test_rounds import bid, cleared_round, funded_consumer, online_resource
 
 URL = "/api/v1/agent/offers"
@@ -226,6 +226,23 @@ class TestRefused:
         response = self.get({"wait": 1}, auth(raw))
 
         assert response.status_code == 403 and error_of(response) == "permission_denied"
+
+    def test_with_a_provider_key_but_no_provider_profile(self):
+        user = ProviderUserFactory()
+        raw = api_key_create(user=user, role="provider", now=NOW)[1]
+
+        response = self.get({"wait": 1}, auth(raw))
+
+        assert response.status_code == 404 and error_of(response) == "not_found"
+
+    def test_a_reconnection_is_authorized_in_one_query(self, django_assert_num_queries):
+        provider = online_resource().provider
+        raw = provider_key(provider)
+
+        with django_assert_num_queries(1):
+            authorized, _ = agent_offers._authorize(f"Bearer {raw}")
+
+        assert authorized == provider
 
     @pytest.mark.parametrize(
         "wait", ["-1", "nan", "inf", "-inf", "1e309", "3601", "abc", "", "0x10", "1e", "\x00"]
