@@ -13,9 +13,11 @@ One run:
 2. per phase (async, then sync), starts the server under config/gunicorn.py (2 workers) with REDIS_URL
    (--redis-url), starts the agents — asyncio clients in this process, one connection each, each
    waiting for offers and accepting and completing every lease it gets (POST accept, POST complete)
-   — waits until they are connected, then clears --rounds rounds here (as the Celery worker would):
-   --offers queued jobs each, the round's commit publishes the offers (Redis pub/sub);
-3. meanwhile a probe calls ordinary API endpoints (GET /me, GET /jobs?limit=5) every 20 ms.
+   — waits until they are connected, then clears --rounds rounds in a process of its own (as the
+   Celery worker would): --offers queued jobs each, the round's commit publishes the offers (Redis
+   pub/sub);
+3. meanwhile a probe, in a process of its own too (a consumer is not inside the fleet's event loop),
+   calls ordinary API endpoints (GET /me, GET /jobs?limit=5) every 20 ms.
 
 Figures per phase: `connected` (agents whose wait was open at the round's commit, lowest over the
 rounds), `offer_latency_p50_ms` / `_p99_ms` (the round's commit — the moment the offers are
@@ -31,6 +33,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import multiprocessing
 import os
 import resource
 import secrets
@@ -88,7 +91,7 @@ def environment(args) -> dict:
         "DJANGO_DEBUG": "0",
         "CPX_LOG_LEVEL": "WARNING",
         "CPX_API_RATE": "1000000/min",
-        "DATABASE_POOL_MAX_SIZE": "12",  # as scripts/production.sh sets it
+        "DATABASE_POOL_MAX_SIZE": "16",  # as scripts/production.sh sets it
         "PYTHONPATH": str(ROOT),
     }
 
@@ -352,23 +355,70 @@ def queue_jobs(consumer, count: int) -> None:
         job_request_submit(consumer=consumer, spec=spec, now=now)
 
 
-def clear_round(published: list[float]) -> tuple[int, list[int], float]:
-    """Open and clear one round here, as the Celery worker does; (round id, lease ids, commit time)."""
+def clear_round() -> tuple[int, list[int], float | None]:
+    """Open and clear one round, as the Celery worker does; (round id, lease ids, publish time)."""
     from django.db import close_old_connections
     from django.utils import timezone
 
     from auctions.models import Lease
+    from auctions.services import offers
     from auctions.services.rounds import round_clear, round_open
     from market.models import Provider
 
-    published.clear()
-    now = timezone.now()
-    # The agents' heartbeat loop (POST /agent/heartbeat, not simulated here) keeps them online.
-    Provider.objects.update(last_heartbeat_at=now)
-    round_obj = round_clear(round_id=round_open(now=now).pk, now=now)
-    lease_ids = list(Lease.objects.filter(round=round_obj).values_list("id", flat=True))
-    close_old_connections()
-    return round_obj.pk, lease_ids, published[0] if published else time.time()
+    published = []
+    publish = offers.offers_publish
+
+    def timed_publish(**kwargs):  # the commit time: when the round's on_commit publishes its offers
+        published.append(time.time())
+        publish(**kwargs)
+
+    offers.offers_publish = timed_publish
+    try:
+        now = timezone.now()
+        # The agents' heartbeat loop (POST /agent/heartbeat, not simulated here) keeps them online.
+        Provider.objects.update(last_heartbeat_at=now)
+        round_obj = round_clear(round_id=round_open(now=now).pk, now=now)
+        lease_ids = list(Lease.objects.filter(round=round_obj).values_list("id", flat=True))
+    finally:
+        offers.offers_publish = publish
+        close_old_connections()
+    return round_obj.pk, lease_ids, published[0] if published else None
+
+
+def round_worker(connection, environ: dict) -> None:
+    """A process of its own playing the Celery worker (queue jobs, clear a round) on request, so its
+    CPU and GIL are not the fleet's or the probe's, as in production."""
+    os.environ.update(environ)
+    import django
+
+    django.setup()
+    from market.models import User
+
+    while (request := connection.recv()) is not None:
+        command, argument = request
+        if command == "queue":
+            queue_jobs(User.objects.get(pk=argument["consumer"]), argument["count"])
+            connection.send(None)
+        else:
+            connection.send(clear_round())
+
+
+def probe_process(url: str, key: str, stop, answers) -> None:
+    """The probe in a process of its own (a consumer or an operator is not inside the fleet): its
+    latencies are the server's, not the fleet's event loop's."""
+    latencies: list[float] = []
+    errors: list[str] = []
+
+    async def run():
+        stopped = asyncio.Event()
+        task = asyncio.create_task(probe(url, key, latencies, errors, stopped))
+        while not stop.is_set():
+            await asyncio.sleep(0.05)
+        stopped.set()
+        await task
+
+    asyncio.run(run())
+    answers.send((latencies, errors))
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -381,23 +431,18 @@ def percentile(values: list[float], q: float) -> float | None:
 async def run_phase(args, phase: str, keys: list[str], consumer_key: str, consumer) -> dict:
     import aiohttp
 
-    from auctions.services import offers
+    context = multiprocessing.get_context("spawn")
+    worker, worker_end = context.Pipe()
+    worker_process = context.Process(target=round_worker, args=(worker_end, environment(args)), daemon=True)
+    worker_process.start()
 
-    # The commit time: when the round's on_commit publishes its offers (wrapped, then published).
-    published: list[float] = []
-    publish = offers.offers_publish
+    def on_worker(command: str, argument=None):
+        worker.send((command, argument))
+        return worker.recv()
 
-    def timed_publish(**kwargs):
-        published.append(time.time())
-        publish(**kwargs)
-
-    offers.offers_publish = timed_publish
     server = Server(args, phase)
     await asyncio.to_thread(server.wait_ready)
     fleet = Fleet(phase, server.url, keys, args.wait)
-    stop = asyncio.Event()
-    api_ms: list[float] = []
-    probe_errors: list[str] = []
     connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, force_close=False)
     rounds = []
     try:
@@ -409,12 +454,17 @@ async def run_phase(args, phase: str, keys: list[str], consumer_key: str, consum
                 await asyncio.sleep(0.2)
             connect_s = time.monotonic() - started
             await asyncio.sleep(2)
-            probing = asyncio.create_task(probe(server.url, consumer_key, api_ms, probe_errors, stop))
+            probe_stop, (probe_answers, probe_end) = context.Event(), context.Pipe()
+            probing = context.Process(
+                target=probe_process, args=(server.url, consumer_key, probe_stop, probe_end), daemon=True
+            )
+            probing.start()
             for _ in range(args.rounds):
-                await asyncio.to_thread(queue_jobs, consumer, args.offers)
+                await asyncio.to_thread(on_worker, "queue", {"consumer": consumer.pk, "count": args.offers})
                 await asyncio.sleep(1)
                 waiting_at_commit = fleet.waiting
-                round_id, lease_ids, committed = await asyncio.to_thread(clear_round, published)
+                round_id, lease_ids, committed = await asyncio.to_thread(on_worker, "clear")
+                committed = committed or time.time()
                 deadline = time.monotonic() + 30
                 while time.monotonic() < deadline and not all(i in fleet.completed for i in lease_ids):
                     await asyncio.sleep(0.05)
@@ -433,14 +483,16 @@ async def run_phase(args, phase: str, keys: list[str], consumer_key: str, consum
                     }
                 )
                 # Jobs left unmatched (none expected) would be matched next round: queue fresh ones.
-            stop.set()
-            await probing
+            probe_stop.set()
+            api_ms, probe_errors = await asyncio.to_thread(probe_answers.recv)
+            probing.join(10)
             fleet.stopping = True
             for task in agents:
                 task.cancel()
             await asyncio.gather(*agents, return_exceptions=True)
     finally:
-        offers.offers_publish = publish
+        worker.send(None)
+        worker_process.join(10)
         server.stop()
     latencies = [ms for r in rounds for ms in r["latencies"]]
     return {

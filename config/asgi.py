@@ -8,7 +8,11 @@
   waiting agent would stall every other request of the process. The view authenticates itself and
   needs none of it (no session, CSRF, pages);
 - every other request goes to Django's WSGI handler on a pool of THREADS threads per worker, as
-  under gunicorn gthread. Why not Django's ASGI handler for those too: it runs every sync view in
+  under gunicorn gthread; the agents' other calls (AGENT_PREFIX: accept, progress, complete,
+  heartbeats, the sync long-poll) on a pool of their own, AGENT_THREADS threads. A bulkhead: a
+  round's commit sends a burst of hundreds of accepts and completions at once, which on one shared
+  pool queued every consumer's and operator's call behind them (bench/agents.py: API p99 1.5 s at
+  1,000 agents); now a burst of the fleet waits only for the fleet's threads. Why not Django's ASGI handler for those too: it runs every sync view in
   ONE thread per process (asgiref's thread-sensitive mode), so one slow or waiting sync request
   (the sync long-poll `GET /agent/leases?wait=S`, a file upload) would stall all the others. The
   sync API, its long-poll caps (auctions/api/long_poll.py) and its middleware stay exactly as they
@@ -32,7 +36,9 @@ from django.core.wsgi import get_wsgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.base")
 
 ASYNC_PATHS = frozenset({"/api/v1/agent/offers"})
+AGENT_PREFIX = "/api/v1/agent/"
 THREADS = int(os.environ.get("GUNICORN_THREADS", "4"))
+AGENT_THREADS = int(os.environ.get("GUNICORN_AGENT_THREADS", "2"))
 
 
 class AsyncChannelHandler(ASGIHandler):
@@ -52,6 +58,7 @@ django.setup(set_prefix=False)
 django_asgi = AsyncChannelHandler()
 django_wsgi = get_wsgi_application()
 _threads = ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="cpx-wsgi")
+_agent_threads = ThreadPoolExecutor(max_workers=AGENT_THREADS, thread_name_prefix="cpx-wsgi-agent")
 
 
 def _environ(scope: dict, body: bytes) -> dict:
@@ -109,8 +116,9 @@ async def _wsgi(scope, receive, send) -> None:
             return
         chunks.append(message.get("body", b""))
         more = message.get("more_body", False)
+    pool = _agent_threads if scope["path"].startswith(AGENT_PREFIX) else _threads
     status, headers, body = await asyncio.get_running_loop().run_in_executor(
-        _threads, _run_wsgi, _environ(scope, b"".join(chunks))
+        pool, _run_wsgi, _environ(scope, b"".join(chunks))
     )
     await send(
         {

@@ -24,17 +24,29 @@ from market.services.placement import region_names
 def api_key_authenticate(raw: str, *, related: tuple[str, ...] = ()) -> ApiKey | None:
     """The active key matching `raw` (`cpx_<prefix>_<secret>`), with its user (and the `related`
     objects of the key, fetched in the same query), or None. Constant-time on the secret."""
-    try:
-        scheme, prefix, secret = raw.split("_", 2)
-    except ValueError:
-        return None
-    if scheme != "cpx" or not prefix or not secret or len(prefix) > 16:
-        return None
-    active = ApiKey.objects.select_related("user", *related).filter(prefix=prefix, revoked_at__isnull=True)
-    key = active.first()
-    if key is None or not key.user.is_active or not hmac.compare_digest(key.digest, api_key_digest(secret)):
-        return None
-    return key
+    return api_keys_authenticate([raw], related=related)[raw]
+
+
+def api_keys_authenticate(raws: list[str], *, related: tuple[str, ...] = ()) -> dict[str, ApiKey | None]:
+    """`api_key_authenticate` for several raw keys in one query: {raw: key or None}."""
+    parsed = {}
+    for raw in raws:
+        scheme, prefix, secret = (raw.split("_", 2) + ["", ""])[:3]
+        if scheme == "cpx" and prefix and secret and len(prefix) <= 16:
+            parsed[raw] = (prefix, secret)
+    keys: dict[str, ApiKey] = {}
+    if parsed:
+        active = ApiKey.objects.select_related("user", *related).filter(
+            prefix__in={prefix for prefix, _ in parsed.values()}, revoked_at__isnull=True
+        )
+        keys = {key.prefix: key for key in active}  # prefixes are unique
+    answers: dict[str, ApiKey | None] = {}
+    for raw in raws:
+        prefix, secret = parsed.get(raw, ("", ""))
+        key = keys.get(prefix)
+        valid = key is not None and key.user.is_active
+        answers[raw] = key if valid and hmac.compare_digest(key.digest, api_key_digest(secret)) else None
+    return answers
 
 
 def provider_for_user(*, user: User) -> Provider | None:

@@ -34,8 +34,8 @@ export CPX_SETTLEMENT_ON_CHAIN="${CPX_SETTLEMENT_ON_CHAIN:-false}"
 # Nothing in front of gunicorn terminates TLS here; behind a proxy that does, leave this true.
 export DJANGO_SECURE_SSL_REDIRECT="${DJANGO_SECURE_SSL_REDIRECT:-false}"
 export GUNICORN_BIND="${GUNICORN_BIND:-127.0.0.1:8000}"
-# Per web worker: GUNICORN_THREADS for the sync API + 8 for the offer channel (auctions/api/agent_offers.py)
-export DATABASE_POOL_MAX_SIZE="${DATABASE_POOL_MAX_SIZE:-12}"
+# Per web worker: GUNICORN_THREADS + GUNICORN_AGENT_THREADS (config/asgi.py) + 6 for the offer channel
+export DATABASE_POOL_MAX_SIZE="${DATABASE_POOL_MAX_SIZE:-16}"
 export PROMETHEUS_MULTIPROC_DIR="${PROMETHEUS_MULTIPROC_DIR:-$RUN_DIR/prometheus}"
 CELERY_CONCURRENCY="${CELERY_CONCURRENCY:-2}"
 URL="http://$GUNICORN_BIND"

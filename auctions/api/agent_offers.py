@@ -23,6 +23,7 @@ market/api/authentication.py and market/api/permissions.py (IsProvider); errors 
 
 import asyncio
 import contextlib
+import itertools
 import random
 import weakref
 from collections import Counter
@@ -47,8 +48,8 @@ from market.models import Role
 # Threads for the channel's database calls (each borrows a pooled connection for one call). Two
 # pools: a reconnecting fleet (authentication and the first look of every wait) queues on the first,
 # and never delays the hand-out of an offer just announced, on the second (one batch at a time per
-# event loop: HandOuts).
-_executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="cpx-offers-connect")
+# event loop: Coalesced).
+_executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="cpx-offers-connect")
 _hand_out_executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="cpx-offers-hand-out")
 # A wait ends after wait × this fraction, drawn per request (the answer is [] as at S): agents that
 # connected together (a restart, a network blip) spread their reconnections instead of arriving as
@@ -77,107 +78,124 @@ def _in_thread(function, executor=None):
     return sync_to_async(call, thread_sensitive=False, executor=executor or _executor)
 
 
-def _authorize(header: str):
-    """(provider, key prefix) for a provider's API key, or an error response."""
-    scheme, _, raw = header.partition(" ")
-    if not header:
-        return _error(
-            "not_authenticated",
-            "Authentication credentials were not provided.",
-            401,
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-    if scheme != "Bearer" or not raw.strip():
-        return _error(
-            "authentication_failed",
-            "Use 'Authorization: Bearer <API key>'.",
-            401,
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-    # One query per (re)connection: the key, its user and the user's provider profile together.
-    key = selectors.api_key_authenticate(raw.strip(), related=("user__provider",))
-    if key is None:
-        return _error(
-            "authentication_failed",
-            "Unknown or revoked API key.",
-            401,
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-    if key.role != Role.PROVIDER or not key.user.holds_role(Role.PROVIDER):
-        return _error("permission_denied", "This needs a provider account or API key.", 403)
-    provider = getattr(key.user, "provider", None)  # None: the reverse one-to-one is missing
-    if provider is None:
-        return _error("not_found", "Register your provider profile first (POST /api/v1/provider).", 404)
-    return provider, key.prefix
+def _authorize_many(headers: list[str]) -> dict[str, tuple]:
+    """{header: (provider, key prefix), or a refusal (code, message, status, headers)} for providers'
+    API keys, in one query (the keys, their users and the users' provider profiles together)."""
+    answers, raws = {}, {}
+    bearer = {"WWW-Authenticate": "Bearer"}
+    for header in headers:
+        scheme, _, raw = header.partition(" ")
+        if not header:
+            message = "Authentication credentials were not provided."
+            answers[header] = ("not_authenticated", message, 401, bearer)
+        elif scheme != "Bearer" or not raw.strip():
+            answers[header] = ("authentication_failed", "Use 'Authorization: Bearer <API key>'.", 401, bearer)
+        else:
+            raws[header] = raw.strip()
+    keys = selectors.api_keys_authenticate(list(raws.values()), related=("user__provider",))
+    for header, raw in raws.items():
+        key = keys[raw]
+        provider = key and getattr(key.user, "provider", None)  # None: no provider profile
+        if key is None:
+            answers[header] = ("authentication_failed", "Unknown or revoked API key.", 401, bearer)
+        elif key.role != Role.PROVIDER or not key.user.holds_role(Role.PROVIDER):
+            answers[header] = ("permission_denied", "This needs a provider account or API key.", 403, {})
+        elif provider is None:
+            message = "Register your provider profile first (POST /api/v1/provider)."
+            answers[header] = ("not_found", message, 404, {})
+        else:
+            answers[header] = (provider, key.prefix)
+    return answers
 
 
-def _offers(provider, *, look_first: bool) -> list:
-    """The provider's offers, handed out (`lease_poll`, also a heartbeat), serialized; [] without a
-    write when `look_first` finds none."""
-    if look_first and not Lease.objects.filter(provider=provider, status=Lease.Status.DISPATCHED).exists():
-        return []
-    return _hand_out_many([provider])[provider.pk]
+def _look_many(providers: list) -> dict[int, bool]:
+    """{provider id: whether it has offers}, one read-only query (a reconnecting fleet writes nothing)."""
+    offered = set(
+        Lease.objects.filter(provider_id__in=[p.pk for p in providers], status=Lease.Status.DISPATCHED)
+        .values_list("provider_id", flat=True)
+        .distinct()
+    )
+    return {provider.pk: provider.pk in offered for provider in providers}
 
 
 def _hand_out_many(providers: list) -> dict[int, list]:
-    """Several providers' offers handed out in one transaction: {provider id: serialized offers}."""
+    """Several providers' offers handed out (`lease_poll_many`, also a heartbeat) in one
+    transaction: {provider id: serialized offers}."""
     leases = lease_poll_many(providers=providers, now=timezone.now())
     return {pk: s.AgentLeaseSerializer(offers, many=True).data for pk, offers in leases.items()}
 
 
-authorize = _in_thread(_authorize)
-offers = _in_thread(_offers)
+authorize_batch = _in_thread(_authorize_many)
+look_batch = _in_thread(_look_many)
 hand_out_batch = _in_thread(_hand_out_many, _hand_out_executor)
 
 
-class HandOuts:
-    """The hand-outs of one event loop, coalesced: a round's commit wakes the waiters of many
-    providers at once, and each woken waiter asks here; one database call (`lease_poll_many`) answers
-    everyone who asked meanwhile, and the next call everyone who asked during it. A fixed number of
-    queries per batch instead of per agent: the offers of a 100-lease round reach their agents in
-    one transaction."""
+class Coalesced:
+    """Calls of one batch function from the requests of one event loop, coalesced: each request asks
+    for its key; one call answers everyone who asked meanwhile (at most BATCH_MAX), the next call
+    everyone who asked during it. A fleet reconnecting together, and the waiters a round's commit
+    wakes together, cost a few queries per batch instead of a few per agent (bench/agents.py)."""
 
-    def __init__(self):
-        self.asked: dict[int, tuple[object, list[asyncio.Future]]] = {}
+    BATCH_MAX = 500
+
+    def __init__(self, many):
+        self.many = many  # async (items) -> {key: answer}
+        self.asked: dict = {}  # key -> (item, [futures])
         self.draining = False
 
-    async def get(self, provider) -> list:
-        answer = asyncio.get_running_loop().create_future()
-        self.asked.setdefault(provider.pk, (provider, []))[1].append(answer)
+    async def __call__(self, key, item):
+        loop = asyncio.get_running_loop()
+        answer = loop.create_future()
+        self.asked.setdefault(key, (item, []))[1].append(answer)
         if not self.draining:
             self.draining = True
-            asyncio.get_running_loop().create_task(self._drain())
+            loop.create_task(self._drain())
         return await answer
 
     async def _drain(self) -> None:
         try:
             while self.asked:
-                batch, self.asked = self.asked, {}
+                batch = dict(itertools.islice(self.asked.items(), self.BATCH_MAX))
+                for key in batch:
+                    del self.asked[key]
+                failed = RuntimeError("the batch gave no answer for this key")
                 try:
-                    found = await hand_out_batch([provider for provider, _ in batch.values()])
+                    found = await self.many([item for item, _ in batch.values()])
                 except Exception as error:  # noqa: BLE001 — each asker's request fails with it
-                    for _, answers in batch.values():
-                        for answer in answers:
-                            if not answer.done():
-                                answer.set_exception(error)
-                    continue
-                for pk, (_, answers) in batch.items():
+                    found, failed = {}, error
+                for key, (_, answers) in batch.items():
                     for answer in answers:
-                        if not answer.done():
-                            answer.set_result(found[pk])
+                        if answer.done():  # its request went away (the client disconnected)
+                            continue
+                        if key in found:
+                            answer.set_result(found[key])
+                        else:
+                            answer.set_exception(failed)
         finally:
             self.draining = False
 
 
-# One per event loop: uvicorn runs one per process; under WSGI each async request has a loop of its own.
-_hand_outs: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+# Per event loop: uvicorn runs one per process; under WSGI each async request has a loop of its own.
+_coalesced: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _batched(name: str, many):
+    def call(key, item):
+        per_loop = _coalesced.setdefault(asyncio.get_running_loop(), {})
+        if name not in per_loop:
+            per_loop[name] = Coalesced(many)
+        return per_loop[name](key, item)
+
+    return call
+
+
+# The batch functions are looked up at each call (a test may replace them).
+authorize = _batched("authorize", lambda headers: authorize_batch(headers))
+look = _batched("look", lambda providers: look_batch(providers))
 
 
 def hand_out(provider):
-    loop = asyncio.get_running_loop()
-    if loop not in _hand_outs:
-        _hand_outs[loop] = HandOuts()
-    return _hand_outs[loop].get(provider)
+    return _batched("hand_out", lambda providers: hand_out_batch(providers))(provider.pk, provider)
 
 
 async def agent_offers(request):
@@ -193,12 +211,14 @@ async def agent_offers(request):
         fields = {name: ["This parameter may not be empty."] for name in empty} if empty else poll.errors
         return _error("invalid", "The request has invalid fields.", 400, {"fields": fields})
     wait = min(poll.validated_data["wait"], settings.CPX_AGENT_OFFER_WAIT_S)
-    caller = await authorize(request.headers.get("Authorization", ""))
-    if isinstance(caller, JsonResponse):
-        return caller
+    header = request.headers.get("Authorization", "")
+    caller = await authorize(header, header)
+    if len(caller) == 4:
+        code, message, status, headers = caller
+        return _error(code, message, status, headers=headers)
     provider, prefix = caller
     if wait <= 0:
-        return JsonResponse(await offers(provider, look_first=False), safe=False)
+        return JsonResponse(await hand_out(provider), safe=False)
     if _held[prefix] >= settings.CPX_AGENT_OFFER_WAITS_PER_KEY:
         return _error(
             "throttled",
@@ -233,7 +253,7 @@ async def _wait(provider, prefix: str, wait: float) -> list:
         offer_hub.ensure_listener()
         # First a read-only look (a reconnecting fleet writes nothing); after a wake-up, straight to
         # handing out (the notification says there is an offer).
-        found = await offers(provider, look_first=True)
+        found = await hand_out(provider) if await look(provider.pk, provider) else []
         loop, woken = entry
         give_up_at = loop.time() + wait * random.uniform(*WAIT_JITTER)
         # A wake-up may find nothing (another request of the key answered the offer, or the channel

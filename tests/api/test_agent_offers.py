@@ -85,13 +85,12 @@ def turns(monkeypatch):
 
         return call_in_turn
 
-    monkeypatch.setattr(
-        agent_offers, "authorize", agent_offers._in_thread(taking_turns(agent_offers._authorize))
-    )
-    monkeypatch.setattr(agent_offers, "offers", agent_offers._in_thread(taking_turns(agent_offers._offers)))
-    monkeypatch.setattr(
-        agent_offers, "hand_out_batch", agent_offers._in_thread(taking_turns(agent_offers._hand_out_many))
-    )
+    for name, function in [
+        ("authorize_batch", agent_offers._authorize_many),
+        ("look_batch", agent_offers._look_many),
+        ("hand_out_batch", agent_offers._hand_out_many),
+    ]:
+        monkeypatch.setattr(agent_offers, name, agent_offers._in_thread(taking_turns(function)))
     return taking_turns
 
 
@@ -235,14 +234,23 @@ class TestRefused:
 
         assert response.status_code == 404 and error_of(response) == "not_found"
 
-    def test_a_reconnection_is_authorized_in_one_query(self, django_assert_num_queries):
-        provider = online_resource().provider
-        raw = provider_key(provider)
+    def test_reconnections_together_are_authorized_in_one_query(self, django_assert_num_queries):
+        providers = [online_resource().provider for _ in range(3)]
+        consumer_key = api_key_create(user=ConsumerFactory(), role="consumer", now=NOW)[1]
+        headers = [f"Bearer {provider_key(provider)}" for provider in providers]
+        hostile = ["", "Bearer", "Basic abc", "Bearer cpx_nope_nope", f"Bearer {consumer_key}"]
 
         with django_assert_num_queries(1):
-            authorized, _ = agent_offers._authorize(f"Bearer {raw}")
+            answers = agent_offers._authorize_many(headers + hostile)
 
-        assert authorized == provider
+        assert [answers[header][0] for header in headers] == providers
+        assert [answers[header][0] for header in hostile] == [
+            "not_authenticated",
+            "authentication_failed",
+            "authentication_failed",
+            "authentication_failed",
+            "permission_denied",
+        ]
 
     @pytest.mark.parametrize(
         "wait", ["-1", "nan", "inf", "-inf", "1e309", "3601", "abc", "", "0x10", "1e", "\x00"]
