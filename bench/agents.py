@@ -511,6 +511,7 @@ async def run_phase(args, phase: str, keys: list[str], consumer_key: str, consum
         "api_calls": len(api_ms),
         "errors": len(fleet.errors) + len(probe_errors),
         "refused_429": fleet.refused,
+        "offer_latency_p99_ms_per_round": [percentile(r["latencies"], 0.99) for r in rounds],
         "rounds_all_completed_s": [r["all_completed_s"] for r in rounds],
         "error_samples": sorted(set(fleet.errors + probe_errors))[:5],
     }
