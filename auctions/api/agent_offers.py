@@ -1,9 +1,9 @@
 """The agents' async offer channel: `GET /api/v1/agent/offers?wait=S` (a Django async view, served by
 the ASGI app config/asgi.py under uvicorn workers).
 
-Answers the caller's offers (DISPATCHED leases, handed out by `lease_poll` exactly as
-`GET /agent/leases` does) at once when there are any; otherwise holds the request up to S seconds
-(at most CPX_AGENT_OFFER_WAIT_S) until the provider's offer notification arrives
+Answers the caller's offers (DISPATCHED leases, handed out by `lease_poll_many` exactly as
+`GET /agent/leases` does with `lease_poll`) at once when there are any; otherwise holds the request
+up to S seconds (at most CPX_AGENT_OFFER_WAIT_S) until the provider's offer notification arrives
 (auctions/services/offers.py: pushed when the round that wrote the lease commits, through Redis
 pub/sub between processes and in-process in the embedded default) and then answers the offers.
 A timeout answers `[]`. No polling: while it waits, a request is one coroutine, one socket and one
@@ -12,13 +12,14 @@ asyncio.Event — no thread and no database connection — so one process holds 
 Long-poll rather than SSE or WebSocket: every answer is the same complete JSON list as the sync
 poll's, so the agent's code, proxies, timeouts and retries stay plain HTTP; a lost connection loses
 nothing (the offers are rows, read again on the next request); and an offer is consumed by exactly
-the request that answered it. Its cost, one reconnect per offer or per S seconds, is one
-authenticated query per agent per minute at the default.
+the request that answered it. Its cost is one reconnect per offer or per S seconds; the database
+work of reconnections (authorization, the first look) and of hand-outs is batched per event loop
+(`Coalesced`), so a fleet reconnecting together costs a few queries per batch, not per agent.
 
 Authentication is the provider's API key (`Authorization: Bearer cpx_…`), checked as in
 market/api/authentication.py and market/api/permissions.py (IsProvider); errors are the API's
-{"code", "message", "extra"} bodies. Database work runs in a small thread pool
-(sync_to_async, not thread-sensitive) whose connections go back to the pool after each call.
+{"code", "message", "extra"} bodies. Database work runs in small thread pools (sync_to_async, not
+thread-sensitive) whose connections go back to the pool after each call.
 """
 
 import asyncio
@@ -142,6 +143,7 @@ class Coalesced:
         self.many = many  # async (items) -> {key: answer}
         self.asked: dict = {}  # key -> (item, [futures])
         self.draining = False
+        self.drain = None  # the running drain task (held: the loop keeps only a weak reference)
 
     async def __call__(self, key, item):
         loop = asyncio.get_running_loop()
@@ -149,7 +151,7 @@ class Coalesced:
         self.asked.setdefault(key, (item, []))[1].append(answer)
         if not self.draining:
             self.draining = True
-            loop.create_task(self._drain())
+            self.drain = loop.create_task(self._drain())
         return await answer
 
     async def _drain(self) -> None:
