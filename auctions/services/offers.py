@@ -68,10 +68,15 @@ class OfferHub:
         """Set the events of these providers' waiters (from any thread); how many were woken."""
         with self.lock:
             entries = [entry for pk in provider_ids for entry in self.waiters.get(pk, ())]
+        by_loop = defaultdict(list)
         for loop, event in entries:
+            by_loop[loop].append(event)
+        # One callback per loop sets all its events: the waiters one notification wakes resume in the
+        # same turn of their loop (and their hand-outs go in one batch: auctions/api/agent_offers.py).
+        for loop, events in by_loop.items():
             try:
-                loop.call_soon_threadsafe(event.set)
-            except RuntimeError:  # that loop is closed: its waiter is gone
+                loop.call_soon_threadsafe(_set_all, events)
+            except RuntimeError:  # that loop is closed: its waiters are gone
                 pass
         return len(entries)
 
@@ -112,6 +117,11 @@ class OfferHub:
                 await asyncio.sleep(1)
             finally:
                 await client.aclose()
+
+
+def _set_all(events) -> None:
+    for event in events:
+        event.set()
 
 
 offer_hub = OfferHub()
