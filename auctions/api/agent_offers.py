@@ -29,6 +29,7 @@ import random
 import weakref
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from typing import NamedTuple
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -79,18 +80,28 @@ def _in_thread(function, executor=None):
     return sync_to_async(call, thread_sensitive=False, executor=executor or _executor)
 
 
-def _authorize_many(headers: list[str]) -> dict[str, tuple]:
-    """{header: (provider, key prefix), or a refusal (code, message, status, headers)} for providers'
-    API keys, in one query (the keys, their users and the users' provider profiles together)."""
+class Refusal(NamedTuple):
+    """Why a wait is refused, as the API's error body and status."""
+
+    code: str
+    message: str
+    status: int
+    headers: dict
+
+
+def _authorize_many(headers: list[str]) -> dict[str, "tuple | Refusal"]:
+    """{header: (provider, key prefix), or a Refusal} for providers' API keys, in one query (the
+    keys, their users and the users' provider profiles together)."""
     answers, raws = {}, {}
     bearer = {"WWW-Authenticate": "Bearer"}
     for header in headers:
         scheme, _, raw = header.partition(" ")
         if not header:
             message = "Authentication credentials were not provided."
-            answers[header] = ("not_authenticated", message, 401, bearer)
+            answers[header] = Refusal("not_authenticated", message, 401, bearer)
         elif scheme != "Bearer" or not raw.strip():
-            answers[header] = ("authentication_failed", "Use 'Authorization: Bearer <API key>'.", 401, bearer)
+            message = "Use 'Authorization: Bearer <API key>'."
+            answers[header] = Refusal("authentication_failed", message, 401, bearer)
         else:
             raws[header] = raw.strip()
     keys = selectors.api_keys_authenticate(list(raws.values()), related=("user__provider",))
@@ -98,12 +109,13 @@ def _authorize_many(headers: list[str]) -> dict[str, tuple]:
         key = keys[raw]
         provider = key and getattr(key.user, "provider", None)  # None: no provider profile
         if key is None:
-            answers[header] = ("authentication_failed", "Unknown or revoked API key.", 401, bearer)
+            answers[header] = Refusal("authentication_failed", "Unknown or revoked API key.", 401, bearer)
         elif key.role != Role.PROVIDER or not key.user.holds_role(Role.PROVIDER):
-            answers[header] = ("permission_denied", "This needs a provider account or API key.", 403, {})
+            message = "This needs a provider account or API key."
+            answers[header] = Refusal("permission_denied", message, 403, {})
         elif provider is None:
             message = "Register your provider profile first (POST /api/v1/provider)."
-            answers[header] = ("not_found", message, 404, {})
+            answers[header] = Refusal("not_found", message, 404, {})
         else:
             answers[header] = (provider, key.prefix)
     return answers
@@ -174,7 +186,9 @@ class Coalesced:
                         else:
                             answer.set_exception(failed)
         finally:
-            self.draining = False
+            # No reference to the loop is kept once drained: under WSGI each request's loop is a new
+            # one, and `_coalesced` must let it go.
+            self.draining, self.drain = False, None
 
 
 # Per event loop: uvicorn runs one per process; under WSGI each async request has a loop of its own.
@@ -215,9 +229,8 @@ async def agent_offers(request):
     wait = min(poll.validated_data["wait"], settings.CPX_AGENT_OFFER_WAIT_S)
     header = request.headers.get("Authorization", "")
     caller = await authorize(header, header)
-    if len(caller) == 4:
-        code, message, status, headers = caller
-        return _error(code, message, status, headers=headers)
+    if isinstance(caller, Refusal):
+        return _error(caller.code, caller.message, caller.status, headers=caller.headers)
     provider, prefix = caller
     if wait <= 0:
         return JsonResponse(await hand_out(provider), safe=False)

@@ -4,6 +4,7 @@ when its round commits (in-process notification, no polling), and what the chann
 key, another role's key, hostile `wait` values, more waits per key than the cap."""
 
 import asyncio
+import gc
 import json
 import threading
 from decimal import Decimal
@@ -310,3 +311,17 @@ def test_under_wsgi_a_wait_takes_a_slot_of_the_sync_long_polls_caps(settings):
 
     assert response.status_code == 429 and error_of(response) == "throttled"
     assert response["Retry-After"] == "1"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_batches_let_each_requests_event_loop_go():
+    """Under WSGI every async request runs on an event loop of its own: the per-loop batches
+    (`Coalesced`) must not keep those loops alive once they have answered (asgiref's threads remember
+    the last loop they served, at most one per thread: the count stays bounded)."""
+    raw = provider_key(online_resource().provider)
+
+    answers = [asyncio.run(call({"wait": 0}, auth(raw))) for _ in range(10)]
+    gc.collect()
+
+    assert {answer.status_code for answer in answers} == {200}
+    assert len(agent_offers._coalesced) <= 2
